@@ -1,0 +1,174 @@
+#include "model/inference.h"
+
+#include <ATen/ATen.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace ghostserve::model {
+namespace {
+
+namespace nn = torch::nn;
+using Conv = InferenceGhostNet::Conv;
+using Linear = InferenceGhostNet::Linear;
+
+// Folds y = BN(conv(x)) into one convolution with bias.
+Conv Fold(const nn::Conv2dImpl& conv, const nn::BatchNorm2dImpl* bn, bool relu,
+          bool channels_last) {
+  Conv out;
+  torch::Tensor w = conv.weight.detach().to(torch::kFloat);
+  torch::Tensor b = conv.bias.defined() ? conv.bias.detach().to(torch::kFloat)
+                                        : torch::zeros({w.size(0)});
+  if (bn != nullptr) {
+    torch::Tensor scale = bn->weight.detach() /
+                          torch::sqrt(bn->running_var.detach() + bn->options.eps());
+    w = w * scale.view({-1, 1, 1, 1});
+    b = (b - bn->running_mean.detach()) * scale + bn->bias.detach();
+  }
+  out.weight = channels_last ? w.contiguous(at::MemoryFormat::ChannelsLast)
+                             : w.contiguous();
+  out.bias = b.contiguous();
+  out.stride = (*conv.options.stride())[0];
+  out.padding = (*conv.options.kernel_size())[0] / 2;  // GhostNet pads k/2
+  out.groups = conv.options.groups();
+  out.relu = relu;
+  return out;
+}
+
+const nn::Conv2dImpl& ConvAt(nn::Sequential seq, size_t i) {
+  return *seq[i]->as<nn::Conv2dImpl>();
+}
+const nn::BatchNorm2dImpl* BnAt(nn::Sequential seq, size_t i) {
+  return seq[i]->as<nn::BatchNorm2dImpl>();
+}
+
+InferenceGhostNet::Ghost FoldGhost(const GhostModuleImpl& g, bool cl) {
+  InferenceGhostNet::Ghost out;
+  out.primary = Fold(ConvAt(g.primary_conv, 0), BnAt(g.primary_conv, 1), g.relu(), cl);
+  out.cheap = Fold(ConvAt(g.cheap_operation, 0), BnAt(g.cheap_operation, 1), g.relu(), cl);
+  out.out_channels = g.out_channels();
+  return out;
+}
+
+Linear ToLinear(const nn::Conv2dImpl& conv) {
+  return Linear{conv.weight.detach().to(torch::kFloat).flatten(1).contiguous(),
+                conv.bias.detach().to(torch::kFloat).contiguous()};
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<InferenceGhostNet>> InferenceGhostNet::Create(
+    const GhostNetImpl& net, const InferenceOptions& options) {
+  try {
+    torch::NoGradGuard no_grad;
+    const bool cl = options.channels_last;
+    std::unique_ptr<InferenceGhostNet> m(
+        new InferenceGhostNet(net.options(), options));
+    m->stem_ = Fold(*net.conv_stem, net.bn1.get(), true, cl);
+    for (const auto& stage : net.stages) {
+      for (const auto& block : stage) {
+        Bottleneck b;
+        b.ghost1 = FoldGhost(*block->ghost1, cl);
+        if (block->stride() > 1) {
+          b.has_dw = true;
+          b.dw = Fold(*block->conv_dw, block->bn_dw.get(), false, cl);
+        }
+        if (block->se) {
+          b.has_se = true;
+          b.se_reduce = ToLinear(*block->se->conv_reduce);
+          b.se_expand = ToLinear(*block->se->conv_expand);
+        }
+        b.ghost2 = FoldGhost(*block->ghost2, cl);
+        if (block->has_shortcut_conv()) {
+          b.has_shortcut = true;
+          b.shortcut_dw = Fold(ConvAt(block->shortcut, 0), BnAt(block->shortcut, 1), false, cl);
+          b.shortcut_pw = Fold(ConvAt(block->shortcut, 2), BnAt(block->shortcut, 3), false, cl);
+        }
+        m->blocks_.push_back(std::move(b));
+      }
+    }
+    m->final_conv_ = Fold(*net.final_conv->conv, net.final_conv->bn1.get(), true, cl);
+    m->head_ = ToLinear(*net.conv_head);
+    m->classifier_ = Linear{net.classifier->weight.detach().to(torch::kFloat).contiguous(),
+                            net.classifier->bias.detach().to(torch::kFloat).contiguous()};
+    return m;
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("compiling GhostNet failed: ", e.what()));
+  }
+}
+
+int64_t InferenceGhostNet::WeightBytes() const {
+  int64_t bytes = 0;
+  auto add = [&](const torch::Tensor& t) {
+    if (t.defined()) bytes += t.numel() * t.element_size();
+  };
+  auto conv = [&](const Conv& c) { add(c.weight); add(c.bias); };
+  auto lin = [&](const Linear& l) { add(l.weight); add(l.bias); };
+  conv(stem_);
+  for (const auto& b : blocks_) {
+    conv(b.ghost1.primary); conv(b.ghost1.cheap);
+    if (b.has_dw) conv(b.dw);
+    if (b.has_se) { lin(b.se_reduce); lin(b.se_expand); }
+    conv(b.ghost2.primary); conv(b.ghost2.cheap);
+    if (b.has_shortcut) { conv(b.shortcut_dw); conv(b.shortcut_pw); }
+  }
+  conv(final_conv_);
+  lin(head_);
+  lin(classifier_);
+  return bytes;
+}
+
+torch::Tensor InferenceGhostNet::RunConv(const Conv& c, const torch::Tensor& x) const {
+  torch::Tensor y;
+  if (options_.force_onednn) {
+    y = at::mkldnn_convolution(x, c.weight, c.bias, {c.padding, c.padding},
+                               {c.stride, c.stride}, {1, 1}, c.groups);
+  } else {
+    y = at::conv2d(x, c.weight, c.bias, {c.stride, c.stride},
+                   {c.padding, c.padding}, {1, 1}, c.groups);
+  }
+  if (c.relu) y.relu_();
+  return y;
+}
+
+torch::Tensor InferenceGhostNet::RunGhost(const Ghost& g, const torch::Tensor& x) const {
+  torch::Tensor x1 = RunConv(g.primary, x);
+  torch::Tensor x2 = RunConv(g.cheap, x1);
+  torch::Tensor out = at::cat({x1, x2}, 1);
+  if (out.size(1) != g.out_channels) out = out.narrow(1, 0, g.out_channels);
+  return out;
+}
+
+torch::Tensor InferenceGhostNet::RunBottleneck(const Bottleneck& b,
+                                               const torch::Tensor& x) const {
+  torch::Tensor y = RunGhost(b.ghost1, x);
+  if (b.has_dw) y = RunConv(b.dw, y);
+  if (b.has_se) {
+    torch::Tensor s = y.mean({2, 3});
+    s = at::linear(s, b.se_reduce.weight, b.se_reduce.bias).relu_();
+    s = at::linear(s, b.se_expand.weight, b.se_expand.bias);
+    s = s.add_(3.0).clamp_(0.0, 6.0).div_(6.0);  // hard sigmoid
+    y = y * s.view({s.size(0), s.size(1), 1, 1});
+  }
+  y = RunGhost(b.ghost2, y);
+  if (b.has_shortcut) {
+    return y.add_(RunConv(b.shortcut_pw, RunConv(b.shortcut_dw, x)));
+  }
+  return y.add_(x);
+}
+
+torch::Tensor InferenceGhostNet::Forward(const torch::Tensor& input) const {
+  c10::InferenceMode guard;
+  torch::Tensor x = input.to(torch::kFloat);
+  x = options_.channels_last ? x.contiguous(at::MemoryFormat::ChannelsLast)
+                             : x.contiguous();
+  x = RunConv(stem_, x);
+  for (const auto& b : blocks_) x = RunBottleneck(b, x);
+  x = RunConv(final_conv_, x);
+  x = x.mean({2, 3});
+  x = at::linear(x, head_.weight, head_.bias).relu_();
+  return at::linear(x, classifier_.weight, classifier_.bias);
+}
+
+}  // namespace ghostserve::model

@@ -1,0 +1,94 @@
+// A GhostNet compiled for CPU inference.
+//
+// Built once from a trained GhostNet: every BatchNorm is folded into the
+// convolution before it (so BN costs nothing at run time), weights are laid
+// out channels-last, and Forward calls the ATen kernels that measured fastest
+// on this CPU directly, with no module dispatch or autograd bookkeeping.
+// The squeeze-excite and head 1x1 convolutions on pooled 1x1 maps run as
+// matrix products.
+//
+// Thread-safe: Forward only reads the compiled weights, so several threads may
+// call it at once (each call also uses LibTorch's intra-op thread pool).
+#ifndef GHOSTSERVE_MODEL_INFERENCE_H_
+#define GHOSTSERVE_MODEL_INFERENCE_H_
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/ghostnet.h"
+
+namespace ghostserve::model {
+
+struct InferenceOptions {
+  // Keep activations channels-last (NHWC). Measured faster with oneDNN here.
+  bool channels_last = true;
+  // Route every convolution to oneDNN, bypassing ATen's size heuristic that
+  // sends small batch-1 convolutions to the slow im2col path.
+  bool force_onednn = true;
+};
+
+class InferenceGhostNet {
+ public:
+  // `net` is only read during the call; the result owns copies of all weights.
+  static absl::StatusOr<std::unique_ptr<InferenceGhostNet>> Create(
+      const GhostNetImpl& net, const InferenceOptions& options = {});
+
+  // x: [N, in_channels, H, W] float32, any memory format, H and W >= 32.
+  // Returns logits [N, num_classes] float32. Runs under InferenceMode.
+  torch::Tensor Forward(const torch::Tensor& x) const;
+
+  const GhostNetOptions& net_options() const { return net_options_; }
+  const InferenceOptions& options() const { return options_; }
+  // Bytes held by the compiled weights.
+  int64_t WeightBytes() const;
+
+  struct Conv {
+    torch::Tensor weight;  // BN folded in
+    torch::Tensor bias;
+    int64_t stride = 1;
+    int64_t padding = 0;
+    int64_t groups = 1;
+    bool relu = false;
+  };
+  struct Linear {  // a 1x1 convolution on a pooled map
+    torch::Tensor weight;  // [out, in]
+    torch::Tensor bias;
+  };
+  struct Ghost {
+    Conv primary, cheap;
+    int64_t out_channels;
+  };
+  struct Bottleneck {
+    Ghost ghost1;
+    bool has_dw = false;
+    Conv dw;
+    bool has_se = false;
+    Linear se_reduce, se_expand;
+    Ghost ghost2;
+    bool has_shortcut = false;
+    Conv shortcut_dw, shortcut_pw;
+  };
+
+ private:
+  InferenceGhostNet(GhostNetOptions net_options, InferenceOptions options)
+      : net_options_(net_options), options_(options) {}
+
+  torch::Tensor RunConv(const Conv& c, const torch::Tensor& x) const;
+  torch::Tensor RunGhost(const Ghost& g, const torch::Tensor& x) const;
+  torch::Tensor RunBottleneck(const Bottleneck& b, const torch::Tensor& x) const;
+
+  GhostNetOptions net_options_;
+  InferenceOptions options_;
+  Conv stem_;
+  std::vector<Bottleneck> blocks_;
+  Conv final_conv_;
+  Linear head_;
+  Linear classifier_;
+};
+
+}  // namespace ghostserve::model
+
+#endif  // GHOSTSERVE_MODEL_INFERENCE_H_

@@ -1,0 +1,69 @@
+#include "model/loaded_model.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "model/state_dict.h"
+
+namespace ghostserve::model {
+
+std::vector<std::string> BuiltinModelNames() {
+  return {"ghostnet_050", "ghostnet_100", "ghostnet_130"};
+}
+
+absl::StatusOr<GhostNetOptions> BuiltinModelOptions(const std::string& name) {
+  GhostNetOptions o;
+  if (name == "ghostnet_050") {
+    o.width = 0.5;
+  } else if (name == "ghostnet_100") {
+    o.width = 1.0;
+  } else if (name == "ghostnet_130") {
+    o.width = 1.3;
+  } else {
+    return absl::NotFoundError(absl::StrCat(
+        "unknown model '", name, "'; built-in models are ",
+        absl::StrJoin(BuiltinModelNames(), ", ")));
+  }
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(
+    const LoadModelOptions& options) {
+  if (auto s = options.net.Validate(); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", options.name, ": ", s.message()));
+  }
+  auto loaded = std::make_unique<LoadedModel>();
+  loaded->name = options.name;
+  loaded->options = options.net;
+  try {
+    GhostNet net(options.net);
+    if (options.weights_path.empty()) {
+      InitializeDeterministic(net, options.seed);
+      loaded->weights_source = absl::StrCat("untrained:seed=", options.seed);
+    } else {
+      auto state = ReadWeightsFile(options.weights_path);
+      if (!state.ok()) return state.status();
+      if (auto s = LoadStateDict(*net, *state); !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "model ", options.name, ": weights ", options.weights_path,
+            " do not fit the architecture: ", s.message()));
+      }
+      loaded->weights_source = absl::StrCat("file:", options.weights_path);
+      loaded->trained = true;
+    }
+    net->eval();
+    loaded->parameters = net->CountParameters();
+    loaded->macs = net->CountMacs();
+    auto compiled = InferenceGhostNet::Create(*net, options.inference);
+    if (!compiled.ok()) return compiled.status();
+    loaded->inference = std::move(*compiled);
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("model ", options.name, ": ", e.what()));
+  }
+  return loaded;
+}
+
+}  // namespace ghostserve::model

@@ -1,0 +1,47 @@
+#include "model/threading.h"
+
+#include <dlfcn.h>
+#include <sched.h>
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+
+#include <mutex>
+
+namespace ghostserve::model {
+
+int AvailableCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  return 1;
+}
+
+int ConfigureThreads(int intra_op_threads) {
+  const int n = intra_op_threads > 0 ? intra_op_threads : AvailableCpus();
+  // OpenBLAS reads OPENBLAS_NUM_THREADS when it is loaded, before main, so
+  // set its pool size through its API when the loaded BLAS is OpenBLAS.
+  using SetThreads = void (*)(int);
+  if (auto* set = reinterpret_cast<SetThreads>(
+          dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set(1);
+  }
+  static std::once_flag interop_once;
+  std::call_once(interop_once, [] {
+    try {
+      at::set_num_interop_threads(1);
+    } catch (const std::exception&) {
+      // Already started by an earlier inter-op call; harmless.
+    }
+  });
+  at::set_num_threads(n);
+  // Denormal floats make convolutions many times slower; GhostNet never
+  // needs them.
+  at::globalContext().setFlushDenormal(true);
+  return n;
+}
+
+}  // namespace ghostserve::model

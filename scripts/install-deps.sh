@@ -1,0 +1,61 @@
+#!/bin/sh
+# Installs everything ghostserve needs from Debian bookworm's archive.
+# The single source of dependencies: the README's commands, .ci/run and the
+# Dockerfile's build stage all call this script.
+#
+#   scripts/install-deps.sh          build + runtime + test dependencies
+#   scripts/install-deps.sh --build  build + runtime only (Docker build stage)
+#
+# Idempotent: when every package is already installed it returns without
+# touching apt.
+set -eu
+
+BUILD_PACKAGES="
+  build-essential cmake pkg-config ca-certificates
+  libtorch-dev
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libopencv-dev
+  prometheus-cpp-dev
+  libabsl-dev
+  libgtest-dev googletest libgmock-dev
+  libopenblas0-pthread
+  nlohmann-json3-dev
+"
+# Test-only: the independent PyTorch reference model and its benchmark.
+TEST_PACKAGES="
+  python3 python3-torch python3-numpy
+"
+
+packages="$BUILD_PACKAGES"
+if [ "${1:-}" != "--build" ]; then
+  packages="$packages $TEST_PACKAGES"
+fi
+
+missing=""
+for p in $packages; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing="$missing $p"
+  fi
+done
+
+if [ -z "$missing" ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+echo "install-deps: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -q --no-install-recommends $missing
+
+# Debian's LibTorch calls BLAS through the alternatives system; make sure the
+# OpenMP/pthread OpenBLAS is the one selected, not the reference BLAS.
+for alt in libblas.so.3-x86_64-linux-gnu liblapack.so.3-x86_64-linux-gnu; do
+  path=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas-pthread | head -n1 || true)
+  if [ -n "$path" ]; then $SUDO update-alternatives --set "$alt" "$path" >/dev/null; fi
+done
+echo "install-deps: done"
