@@ -43,17 +43,17 @@ const nn::BatchNorm2dImpl* BnAt(nn::Sequential seq, size_t i) {
   return seq[i]->as<nn::BatchNorm2dImpl>();
 }
 
+Linear ToLinear(const nn::Conv2dImpl& conv) {
+  return Linear{conv.weight.detach().to(torch::kFloat).flatten(1).contiguous(),
+                conv.bias.detach().to(torch::kFloat).contiguous()};
+}
+
 InferenceGhostNet::Ghost FoldGhost(const GhostModuleImpl& g, bool cl) {
   InferenceGhostNet::Ghost out;
   out.primary = Fold(ConvAt(g.primary_conv, 0), BnAt(g.primary_conv, 1), g.relu(), cl);
   out.cheap = Fold(ConvAt(g.cheap_operation, 0), BnAt(g.cheap_operation, 1), g.relu(), cl);
   out.out_channels = g.out_channels();
   return out;
-}
-
-Linear ToLinear(const nn::Conv2dImpl& conv) {
-  return Linear{conv.weight.detach().to(torch::kFloat).flatten(1).contiguous(),
-                conv.bias.detach().to(torch::kFloat).contiguous()};
 }
 
 }  // namespace
@@ -89,7 +89,7 @@ absl::StatusOr<std::unique_ptr<InferenceGhostNet>> InferenceGhostNet::Create(
       }
     }
     m->final_conv_ = Fold(*net.final_conv->conv, net.final_conv->bn1.get(), true, cl);
-    m->head_ = ToLinear(*net.conv_head);
+    m->head_ = Fold(*net.conv_head, nullptr, true, cl);
     m->classifier_ = Linear{net.classifier->weight.detach().to(torch::kFloat).contiguous(),
                             net.classifier->bias.detach().to(torch::kFloat).contiguous()};
     return m;
@@ -114,7 +114,7 @@ int64_t InferenceGhostNet::WeightBytes() const {
     if (b.has_shortcut) { conv(b.shortcut_dw); conv(b.shortcut_pw); }
   }
   conv(final_conv_);
-  lin(head_);
+  conv(head_);
   lin(classifier_);
   return bytes;
 }
@@ -145,6 +145,7 @@ torch::Tensor InferenceGhostNet::RunBottleneck(const Bottleneck& b,
   torch::Tensor y = RunGhost(b.ghost1, x);
   if (b.has_dw) y = RunConv(b.dw, y);
   if (b.has_se) {
+    // On the pooled [N, C] map the 1x1 convolutions are matrix products.
     torch::Tensor s = y.mean({2, 3});
     s = at::linear(s, b.se_reduce.weight, b.se_reduce.bias).relu_();
     s = at::linear(s, b.se_expand.weight, b.se_expand.bias);
@@ -158,7 +159,23 @@ torch::Tensor InferenceGhostNet::RunBottleneck(const Bottleneck& b,
   return y.add_(x);
 }
 
-torch::Tensor InferenceGhostNet::Forward(const torch::Tensor& input) const {
+absl::StatusOr<torch::Tensor> InferenceGhostNet::Forward(
+    const torch::Tensor& input) const {
+  const int64_t c = net_options_.in_channels;
+  if (input.dim() != 4 || input.size(1) != c || input.size(2) < 32 ||
+      input.size(3) < 32 || input.size(0) < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input must be [N, ", c, ", H, W] with N >= 1 and H, W >= 32, got ",
+        c10::str(input.sizes())));
+  }
+  try {
+    return ForwardUnchecked(input);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("GhostNet forward failed: ", e.what()));
+  }
+}
+
+torch::Tensor InferenceGhostNet::ForwardUnchecked(const torch::Tensor& input) const {
   c10::InferenceMode guard;
   torch::Tensor x = input.to(torch::kFloat);
   x = options_.channels_last ? x.contiguous(at::MemoryFormat::ChannelsLast)
@@ -166,8 +183,8 @@ torch::Tensor InferenceGhostNet::Forward(const torch::Tensor& input) const {
   x = RunConv(stem_, x);
   for (const auto& b : blocks_) x = RunBottleneck(b, x);
   x = RunConv(final_conv_, x);
-  x = x.mean({2, 3});
-  x = at::linear(x, head_.weight, head_.bias).relu_();
+  x = x.mean({2, 3}, /*keepdim=*/true);
+  x = RunConv(head_, x).flatten(1);
   return at::linear(x, classifier_.weight, classifier_.bias);
 }
 

@@ -4,8 +4,6 @@
 // convolution before it (so BN costs nothing at run time), weights are laid
 // out channels-last, and Forward calls the ATen kernels that measured fastest
 // on this CPU directly, with no module dispatch or autograd bookkeeping.
-// The squeeze-excite and head 1x1 convolutions on pooled 1x1 maps run as
-// matrix products.
 //
 // Thread-safe: Forward only reads the compiled weights, so several threads may
 // call it at once (each call also uses LibTorch's intra-op thread pool).
@@ -36,9 +34,11 @@ class InferenceGhostNet {
   static absl::StatusOr<std::unique_ptr<InferenceGhostNet>> Create(
       const GhostNetImpl& net, const InferenceOptions& options = {});
 
-  // x: [N, in_channels, H, W] float32, any memory format, H and W >= 32.
-  // Returns logits [N, num_classes] float32. Runs under InferenceMode.
-  torch::Tensor Forward(const torch::Tensor& x) const;
+  // x: [N, in_channels, H, W] float32, any memory format, H and W >= 32;
+  // channels-last input skips a layout copy. Returns logits [N, num_classes]
+  // float32. Runs under InferenceMode. InvalidArgument for a misshapen input,
+  // Internal if LibTorch throws (no exception leaves this call).
+  absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& x) const;
 
   const GhostNetOptions& net_options() const { return net_options_; }
   const InferenceOptions& options() const { return options_; }
@@ -53,7 +53,7 @@ class InferenceGhostNet {
     int64_t groups = 1;
     bool relu = false;
   };
-  struct Linear {  // a 1x1 convolution on a pooled map
+  struct Linear {
     torch::Tensor weight;  // [out, in]
     torch::Tensor bias;
   };
@@ -66,7 +66,7 @@ class InferenceGhostNet {
     bool has_dw = false;
     Conv dw;
     bool has_se = false;
-    Linear se_reduce, se_expand;
+    Linear se_reduce, se_expand;  // 1x1 convolutions on the pooled map
     Ghost ghost2;
     bool has_shortcut = false;
     Conv shortcut_dw, shortcut_pw;
@@ -76,6 +76,7 @@ class InferenceGhostNet {
   InferenceGhostNet(GhostNetOptions net_options, InferenceOptions options)
       : net_options_(net_options), options_(options) {}
 
+  torch::Tensor ForwardUnchecked(const torch::Tensor& x) const;
   torch::Tensor RunConv(const Conv& c, const torch::Tensor& x) const;
   torch::Tensor RunGhost(const Ghost& g, const torch::Tensor& x) const;
   torch::Tensor RunBottleneck(const Bottleneck& b, const torch::Tensor& x) const;
@@ -85,7 +86,7 @@ class InferenceGhostNet {
   Conv stem_;
   std::vector<Bottleneck> blocks_;
   Conv final_conv_;
-  Linear head_;
+  Conv head_;  // conv_head: 1x1 on the pooled map, with ReLU
   Linear classifier_;
 };
 

@@ -134,13 +134,13 @@ int main(int argc, char** argv) {
   out["results"] = nlohmann::ordered_json::array();
   for (int bs : batch_sizes) {
     torch::Tensor x = torch::randn({bs, m.options.in_channels, side, side});
-    for (int i = 0; i < warmup; ++i) m.inference->Forward(x);
+    for (int i = 0; i < warmup; ++i) *m.inference->Forward(x);
     std::vector<double> latencies_ms;
     const auto start = std::chrono::steady_clock::now();
     double elapsed = 0;
     while (elapsed < seconds || latencies_ms.size() < 3) {
       const auto t0 = std::chrono::steady_clock::now();
-      torch::Tensor y = m.inference->Forward(x);
+      torch::Tensor y = *m.inference->Forward(x);
       const auto t1 = std::chrono::steady_clock::now();
       latencies_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
       elapsed = std::chrono::duration<double>(t1 - start).count();

@@ -54,7 +54,9 @@ TEST_P(ParityTest, LogitsMatchReference) {
     const torch::Tensor& x = io["input_" + suffix];
     const torch::Tensor& want = io["logits_" + suffix];
     ASSERT_TRUE(x.defined() && want.defined());
-    torch::Tensor got = (*model)->inference->Forward(x);
+    auto result = (*model)->inference->Forward(x);
+    ASSERT_TRUE(result.ok()) << result.status();
+    torch::Tensor got = *result;
     ASSERT_EQ(got.sizes(), want.sizes());
     const double rel = (got - want).abs().max().item<double>() /
                        want.abs().max().item<double>();

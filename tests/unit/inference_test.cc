@@ -57,7 +57,7 @@ TEST_P(InferenceTest, MatchesTrainableModuleInEvalMode) {
       torch::NoGradGuard no_grad;
       want = net->forward(x);
     }
-    torch::Tensor got = (*compiled)->Forward(x);
+    torch::Tensor got = *(*compiled)->Forward(x);
     EXPECT_LT(RelativeError(got, want), 1e-4);
   }
 }
@@ -82,11 +82,11 @@ TEST(InferenceGhostNetTest, ConcurrentForwardsAgree) {
   net->eval();
   auto compiled = *InferenceGhostNet::Create(*net);
   torch::Tensor x = torch::randn({2, 3, 128, 128});
-  torch::Tensor want = compiled->Forward(x);
+  torch::Tensor want = *compiled->Forward(x);
   std::vector<torch::Tensor> got(4);
   std::vector<std::thread> threads;
   for (int i = 0; i < 4; ++i) {
-    threads.emplace_back([&, i] { got[i] = compiled->Forward(x); });
+    threads.emplace_back([&, i] { got[i] = *compiled->Forward(x); });
   }
   for (auto& t : threads) t.join();
   for (const auto& g : got) EXPECT_TRUE(torch::allclose(g, want, 1e-5, 1e-6));
@@ -101,7 +101,7 @@ TEST(InferenceGhostNetTest, GrayscaleModelWithTenClasses) {
   InitializeDeterministic(net, 2);
   net->eval();
   auto compiled = *InferenceGhostNet::Create(*net);
-  torch::Tensor y = compiled->Forward(torch::rand({4, 1, 64, 64}));
+  torch::Tensor y = *compiled->Forward(torch::rand({4, 1, 64, 64}));
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{4, 10}));
   EXPECT_GT(compiled->WeightBytes(), 0);
 }
