@@ -1,0 +1,66 @@
+// Time source for the batcher, injected so tests can drive time by hand.
+#ifndef GHOSTSERVE_SERVER_BATCHER_CLOCK_H_
+#define GHOSTSERVE_SERVER_BATCHER_CLOCK_H_
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+
+namespace ghostserve::batcher {
+
+// Thread-safe.
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  // Microseconds on a monotonic scale (not wall time).
+  virtual int64_t NowMicros() const = 0;
+  // Blocks on `cv` (with `lock` held by the caller) until notified or until
+  // NowMicros() may have reached `deadline_us`. May return early; callers
+  // re-check their condition in a loop.
+  virtual void WaitUntil(std::unique_lock<std::mutex>& lock,
+                         std::condition_variable& cv, int64_t deadline_us) = 0;
+};
+
+// steady_clock.
+class RealClock : public Clock {
+ public:
+  int64_t NowMicros() const override {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  void WaitUntil(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+                 int64_t deadline_us) override {
+    const int64_t wait = deadline_us - NowMicros();
+    if (wait <= 0) return;
+    cv.wait_for(lock, std::chrono::microseconds(wait));
+  }
+  // A process-wide instance; RealClock has no state.
+  static RealClock* Get() {
+    static RealClock clock;
+    return &clock;
+  }
+};
+
+// Time moves only through Advance. Waiters poll every millisecond of real
+// time, so an Advance is noticed promptly without lost-wakeup races.
+class FakeClock : public Clock {
+ public:
+  explicit FakeClock(int64_t start_us = 1'000'000) : now_us_(start_us) {}
+  int64_t NowMicros() const override { return now_us_.load(); }
+  void WaitUntil(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+                 int64_t deadline_us) override {
+    if (deadline_us <= NowMicros()) return;
+    cv.wait_for(lock, std::chrono::milliseconds(1));
+  }
+  void Advance(int64_t us) { now_us_ += us; }
+
+ private:
+  std::atomic<int64_t> now_us_;
+};
+
+}  // namespace ghostserve::batcher
+
+#endif  // GHOSTSERVE_SERVER_BATCHER_CLOCK_H_

@@ -1,0 +1,278 @@
+#include "server/config/config.h"
+
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "model/loaded_model.h"
+
+namespace ghostserve::config {
+namespace {
+
+struct Flag {
+  const char* name;
+  const char* help;
+  std::function<absl::Status(ServerConfig*, const std::string&)> set;
+};
+
+template <typename T>
+std::function<absl::Status(ServerConfig*, const std::string&)> Int(T ServerConfig::*field,
+                                                                   int64_t lo, int64_t hi) {
+  return [field, lo, hi](ServerConfig* c, const std::string& v) -> absl::Status {
+    int64_t n;
+    if (!absl::SimpleAtoi(v, &n) || n < lo || n > hi) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expects an integer in [", lo, ", ", hi, "], got '", v, "'"));
+    }
+    c->*field = static_cast<T>(n);
+    return absl::OkStatus();
+  };
+}
+
+std::function<absl::Status(ServerConfig*, const std::string&)> HostPort(
+    std::string ServerConfig::*field, bool allow_empty) {
+  return [field, allow_empty](ServerConfig* c, const std::string& v) -> absl::Status {
+    if (v.empty() && allow_empty) {
+      c->*field = "";
+      return absl::OkStatus();
+    }
+    const size_t colon = v.rfind(':');
+    int port;
+    if (colon == std::string::npos || colon == 0 ||
+        !absl::SimpleAtoi(v.substr(colon + 1), &port) || port < 0 || port > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat("expects HOST:PORT, got '", v, "'"));
+    }
+    c->*field = v;
+    return absl::OkStatus();
+  };
+}
+
+const std::vector<Flag>& Flags() {
+  static const auto* const kFlags = new std::vector<Flag>{
+      {"listen", "HOST:PORT for gRPC (Classifier, KServe v2, health, reflection) [0.0.0.0:50051]",
+       HostPort(&ServerConfig::listen, false)},
+      {"metrics-listen", "HOST:PORT for Prometheus GET /metrics; empty disables [0.0.0.0:9464]",
+       HostPort(&ServerConfig::metrics_listen, true)},
+      {"models", "comma-separated built-in models to serve [ghostnet_050,ghostnet_100,ghostnet_130]",
+       [](ServerConfig* c, const std::string& v) -> absl::Status {
+         std::vector<std::string> names = absl::StrSplit(v, ',', absl::SkipEmpty());
+         if (names.empty()) return absl::InvalidArgumentError("expects at least one model");
+         for (const auto& n : names) {
+           if (auto s = model::BuiltinModelOptions(n); !s.ok()) return s.status();
+         }
+         c->models = names;
+         return absl::OkStatus();
+       }},
+      {"weights", "NAME=PATH: weights for a model (.pth zip or .safetensors); repeatable",
+       [](ServerConfig* c, const std::string& v) -> absl::Status {
+         const size_t eq = v.find('=');
+         if (eq == std::string::npos || eq == 0 || eq + 1 == v.size()) {
+           return absl::InvalidArgumentError(absl::StrCat("expects NAME=PATH, got '", v, "'"));
+         }
+         c->weights[v.substr(0, eq)] = v.substr(eq + 1);
+         return absl::OkStatus();
+       }},
+      {"max-batch-size", "largest batch per model [8]", Int(&ServerConfig::max_batch_size, 1, 1024)},
+      {"max-batch-delay-us", "longest a request waits for its batch to fill, us [2000]",
+       Int(&ServerConfig::max_batch_delay_us, 0, 10'000'000)},
+      {"max-queue-size", "images waiting per model before UNAVAILABLE [256]",
+       Int(&ServerConfig::max_queue_size, 1, 1'000'000)},
+      {"batch-workers", "threads running batches, per model [1]",
+       Int(&ServerConfig::batch_workers, 1, 64)},
+      {"inference-threads", "LibTorch threads per batch worker; 0 = CPUs available [0]",
+       Int(&ServerConfig::inference_threads, 0, 256)},
+      {"preprocess-threads", "image decoding threads; 0 = max(1, CPUs/2) [0]",
+       Int(&ServerConfig::preprocess_threads, 0, 256)},
+      {"preprocess-queue", "images waiting for decoding before UNAVAILABLE [512]",
+       Int(&ServerConfig::preprocess_queue, 1, 1'000'000)},
+      {"max-message-bytes", "largest request message; larger get RESOURCE_EXHAUSTED [16777216]",
+       Int(&ServerConfig::max_message_bytes, 1024, 1 << 30)},
+      {"max-image-pixels", "largest declared width*height accepted [40000000]",
+       Int(&ServerConfig::max_image_pixels, 1, int64_t{1} << 32)},
+      {"max-image-side", "largest declared width or height accepted [16384]",
+       Int(&ServerConfig::max_image_side, 1, 1 << 20)},
+      {"max-images-per-request", "most images in one KServe request [64]",
+       Int(&ServerConfig::max_images_per_request, 1, 4096)},
+      {"drain-timeout-ms", "on SIGTERM, how long accepted requests may take to finish [20000]",
+       Int(&ServerConfig::drain_timeout_ms, 0, 3'600'000)},
+      {"seed", "seed of the untrained initialisation of models without weights [0]",
+       Int(&ServerConfig::seed, 0, int64_t{1} << 62)},
+  };
+  return *kFlags;
+}
+
+const Flag* FindFlag(const std::string& name) {
+  for (const auto& f : Flags()) {
+    if (name == f.name) return &f;
+  }
+  return nullptr;
+}
+
+std::string EnvName(const std::string& flag) {
+  std::string e = "GHOSTSERVE_" + flag;
+  for (char& ch : e) ch = ch == '-' ? '_' : absl::ascii_toupper(ch);
+  return e;
+}
+
+absl::Status Apply(ServerConfig* c, const std::string& name, const std::string& value,
+                   const std::string& where) {
+  const Flag* f = FindFlag(name);
+  if (f == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": unknown option '", name, "'"));
+  }
+  if (auto s = f->set(c, value); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": --", name, " ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+// Lines of "name = value" (or "name value"); '#' starts a comment; a name may
+// repeat where the flag is repeatable.
+absl::Status ApplyFile(ServerConfig* c, const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read config file ", path));
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    const size_t hash = line.find('#');
+    if (hash != std::string::npos) line.resize(hash);
+    absl::string_view l = absl::StripAsciiWhitespace(line);
+    if (l.empty()) continue;
+    size_t sep = l.find('=');
+    if (sep == absl::string_view::npos) sep = l.find_first_of(" \t");
+    if (sep == absl::string_view::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", lineno, ": expected 'name = value'"));
+    }
+    std::string name(absl::StripAsciiWhitespace(l.substr(0, sep)));
+    std::string value(absl::StripAsciiWhitespace(l.substr(sep + 1)));
+    if (absl::StartsWith(name, "--")) name = name.substr(2);
+    if (auto s = Apply(c, name, value, absl::StrCat(path, ":", lineno)); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string Usage() {
+  std::string u =
+      "usage: ghostserve [flags]\n\n"
+      "Serves GhostNet image classifiers over gRPC (ghostserve.v1.Classifier and the\n"
+      "KServe v2 protocol) with dynamic batching and Prometheus metrics.\n\n"
+      "Each flag may also come from the environment (GHOSTSERVE_<FLAG>, dashes as\n"
+      "underscores) or from a --config FILE of 'flag = value' lines. Precedence:\n"
+      "command line > environment > config file > default.\n\n"
+      "  --config FILE\n      read flags from FILE (env: GHOSTSERVE_CONFIG)\n";
+  for (const auto& f : Flags()) {
+    absl::StrAppend(&u, "  --", f.name, " VALUE\n      ", f.help, " (env: ", EnvName(f.name),
+                    ")\n");
+  }
+  return u;
+}
+
+absl::StatusOr<ServerConfig> ParseConfig(const std::vector<std::string>& args,
+                                         const std::map<std::string, std::string>& env) {
+  // Split the command line first so --config can be applied before the rest.
+  std::vector<std::pair<std::string, std::string>> cli;
+  std::string config_file;
+  if (auto it = env.find("GHOSTSERVE_CONFIG"); it != env.end()) config_file = it->second;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") return absl::CancelledError(Usage());
+    if (!absl::StartsWith(a, "--")) {
+      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", a, "'"));
+    }
+    std::string name = a.substr(2), value;
+    const size_t eq = name.find('=');
+    if (eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+    } else {
+      if (i + 1 >= args.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      }
+      value = args[++i];
+    }
+    if (name == "config") {
+      config_file = value;
+      continue;
+    }
+    if (FindFlag(name) == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
+    }
+    cli.emplace_back(name, value);
+  }
+  ServerConfig c;
+  if (!config_file.empty()) {
+    if (auto s = ApplyFile(&c, config_file); !s.ok()) return s;
+  }
+  for (const auto& f : Flags()) {
+    auto it = env.find(EnvName(f.name));
+    if (it == env.end()) continue;
+    if (std::string(f.name) == "weights") {
+      // Several NAME=PATH pairs, comma-separated.
+      for (absl::string_view w : absl::StrSplit(it->second, ',', absl::SkipEmpty())) {
+        if (auto s = Apply(&c, f.name, std::string(w), EnvName(f.name)); !s.ok()) return s;
+      }
+      continue;
+    }
+    if (auto s = Apply(&c, f.name, it->second, EnvName(f.name)); !s.ok()) return s;
+  }
+  for (const auto& [name, value] : cli) {
+    if (auto s = Apply(&c, name, value, "command line"); !s.ok()) return s;
+  }
+  return c;
+}
+
+absl::Status Finalize(ServerConfig* c, int cpus) {
+  for (const auto& [name, path] : c->weights) {
+    if (std::find(c->models.begin(), c->models.end(), name) == c->models.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--weights names model '", name, "', which is not served (--models is ",
+          absl::StrJoin(c->models, ","), ")"));
+    }
+  }
+  if (c->inference_threads == 0) c->inference_threads = std::max(1, cpus / c->batch_workers);
+  if (c->preprocess_threads == 0) c->preprocess_threads = std::max(1, cpus / 2);
+  return absl::OkStatus();
+}
+
+std::vector<core::ModelSpec> ModelSpecs(const ServerConfig& c) {
+  std::vector<core::ModelSpec> specs;
+  for (const auto& name : c.models) {
+    core::ModelSpec spec;
+    spec.name = name;
+    spec.load.net = *model::BuiltinModelOptions(name);
+    spec.load.seed = c.seed;
+    if (auto it = c.weights.find(name); it != c.weights.end()) spec.load.weights_path = it->second;
+    spec.preprocess = preprocess::PreprocessConfig::ImageNet();
+    spec.labels = ImageNetLabels();
+    specs.push_back(std::move(spec));
+  }
+  return specs;
+}
+
+core::CoreOptions CoreOptionsFrom(const ServerConfig& c) {
+  core::CoreOptions o;
+  o.batching.max_batch_size = c.max_batch_size;
+  o.batching.max_delay_us = c.max_batch_delay_us;
+  o.batching.max_queue_size = c.max_queue_size;
+  o.batching.num_workers = c.batch_workers;
+  o.intra_op_threads = c.inference_threads;
+  o.preprocess_threads = c.preprocess_threads;
+  o.preprocess_queue = c.preprocess_queue;
+  o.limits.max_bytes = static_cast<size_t>(c.max_message_bytes);
+  o.limits.max_pixels = c.max_image_pixels;
+  o.limits.max_side = c.max_image_side;
+  o.max_images_per_request = c.max_images_per_request;
+  return o;
+}
+
+}  // namespace ghostserve::config

@@ -1,0 +1,59 @@
+// Server configuration: built-in defaults, overridden by a config file, then
+// by GHOSTSERVE_* environment variables, then by command-line flags.
+#ifndef GHOSTSERVE_SERVER_CONFIG_CONFIG_H_
+#define GHOSTSERVE_SERVER_CONFIG_CONFIG_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/core/inference_core.h"
+
+namespace ghostserve::config {
+
+struct ServerConfig {
+  std::string listen = "0.0.0.0:50051";
+  std::string metrics_listen = "0.0.0.0:9464";  // "" disables
+  // Built-in models to serve (default: all three).
+  std::vector<std::string> models = {"ghostnet_050", "ghostnet_100", "ghostnet_130"};
+  // model name -> weights file (.pth zip or .safetensors).
+  std::map<std::string, std::string> weights;
+  int max_batch_size = 8;
+  int64_t max_batch_delay_us = 2000;
+  int max_queue_size = 256;
+  int batch_workers = 1;          // per model
+  int inference_threads = 0;      // per batch worker; 0 = CPUs available
+  int preprocess_threads = 0;     // 0 = max(1, CPUs / 2)
+  int preprocess_queue = 512;
+  int max_message_bytes = 16 << 20;
+  int64_t max_image_pixels = 40'000'000;
+  int64_t max_image_side = 16384;
+  int max_images_per_request = 64;
+  int64_t drain_timeout_ms = 20000;
+  uint64_t seed = 0;  // for models served without weights
+};
+
+// The help text listing every flag, its environment variable and default.
+std::string Usage();
+
+// Parses configuration. `env` holds the process environment (name -> value).
+// Errors are InvalidArgument with a message naming the flag or key;
+// "--help" yields a Cancelled status whose message is the usage text.
+absl::StatusOr<ServerConfig> ParseConfig(const std::vector<std::string>& args,
+                                         const std::map<std::string, std::string>& env);
+
+// Resolves automatic thread counts for `cpus` CPUs and checks ranges.
+absl::Status Finalize(ServerConfig* config, int cpus);
+
+// The models and core options the configuration describes.
+std::vector<core::ModelSpec> ModelSpecs(const ServerConfig& config);
+core::CoreOptions CoreOptionsFrom(const ServerConfig& config);
+
+// The 1000 ImageNet class names (from torchvision), built into the binary.
+const std::vector<std::string>& ImageNetLabels();
+
+}  // namespace ghostserve::config
+
+#endif  // GHOSTSERVE_SERVER_CONFIG_CONFIG_H_

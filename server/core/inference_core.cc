@@ -1,0 +1,413 @@
+#include "server/core/inference_core.h"
+
+#include <ATen/Parallel.h>
+#include <opencv2/core.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace ghostserve::core {
+
+absl::Status CoreOptions::Validate() const {
+  if (auto s = batching.Validate(); !s.ok()) return s;
+  if (preprocess_threads < 1 || preprocess_threads > 256) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "preprocess threads must be in [1, 256], got ", preprocess_threads));
+  }
+  if (preprocess_queue < 1) {
+    return absl::InvalidArgumentError("preprocess queue must be >= 1");
+  }
+  if (intra_op_threads < 0 || intra_op_threads > 256) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "inference threads must be in [0, 256], got ", intra_op_threads));
+  }
+  if (max_images_per_request < 1) {
+    return absl::InvalidArgumentError("max images per request must be >= 1");
+  }
+  return absl::OkStatus();
+}
+
+std::vector<int64_t> Servable::input_shape() const {
+  return {preprocess_.channels, preprocess_.crop_size, preprocess_.crop_size};
+}
+
+std::vector<Prediction> TopK(const torch::Tensor& logits, int64_t k,
+                             const std::vector<std::string>& labels) {
+  torch::Tensor probs = torch::softmax(logits.to(torch::kDouble), 0);
+  k = std::min<int64_t>(k, probs.size(0));
+  auto [values, indices] = probs.topk(k);
+  std::vector<Prediction> out;
+  out.reserve(static_cast<size_t>(k));
+  for (int64_t i = 0; i < k; ++i) {
+    const int64_t idx = indices[i].item<int64_t>();
+    std::string label = idx < static_cast<int64_t>(labels.size())
+                            ? labels[static_cast<size_t>(idx)]
+                            : absl::StrCat("class_", idx);
+    out.push_back({idx, std::move(label), static_cast<float>(values[i].item<double>())});
+  }
+  return out;
+}
+
+// One request's shared state; images finish into it from any thread.
+struct InferenceCore::CallState {
+  InferDone done;
+  Servable* servable = nullptr;
+  std::function<bool()> is_cancelled;
+  int64_t start_us = 0;
+  int64_t deadline_us = 0;
+  torch::Tensor logits;
+  std::atomic<int> remaining{0};
+  std::mutex mu;
+  absl::Status error;  // first failure, guarded by mu
+  int batch_size = 0;  // guarded by mu
+  Timing timing;       // guarded by mu
+
+  bool Cancelled() const { return is_cancelled && is_cancelled(); }
+
+  // Records image `index`; returns true for the caller that finished the call.
+  bool ImageDone(const absl::Status& status) {
+    if (!status.ok()) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (error.ok()) error = status;
+    }
+    return remaining.fetch_sub(1) == 1;
+  }
+};
+
+class InferenceCore::ImageTask : public batcher::BatchTask {
+ public:
+  ImageTask(InferenceCore* core, std::shared_ptr<CallState> call, int index,
+            torch::Tensor input, int64_t preprocess_us)
+      : core_(core), call_(std::move(call)), index_(index), input_(std::move(input)),
+        preprocess_us_(preprocess_us) {
+    deadline_us = call_->deadline_us;
+  }
+  bool IsCancelled() const override { return call_->Cancelled(); }
+  void Fail(const absl::Status& status) override {
+    if (call_->ImageDone(status)) core_->FinishCall(call_.get());
+  }
+  // Called by the batch worker with this image's logits.
+  void Succeed(const torch::Tensor& row, int batch_size, int64_t queue_us,
+               int64_t inference_us) {
+    call_->logits[index_].copy_(row);
+    {
+      std::lock_guard<std::mutex> lock(call_->mu);
+      if (call_->batch_size == 0) call_->batch_size = batch_size;
+      Timing& t = call_->timing;
+      t.preprocess_us = std::max(t.preprocess_us, preprocess_us_);
+      t.queue_us = std::max(t.queue_us, queue_us);
+      t.inference_us = std::max(t.inference_us, inference_us);
+    }
+    if (call_->ImageDone(absl::OkStatus())) core_->FinishCall(call_.get());
+  }
+  const torch::Tensor& input() const { return input_; }
+
+ private:
+  InferenceCore* core_;
+  std::shared_ptr<CallState> call_;
+  int index_;
+  torch::Tensor input_;
+  int64_t preprocess_us_;
+};
+
+absl::StatusOr<std::unique_ptr<InferenceCore>> InferenceCore::Create(
+    const CoreOptions& options, std::vector<ModelSpec> models, batcher::Clock* clock,
+    metrics::ServerMetrics* metrics) {
+  if (auto s = options.Validate(); !s.ok()) return s;
+  if (models.empty()) return absl::InvalidArgumentError("no models configured");
+  std::unique_ptr<InferenceCore> core(new InferenceCore(options, clock, metrics));
+  for (auto& spec : models) {
+    if (core->servables_.count(spec.name)) {
+      return absl::InvalidArgumentError(absl::StrCat("model ", spec.name, " is configured twice"));
+    }
+    if (auto s = spec.preprocess.Validate(); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("model ", spec.name, ": ", s.message()));
+    }
+    if (spec.preprocess.channels != spec.load.net.in_channels) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model ", spec.name, ": preprocessing gives ", spec.preprocess.channels,
+          " channels, the network takes ", spec.load.net.in_channels));
+    }
+    if (!spec.labels.empty() &&
+        static_cast<int64_t>(spec.labels.size()) != spec.load.net.num_classes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model ", spec.name, ": ", spec.labels.size(), " labels for ",
+          spec.load.net.num_classes, " classes"));
+    }
+    spec.load.name = spec.name;
+    auto loaded = model::LoadModel(spec.load);
+    if (!loaded.ok()) return loaded.status();
+    auto servable = std::make_unique<Servable>();
+    servable->name_ = spec.name;
+    servable->model_ = std::move(*loaded);
+    servable->preprocess_ = spec.preprocess;
+    servable->labels_ = std::move(spec.labels);
+    if (metrics != nullptr) {
+      servable->metrics_ = metrics->ForModel(spec.name);
+      servable->metrics_->weight_bytes->Set(
+          static_cast<double>(servable->model_->inference->WeightBytes()));
+    }
+    batcher::BatcherOptions bo = options.batching;
+    bo.name = spec.name;
+    Servable* raw = servable.get();
+    InferenceCore* core_raw = core.get();
+    const int intra = options.intra_op_threads;
+    auto batcher = batcher::Batcher::Create(
+        bo, clock,
+        [core_raw, raw](std::vector<std::unique_ptr<batcher::BatchTask>> tasks) {
+          core_raw->ProcessBatch(raw, std::move(tasks));
+        },
+        [intra] { at::set_num_threads(intra > 0 ? intra : model::AvailableCpus()); });
+    if (!batcher.ok()) return batcher.status();
+    servable->batcher_ = std::move(*batcher);
+    core->servables_[spec.name] = std::move(servable);
+  }
+  core->preprocess_pool_ = std::make_unique<ThreadPool>(
+      options.preprocess_threads, options.preprocess_queue,
+      // Each preprocessing thread is one unit of parallelism; OpenCV's own
+      // pool would oversubscribe the cores LibTorch uses.
+      [] { cv::setNumThreads(1); });
+  return core;
+}
+
+InferenceCore::~InferenceCore() {
+  StopAccepting();
+  // The pool feeds the batchers, so it finishes first; then each batcher
+  // runs what it holds and joins.
+  preprocess_pool_.reset();
+  for (auto& [name, s] : servables_) s->batcher_.reset();
+}
+
+absl::Status InferenceCore::Warmup() {
+  for (auto& [name, s] : servables_) {
+    const auto shape = s->input_shape();
+    torch::Tensor x = torch::zeros({s->batcher_->options().max_batch_size, shape[0], shape[1], shape[2]})
+                          .contiguous(at::MemoryFormat::ChannelsLast);
+    // Twice: oneDNN picks and caches kernels on the first call per shape.
+    for (int i = 0; i < 2; ++i) {
+      for (int64_t n : {int64_t{1}, x.size(0)}) {
+        auto out = s->model_->inference->Forward(x.narrow(0, 0, n));
+        if (!out.ok()) {
+          return absl::InternalError(absl::StrCat("warm-up of ", name, " failed: ",
+                                                  out.status().message()));
+        }
+      }
+    }
+  }
+  ready_ = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const Servable*> InferenceCore::Find(const std::string& name) const {
+  auto it = servables_.find(name);
+  if (it == servables_.end()) {
+    std::vector<std::string> names;
+    for (const auto& [n, s] : servables_) names.push_back(n);
+    return absl::NotFoundError(absl::StrCat("unknown model '", name.substr(0, 128),
+                                            "'; served models: ", absl::StrJoin(names, ", ")));
+  }
+  return it->second.get();
+}
+
+std::vector<const Servable*> InferenceCore::servables() const {
+  std::vector<const Servable*> out;
+  for (const auto& [n, s] : servables_) out.push_back(s.get());
+  return out;
+}
+
+void InferenceCore::StopAccepting() {
+  accepting_ = false;
+  for (auto& [name, s] : servables_) {
+    if (s->batcher_) s->batcher_->StopAccepting();
+  }
+}
+
+bool InferenceCore::WaitIdle(int64_t timeout_us) {
+  std::unique_lock<std::mutex> lock(idle_mu_);
+  return idle_cv_.wait_for(lock, std::chrono::microseconds(timeout_us),
+                           [this] { return inflight_.load() == 0; });
+}
+
+void InferenceCore::Infer(InferRequest request, InferDone done) {
+  if (!accepting_) {
+    done(absl::UnavailableError("server is draining; retry on another replica"));
+    return;
+  }
+  auto found = servables_.find(request.model);
+  if (found == servables_.end()) {
+    done(Find(request.model).status());
+    return;
+  }
+  Servable* servable = found->second.get();
+  const size_t n = request.images.size();
+  if (n == 0) {
+    done(absl::InvalidArgumentError("request carries no image"));
+    return;
+  }
+  if (n > static_cast<size_t>(options_.max_images_per_request)) {
+    done(absl::ResourceExhaustedError(absl::StrCat(
+        "request carries ", n, " images; the limit is ", options_.max_images_per_request)));
+    return;
+  }
+  const auto shape = servable->input_shape();
+  for (size_t i = 0; i < n; ++i) {
+    const ImageInput& img = request.images[i];
+    if (img.tensor.defined()) {
+      if (img.tensor.sizes() != c10::IntArrayRef(shape) ||
+          img.tensor.scalar_type() != torch::kFloat) {
+        done(absl::InvalidArgumentError(absl::StrCat(
+            "image ", i, " tensor is ", c10::str(img.tensor.sizes()), " ",
+            c10::toString(img.tensor.scalar_type()), "; model ", servable->name(),
+            " takes float [", shape[0], ", ", shape[1], ", ", shape[2], "]")));
+        return;
+      }
+    } else if (img.encoded.empty()) {
+      done(absl::InvalidArgumentError(absl::StrCat("image ", i, " is empty")));
+      return;
+    } else if (img.encoded.size() > options_.limits.max_bytes) {
+      done(absl::ResourceExhaustedError(absl::StrCat(
+          "image ", i, " is ", img.encoded.size(), " bytes; the limit is ",
+          options_.limits.max_bytes)));
+      return;
+    }
+  }
+
+  auto call = std::make_shared<CallState>();
+  call->done = std::move(done);
+  call->servable = servable;
+  call->is_cancelled = std::move(request.is_cancelled);
+  call->start_us = clock_->NowMicros();
+  call->deadline_us = request.deadline_us;
+  call->logits = torch::empty({static_cast<int64_t>(n), servable->num_classes()});
+  call->remaining = static_cast<int>(n);
+  inflight_.fetch_add(1);
+  if (metrics_ != nullptr) metrics_->inflight()->Increment();
+
+  for (size_t i = 0; i < n; ++i) {
+    const int index = static_cast<int>(i);
+    ImageInput img = request.images[i];
+    if (img.tensor.defined()) {
+      SubmitImage(servable, call, index, img.tensor, 0);
+      continue;
+    }
+    const bool scheduled = preprocess_pool_->TrySchedule(
+        [this, servable, call, index, bytes = img.encoded] {
+          if (call->Cancelled()) {
+            if (call->ImageDone(absl::CancelledError("request cancelled"))) FinishCall(call.get());
+            return;
+          }
+          if (call->deadline_us != 0 && clock_->NowMicros() >= call->deadline_us) {
+            if (call->ImageDone(absl::DeadlineExceededError(
+                    "deadline passed before preprocessing"))) {
+              FinishCall(call.get());
+            }
+            return;
+          }
+          const int64_t t0 = clock_->NowMicros();
+          auto tensor = preprocess::Preprocess(bytes, servable->preprocess(), options_.limits);
+          const int64_t t1 = clock_->NowMicros();
+          if (servable->metrics_ != nullptr) {
+            servable->metrics_->preprocess_seconds->Observe((t1 - t0) * 1e-6);
+          }
+          if (!tensor.ok()) {
+            if (call->ImageDone(tensor.status())) FinishCall(call.get());
+            return;
+          }
+          SubmitImage(servable, call, index, std::move(*tensor), t1 - t0);
+        });
+    if (!scheduled) {
+      if (call->ImageDone(absl::UnavailableError(
+              "preprocessing queue is full; retry later"))) {
+        FinishCall(call.get());
+      }
+    }
+  }
+}
+
+void InferenceCore::SubmitImage(Servable* servable, std::shared_ptr<CallState> call,
+                                int index, torch::Tensor input, int64_t preprocess_us) {
+  std::unique_ptr<batcher::BatchTask> task =
+      std::make_unique<ImageTask>(this, call, index, std::move(input), preprocess_us);
+  absl::Status s = servable->batcher_->Submit(&task);
+  if (servable->metrics_ != nullptr) {
+    servable->metrics_->queue_depth->Set(servable->batcher_->QueueDepth());
+  }
+  if (!s.ok()) task->Fail(s);
+}
+
+void InferenceCore::ProcessBatch(Servable* servable,
+                                 std::vector<std::unique_ptr<batcher::BatchTask>> tasks) {
+  const int n = static_cast<int>(tasks.size());
+  if (servable->metrics_ != nullptr) {
+    servable->metrics_->queue_depth->Set(servable->batcher_->QueueDepth());
+  }
+  const int64_t start = clock_->NowMicros();
+  torch::Tensor logits;
+  absl::Status status;
+  try {
+    const auto shape = servable->input_shape();
+    // The preprocessed images are HWC in memory, so each copy into the
+    // channels-last batch is one contiguous block.
+    torch::Tensor batch =
+        torch::empty({n, shape[0], shape[1], shape[2]},
+                     torch::TensorOptions().memory_format(at::MemoryFormat::ChannelsLast));
+    for (int i = 0; i < n; ++i) {
+      batch[i].copy_(static_cast<ImageTask*>(tasks[static_cast<size_t>(i)].get())->input());
+    }
+    auto out = servable->model_->inference->Forward(batch);
+    if (out.ok()) {
+      logits = std::move(*out);
+    } else {
+      status = out.status();
+    }
+  } catch (const std::exception& e) {
+    status = absl::InternalError(absl::StrCat("batch failed: ", e.what()));
+  }
+  const int64_t end = clock_->NowMicros();
+  if (servable->metrics_ != nullptr) {
+    servable->metrics_->inference_seconds->Observe((end - start) * 1e-6);
+    servable->metrics_->batch_size->Observe(n);
+  }
+  for (int i = 0; i < n; ++i) {
+    auto* task = static_cast<ImageTask*>(tasks[static_cast<size_t>(i)].get());
+    if (!status.ok()) {
+      task->Fail(status);
+      continue;
+    }
+    const int64_t queue_us = start - task->enqueue_us;
+    if (servable->metrics_ != nullptr) {
+      servable->metrics_->queue_seconds->Observe(queue_us * 1e-6);
+    }
+    task->Succeed(logits[i], n, queue_us, end - start);
+  }
+}
+
+void InferenceCore::FinishCall(CallState* call) {
+  absl::Status error;
+  InferResult result;
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    error = call->error;
+    result.batch_size = call->batch_size;
+    result.timing = call->timing;
+  }
+  result.timing.total_us = clock_->NowMicros() - call->start_us;
+  InferDone done = std::move(call->done);
+  if (error.ok()) {
+    result.logits = call->logits;
+    done(std::move(result));
+  } else {
+    done(error);
+  }
+  if (inflight_.fetch_sub(1) == 1) {
+    std::lock_guard<std::mutex> lock(idle_mu_);
+    idle_cv_.notify_all();
+  }
+  if (metrics_ != nullptr) metrics_->inflight()->Decrement();
+}
+
+}  // namespace ghostserve::core

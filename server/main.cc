@@ -1,0 +1,120 @@
+// ghostserve: GhostNet image classification over gRPC.
+//
+// Start-up: parse configuration, size thread pools, load and compile every
+// model, start the gRPC and metrics endpoints (health NOT_SERVING), warm up
+// every model, then report SERVING. SIGTERM or SIGINT drains: health goes
+// NOT_SERVING, new requests get UNAVAILABLE, accepted ones finish (up to
+// --drain-timeout-ms), and the process exits 0. Shutdown runs in reverse
+// order of start.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "model/threading.h"
+#include "server/batcher/clock.h"
+#include "server/config/config.h"
+#include "server/core/inference_core.h"
+#include "server/metrics/metrics.h"
+#include "server/service/server.h"
+
+extern char** environ;
+
+namespace {
+
+std::map<std::string, std::string> Environment() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string kv(*e);
+    const size_t eq = kv.find('=');
+    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return env;
+}
+
+void Log(const std::string& msg) { std::fprintf(stderr, "ghostserve: %s\n", msg.c_str()); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ghostserve;
+  // Block the stop signals before any thread starts, so only sigwait below
+  // sees them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto parsed = config::ParseConfig(std::vector<std::string>(argv + 1, argv + argc),
+                                    Environment());
+  if (!parsed.ok()) {
+    if (parsed.status().code() == absl::StatusCode::kCancelled) {
+      std::cout << parsed.status().message();
+      return 0;
+    }
+    std::cerr << "ghostserve: " << parsed.status().message() << "\n";
+    return 2;
+  }
+  config::ServerConfig cfg = *parsed;
+  const int cpus = model::AvailableCpus();
+  if (auto s = config::Finalize(&cfg, cpus); !s.ok()) {
+    std::cerr << "ghostserve: " << s.message() << "\n";
+    return 2;
+  }
+  model::ConfigureThreads(cfg.inference_threads);
+  Log("cpus=" + std::to_string(cpus) + " batch_workers/model=" +
+      std::to_string(cfg.batch_workers) + " inference_threads=" +
+      std::to_string(cfg.inference_threads) + " preprocess_threads=" +
+      std::to_string(cfg.preprocess_threads));
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  metrics::ServerMetrics metrics(registry.get(), cfg.models);
+  auto core = core::InferenceCore::Create(config::CoreOptionsFrom(cfg), config::ModelSpecs(cfg),
+                                          batcher::RealClock::Get(), &metrics);
+  if (!core.ok()) {
+    std::cerr << "ghostserve: " << core.status().message() << "\n";
+    return 1;
+  }
+  for (const auto* s : (*core)->servables()) {
+    const auto& m = s->model();
+    Log("model " + s->name() + ": " + std::to_string(m.parameters) + " parameters, " +
+        std::to_string(m.macs / 1000000) + "M MACs, weights " + m.weights_source +
+        (m.trained ? "" : " (UNTRAINED: predictions are meaningless)"));
+  }
+
+  service::ServerOptions so;
+  so.listen = cfg.listen;
+  so.metrics_listen = cfg.metrics_listen;
+  so.max_receive_message_bytes = cfg.max_message_bytes;
+  auto server = service::GhostServer::Create(so, core->get(), registry, &metrics);
+  if (!server.ok()) {
+    std::cerr << "ghostserve: " << server.status().message() << "\n";
+    return 1;
+  }
+  Log("listening on " + cfg.listen + " (port " + std::to_string((*server)->port()) + ")" +
+      (cfg.metrics_listen.empty()
+           ? std::string()
+           : ", metrics on " + cfg.metrics_listen + " (port " +
+                 std::to_string((*server)->metrics_port()) + ")"));
+  if (auto s = (*core)->Warmup(); !s.ok()) {
+    std::cerr << "ghostserve: " << s.message() << "\n";
+    return 1;
+  }
+  (*server)->SetServing(true);
+  Log("ready: all models warm, health SERVING");
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  Log(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + "; draining for up to " +
+      std::to_string(cfg.drain_timeout_ms) + " ms");
+  const bool drained = (*server)->Shutdown(cfg.drain_timeout_ms);
+  Log(drained ? "drained; exiting" : "drain timed out; exiting with requests cancelled");
+  server->reset();
+  core->reset();
+  return 0;
+}

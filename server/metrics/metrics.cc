@@ -1,0 +1,163 @@
+#include "server/metrics/metrics.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace ghostserve::metrics {
+namespace {
+
+prometheus::MetricFamily GaugeFamily(const std::string& name, const std::string& help,
+                                     prometheus::MetricType type, double value) {
+  prometheus::MetricFamily f;
+  f.name = name;
+  f.help = help;
+  f.type = type;
+  prometheus::ClientMetric m;
+  if (type == prometheus::MetricType::Counter) {
+    m.counter.value = value;
+  } else {
+    m.gauge.value = value;
+  }
+  f.metric.push_back(m);
+  return f;
+}
+
+int CountDir(const char* path) {
+  DIR* d = opendir(path);
+  if (d == nullptr) return 0;
+  int n = 0;
+  while (readdir(d) != nullptr) ++n;
+  closedir(d);
+  return n > 2 ? n - 2 : 0;  // "." and ".."
+}
+
+}  // namespace
+
+const std::vector<double>& ServerMetrics::LatencyBuckets() {
+  // 100us .. 10s: batch-1 inference is ~5 ms here, queueing adds up to the
+  // batch delay, and overload pushes into seconds.
+  static const auto* const kBuckets = new std::vector<double>{
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025,
+      0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0};
+  return *kBuckets;
+}
+
+const std::vector<double>& ServerMetrics::BatchSizeBuckets() {
+  static const auto* const kBuckets =
+      new std::vector<double>{1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128};
+  return *kBuckets;
+}
+
+ServerMetrics::ServerMetrics(prometheus::Registry* registry,
+                             const std::vector<std::string>& models) {
+  requests_ = &prometheus::BuildCounter()
+                   .Name("ghostserve_requests_total")
+                   .Help("Finished requests by model and gRPC status code.")
+                   .Register(*registry);
+  auto& request = prometheus::BuildHistogram()
+                      .Name("ghostserve_request_duration_seconds")
+                      .Help("Time from a request's arrival to its answer.")
+                      .Register(*registry);
+  auto& queue = prometheus::BuildHistogram()
+                    .Name("ghostserve_queue_duration_seconds")
+                    .Help("Time an image waited in its model's batch queue.")
+                    .Register(*registry);
+  auto& preprocess = prometheus::BuildHistogram()
+                         .Name("ghostserve_preprocess_duration_seconds")
+                         .Help("Decode, resize, crop and normalise time per image.")
+                         .Register(*registry);
+  auto& inference = prometheus::BuildHistogram()
+                        .Name("ghostserve_inference_duration_seconds")
+                        .Help("Forward pass time per batch.")
+                        .Register(*registry);
+  auto& batch = prometheus::BuildHistogram()
+                    .Name("ghostserve_batch_size")
+                    .Help("Images per executed batch.")
+                    .Register(*registry);
+  auto& depth = prometheus::BuildGauge()
+                    .Name("ghostserve_queue_depth")
+                    .Help("Images waiting in the model's batch queue.")
+                    .Register(*registry);
+  auto& weights = prometheus::BuildGauge()
+                      .Name("ghostserve_model_weight_bytes")
+                      .Help("Bytes of compiled weights held per model.")
+                      .Register(*registry);
+  inflight_ = &prometheus::BuildGauge()
+                   .Name("ghostserve_inflight_requests")
+                   .Help("Requests received and not yet answered.")
+                   .Register(*registry)
+                   .Add({});
+  std::vector<std::string> names = models;
+  names.push_back("unknown");
+  for (const auto& name : names) {
+    ModelMetrics m;
+    const prometheus::Labels labels{{"model", name}};
+    m.request_seconds = &request.Add(labels, LatencyBuckets());
+    m.queue_seconds = &queue.Add(labels, LatencyBuckets());
+    m.preprocess_seconds = &preprocess.Add(labels, LatencyBuckets());
+    m.inference_seconds = &inference.Add(labels, LatencyBuckets());
+    m.batch_size = &batch.Add(labels, BatchSizeBuckets());
+    m.queue_depth = &depth.Add(labels);
+    m.weight_bytes = &weights.Add(labels);
+    models_[name] = m;
+  }
+}
+
+ModelMetrics* ServerMetrics::ForModel(const std::string& model) {
+  auto it = models_.find(model);
+  if (it == models_.end()) it = models_.find("unknown");
+  return &it->second;
+}
+
+void ServerMetrics::CountRequest(const std::string& model, const std::string& code) {
+  const std::string label = models_.count(model) ? model : "unknown";
+  requests_->Add({{"model", label}, {"code", code}}).Increment();
+}
+
+int64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  if (!(statm >> size >> resident)) return 0;
+  return resident * sysconf(_SC_PAGESIZE);
+}
+
+std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
+  std::vector<prometheus::MetricFamily> out;
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  const int64_t page = sysconf(_SC_PAGESIZE);
+  out.push_back(GaugeFamily("process_resident_memory_bytes", "Resident memory size in bytes.",
+                            prometheus::MetricType::Gauge, static_cast<double>(resident * page)));
+  out.push_back(GaugeFamily("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+                            prometheus::MetricType::Gauge, static_cast<double>(size * page)));
+  out.push_back(GaugeFamily("process_open_fds", "Number of open file descriptors.",
+                            prometheus::MetricType::Gauge, CountDir("/proc/self/fd")));
+  out.push_back(GaugeFamily("process_threads", "Number of OS threads in the process.",
+                            prometheus::MetricType::Gauge, CountDir("/proc/self/task")));
+  // utime and stime are fields 14 and 15 of /proc/self/stat, in clock ticks.
+  std::ifstream stat("/proc/self/stat");
+  std::string line;
+  std::getline(stat, line);
+  const size_t close = line.rfind(')');
+  double cpu = 0;
+  if (close != std::string::npos) {
+    std::istringstream rest(line.substr(close + 2));
+    std::string field;
+    int64_t utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+      if (i == 14) utime = std::stoll(field);
+      if (i == 15) stime = std::stoll(field);
+    }
+    cpu = static_cast<double>(utime + stime) / sysconf(_SC_CLK_TCK);
+  }
+  out.push_back(GaugeFamily("process_cpu_seconds_total", "User and system CPU time spent in seconds.",
+                            prometheus::MetricType::Counter, cpu));
+  return out;
+}
+
+}  // namespace ghostserve::metrics

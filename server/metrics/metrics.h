@@ -1,0 +1,67 @@
+// Prometheus metrics of the server. Labels come only from bounded sets: the
+// configured model names (plus "unknown") and gRPC status code names.
+#ifndef GHOSTSERVE_SERVER_METRICS_METRICS_H_
+#define GHOSTSERVE_SERVER_METRICS_METRICS_H_
+
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ghostserve::metrics {
+
+// Per-model series. Pointers are owned by the registry and stay valid for
+// the registry's lifetime; all are thread-safe.
+struct ModelMetrics {
+  prometheus::Histogram* request_seconds = nullptr;
+  prometheus::Histogram* queue_seconds = nullptr;
+  prometheus::Histogram* preprocess_seconds = nullptr;
+  prometheus::Histogram* inference_seconds = nullptr;  // per batch
+  prometheus::Histogram* batch_size = nullptr;
+  prometheus::Gauge* queue_depth = nullptr;
+  prometheus::Gauge* weight_bytes = nullptr;
+};
+
+// Thread-safe after construction. `registry` is borrowed and must outlive
+// this object.
+class ServerMetrics {
+ public:
+  ServerMetrics(prometheus::Registry* registry, const std::vector<std::string>& models);
+
+  // The series for `model`, or those labelled "unknown" for a name that is
+  // not served (so a client cannot create series).
+  ModelMetrics* ForModel(const std::string& model);
+  // Counts one finished request. `code` is a gRPC code name, e.g. "OK".
+  void CountRequest(const std::string& model, const std::string& code);
+  prometheus::Gauge* inflight() { return inflight_; }
+
+  static const std::vector<double>& LatencyBuckets();
+  static const std::vector<double>& BatchSizeBuckets();
+
+ private:
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Gauge* inflight_;
+  std::map<std::string, ModelMetrics> models_;  // fixed after construction
+};
+
+// process_resident_memory_bytes, process_virtual_memory_bytes,
+// process_open_fds, process_threads, process_cpu_seconds_total, read from
+// /proc/self at scrape time. Register with Exposer::RegisterCollectable.
+class ProcessCollector : public prometheus::Collectable {
+ public:
+  std::vector<prometheus::MetricFamily> Collect() const override;
+};
+
+// Current resident set size of this process in bytes (0 if unknown).
+int64_t ResidentBytes();
+
+}  // namespace ghostserve::metrics
+
+#endif  // GHOSTSERVE_SERVER_METRICS_METRICS_H_

@@ -1,0 +1,177 @@
+#include "server/preprocess/image.h"
+
+#include <algorithm>
+#include <cmath>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "absl/strings/str_cat.h"
+
+namespace ghostserve::preprocess {
+namespace {
+
+uint32_t BigEndian32(const unsigned char* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+}
+uint32_t BigEndian16(const unsigned char* p) { return (uint32_t{p[0]} << 8) | p[1]; }
+
+absl::StatusOr<ImageHeader> ReadPngHeader(const unsigned char* p, size_t n) {
+  // Signature (8), then the IHDR chunk: length (4) "IHDR" width (4) height (4).
+  if (n < 24 || std::string_view(reinterpret_cast<const char*>(p + 12), 4) != "IHDR") {
+    return absl::InvalidArgumentError("PNG image has no IHDR header (truncated or corrupt)");
+  }
+  return ImageHeader{ImageFormat::kPng, BigEndian32(p + 16), BigEndian32(p + 20)};
+}
+
+absl::StatusOr<ImageHeader> ReadJpegHeader(const unsigned char* p, size_t n) {
+  size_t i = 2;  // after SOI
+  while (i + 4 <= n) {
+    if (p[i] != 0xFF) {
+      return absl::InvalidArgumentError("JPEG image has a corrupt marker segment");
+    }
+    const unsigned char marker = p[i + 1];
+    if (marker == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) {
+      i += 2;  // markers without a length
+      continue;
+    }
+    const size_t len = BigEndian16(p + i + 2);
+    if (len < 2) return absl::InvalidArgumentError("JPEG image has a corrupt segment length");
+    const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 &&
+                     marker != 0xC8 && marker != 0xCC;
+    if (sof) {
+      if (i + 9 > n) break;
+      return ImageHeader{ImageFormat::kJpeg, BigEndian16(p + i + 7), BigEndian16(p + i + 5)};
+    }
+    if (marker == 0xDA || marker == 0xD9) break;  // scan data before any frame header
+    i += 2 + len;
+  }
+  return absl::InvalidArgumentError("JPEG image has no frame header (truncated or corrupt)");
+}
+
+}  // namespace
+
+absl::Status PreprocessConfig::Validate() const {
+  if (channels != 1 && channels != 3) {
+    return absl::InvalidArgumentError(absl::StrCat("channels must be 1 or 3, got ", channels));
+  }
+  if (crop_size < 16 || crop_size > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat("crop size must be in [16, 1024], got ", crop_size));
+  }
+  if (resize_shorter != 0 && (resize_shorter < crop_size || resize_shorter > 4096)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "resize (", resize_shorter, ") must be 0 or in [crop size, 4096]"));
+  }
+  if (mean.size() != static_cast<size_t>(channels) || std.size() != static_cast<size_t>(channels)) {
+    return absl::InvalidArgumentError("mean and std need one value per channel");
+  }
+  for (float s : std) {
+    if (!(s > 0.0f)) return absl::InvalidArgumentError("std values must be > 0");
+  }
+  return absl::OkStatus();
+}
+
+PreprocessConfig PreprocessConfig::ImageNet() { return PreprocessConfig{}; }
+
+absl::StatusOr<ImageHeader> ReadImageHeader(std::string_view bytes) {
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  const size_t n = bytes.size();
+  if (n == 0) return absl::InvalidArgumentError("image is empty");
+  if (n >= 8 && std::memcmp(p, "\x89PNG\r\n\x1a\n", 8) == 0) return ReadPngHeader(p, n);
+  if (n >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF) return ReadJpegHeader(p, n);
+  return absl::InvalidArgumentError("image is neither JPEG nor PNG (unrecognised magic bytes)");
+}
+
+absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& config,
+                            const ImageLimits& limits, float* dst) {
+  if (bytes.size() > limits.max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "image is ", bytes.size(), " bytes; the limit is ", limits.max_bytes));
+  }
+  auto header = ReadImageHeader(bytes);
+  if (!header.ok()) return header.status();
+  if (header->width < 1 || header->height < 1) {
+    return absl::InvalidArgumentError("image header declares a zero size");
+  }
+  if (header->width > limits.max_side || header->height > limits.max_side ||
+      header->width * header->height > limits.max_pixels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "image declares ", header->width, "x", header->height, "; limits are ",
+        limits.max_side, " pixels per side and ", limits.max_pixels, " pixels"));
+  }
+  try {
+    const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1,
+                      const_cast<char*>(bytes.data()));
+    // IMREAD_COLOR / GRAYSCALE give 8-bit output for 16-bit PNGs, expand
+    // palettes, drop alpha, and apply EXIF orientation.
+    cv::Mat img = cv::imdecode(raw, config.channels == 3 ? cv::IMREAD_COLOR
+                                                         : cv::IMREAD_GRAYSCALE);
+    if (img.empty()) {
+      return absl::InvalidArgumentError("image could not be decoded (truncated or corrupt)");
+    }
+    const int w = img.cols, h = img.rows;
+    const int crop = static_cast<int>(config.crop_size);
+    int rw, rh;
+    if (config.resize_shorter == 0) {
+      rw = rh = crop;
+    } else if (w <= h) {  // torchvision Resize(int): shorter side = size, longer truncated
+      rw = static_cast<int>(config.resize_shorter);
+      rh = static_cast<int>(config.resize_shorter * static_cast<int64_t>(h) / w);
+    } else {
+      rh = static_cast<int>(config.resize_shorter);
+      rw = static_cast<int>(config.resize_shorter * static_cast<int64_t>(w) / h);
+    }
+    rw = std::max(rw, crop);
+    rh = std::max(rh, crop);
+    cv::Mat resized;
+    if (rw == w && rh == h) {
+      resized = img;
+    } else {
+      cv::resize(img, resized, cv::Size(rw, rh), 0, 0,
+                 config.interpolation == Interpolation::kArea ? cv::INTER_AREA
+                                                              : cv::INTER_LINEAR);
+    }
+    // torchvision CenterCrop: offsets rounded to nearest.
+    const int top = static_cast<int>(std::lround((rh - crop) / 2.0));
+    const int left = static_cast<int>(std::lround((rw - crop) / 2.0));
+    const int c = static_cast<int>(config.channels);
+    float scale[3], bias[3];
+    for (int k = 0; k < c; ++k) {
+      scale[k] = 1.0f / (255.0f * config.std[k]);
+      bias[k] = -config.mean[k] / config.std[k];
+    }
+    for (int y = 0; y < crop; ++y) {
+      const unsigned char* row = resized.ptr<unsigned char>(top + y) + left * c;
+      float* out = dst + static_cast<size_t>(y) * crop * c;
+      if (c == 3) {
+        for (int x = 0; x < crop; ++x) {
+          // OpenCV decodes to BGR; the model wants RGB.
+          out[3 * x + 0] = row[3 * x + 2] * scale[0] + bias[0];
+          out[3 * x + 1] = row[3 * x + 1] * scale[1] + bias[1];
+          out[3 * x + 2] = row[3 * x + 0] * scale[2] + bias[2];
+        }
+      } else {
+        for (int x = 0; x < crop; ++x) out[x] = row[x] * scale[0] + bias[0];
+      }
+    }
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("image could not be decoded: ", e.what()));
+  }
+}
+
+absl::StatusOr<torch::Tensor> Preprocess(std::string_view bytes, const PreprocessConfig& config,
+                                         const ImageLimits& limits) {
+  const int64_t s = config.crop_size;
+  torch::Tensor hwc = torch::empty({s, s, config.channels});
+  if (auto st = PreprocessInto(bytes, config, limits, hwc.data_ptr<float>()); !st.ok()) {
+    return st;
+  }
+  return hwc.permute({2, 0, 1});
+}
+
+}  // namespace ghostserve::preprocess

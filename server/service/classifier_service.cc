@@ -1,0 +1,290 @@
+#include "server/service/classifier_service.h"
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/service/status_map.h"
+
+namespace ghostserve::service {
+namespace {
+
+using ghostserve::v1::ClassifyRequest;
+using ghostserve::v1::ClassifyResponse;
+
+constexpr uint32_t kDefaultTopK = 5;
+constexpr size_t kMaxRequestIdBytes = 128;
+// Requests of one stream being worked on at once; more are not read until
+// earlier ones are answered (flow control back to the client).
+constexpr int kStreamWindow = 32;
+
+}  // namespace
+
+int64_t DeadlineOnClock(const grpc::CallbackServerContext& ctx, const batcher::Clock& clock) {
+  const auto deadline = ctx.deadline();
+  const auto now = std::chrono::system_clock::now();
+  if (deadline >= now + std::chrono::hours(24 * 365)) return 0;  // no deadline
+  const int64_t left_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(deadline - now).count();
+  return clock.NowMicros() + std::max<int64_t>(left_us, 1);
+}
+
+void ClassifierService::RunClassify(
+    const ClassifyRequest* request, int64_t deadline_us, std::function<bool()> is_cancelled,
+    std::function<void(grpc::Status, ClassifyResponse)> done) {
+  const int64_t start = core_->clock()->NowMicros();
+  const std::string model = request->model();
+  auto finish = [this, model, start, done = std::move(done)](grpc::Status status,
+                                                             ClassifyResponse response) {
+    if (metrics_ != nullptr) {
+      metrics_->CountRequest(model, GrpcCodeName(status.error_code()));
+      metrics_->ForModel(model)->request_seconds->Observe(
+          (core_->clock()->NowMicros() - start) * 1e-6);
+    }
+    done(std::move(status), std::move(response));
+  };
+  auto servable = core_->Find(model);
+  if (!servable.ok()) {
+    finish(ToGrpcStatus(servable.status()), {});
+    return;
+  }
+  const core::Servable* s = *servable;
+  const uint32_t top_k = request->top_k() == 0
+                             ? static_cast<uint32_t>(std::min<int64_t>(kDefaultTopK, s->num_classes()))
+                             : request->top_k();
+  if (top_k > s->num_classes()) {
+    finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+               "top_k ", top_k, " exceeds the ", s->num_classes(), " classes of model ", model))),
+           {});
+    return;
+  }
+  if (request->request_id().size() > kMaxRequestIdBytes) {
+    finish(ToGrpcStatus(absl::InvalidArgumentError(
+               absl::StrCat("request_id is longer than ", kMaxRequestIdBytes, " bytes"))),
+           {});
+    return;
+  }
+  if (request->image().empty()) {
+    finish(ToGrpcStatus(absl::InvalidArgumentError("image is empty")), {});
+    return;
+  }
+  core::InferRequest infer;
+  infer.model = model;
+  infer.images.push_back({request->image(), {}});
+  infer.deadline_us = deadline_us;
+  infer.is_cancelled = std::move(is_cancelled);
+  core_->Infer(std::move(infer), [s, top_k, request, finish](absl::StatusOr<core::InferResult> r) {
+    if (!r.ok()) {
+      finish(ToGrpcStatus(r.status()), {});
+      return;
+    }
+    ClassifyResponse response;
+    response.set_model(s->name());
+    response.set_request_id(request->request_id());
+    response.set_batch_size(static_cast<uint32_t>(r->batch_size));
+    auto* t = response.mutable_timing();
+    t->set_preprocess_us(static_cast<uint64_t>(r->timing.preprocess_us));
+    t->set_queue_us(static_cast<uint64_t>(r->timing.queue_us));
+    t->set_inference_us(static_cast<uint64_t>(r->timing.inference_us));
+    t->set_total_us(static_cast<uint64_t>(r->timing.total_us));
+    for (const auto& p : core::TopK(r->logits[0], top_k, s->labels())) {
+      auto* out = response.add_predictions();
+      out->set_class_index(static_cast<uint32_t>(p.class_index));
+      out->set_label(p.label);
+      out->set_score(p.score);
+    }
+    finish(grpc::Status::OK, std::move(response));
+  });
+}
+
+grpc::ServerUnaryReactor* ClassifierService::Classify(grpc::CallbackServerContext* ctx,
+                                                      const ClassifyRequest* request,
+                                                      ClassifyResponse* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  // The context outlives the call: OnDone follows Finish.
+  RunClassify(request, DeadlineOnClock(*ctx, *core_->clock()),
+              [ctx] { return ctx->IsCancelled(); },
+              [reactor, response](grpc::Status status, ClassifyResponse r) {
+    if (status.ok()) *response = std::move(r);
+    reactor->Finish(status);
+  });
+  return reactor;
+}
+
+namespace {
+
+// Pipelines up to kStreamWindow requests of one stream through the core and
+// writes the answers in request order. Deletes itself once gRPC is done with
+// it and no classification still refers to it.
+class StreamReactor : public grpc::ServerBidiReactor<ClassifyRequest, ClassifyResponse> {
+ public:
+  StreamReactor(ClassifierService* service, core::InferenceCore* core,
+                grpc::CallbackServerContext* ctx)
+      : service_(service), core_(core), ctx_(ctx) {
+    reading_ = true;
+    StartRead(&read_buf_);
+  }
+
+  void OnReadDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    reading_ = false;
+    if (!ok || finishing_) {
+      reads_done_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    const int64_t seq = next_seq_++;
+    auto request = std::make_shared<ClassifyRequest>(std::move(read_buf_));
+    read_buf_.Clear();
+    ++in_flight_;
+    if (in_flight_ < kStreamWindow) {
+      reading_ = true;
+      StartRead(&read_buf_);
+    }
+    lock.unlock();
+    // Requests still in the core may outlive the context (the stream can end
+    // early), so they poll a flag this reactor owns jointly with them.
+    service_->RunClassify(request.get(), DeadlineOnClock(*ctx_, *core_->clock()),
+                          [gone = gone_] { return gone->load(); },
+                          [this, seq, request](grpc::Status status, ClassifyResponse response) {
+                            OnResult(seq, std::move(status), std::move(response));
+                          });
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) {
+      // The client went away; stop writing and finish once work drains.
+      finishing_ = true;
+      final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "stream write failed");
+    }
+    ResumeReadLocked();
+    WriteNextLocked();
+    MaybeFinishLocked();
+  }
+
+  void OnDone() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_ = true;
+    gone_->store(true);
+    if (in_flight_ == 0) {
+      lock.unlock();
+      delete this;
+    }
+  }
+
+ private:
+  void OnResult(int64_t seq, grpc::Status status, ClassifyResponse response) {
+    std::unique_lock<std::mutex> lock(mu_);
+    --in_flight_;
+    if (done_) {
+      if (in_flight_ == 0) {
+        lock.unlock();
+        delete this;
+      }
+      return;
+    }
+    results_.emplace(seq, std::make_pair(std::move(status), std::move(response)));
+    ResumeReadLocked();
+    WriteNextLocked();
+    MaybeFinishLocked();
+  }
+
+  void ResumeReadLocked() {
+    if (!reading_ && !reads_done_ && !finishing_ && in_flight_ < kStreamWindow) {
+      reading_ = true;
+      StartRead(&read_buf_);
+    }
+  }
+
+  void WriteNextLocked() {
+    if (writing_ || finishing_) return;
+    auto it = results_.find(next_write_);
+    if (it == results_.end()) return;
+    if (!it->second.first.ok()) {
+      // A failed request ends the stream with its status.
+      finishing_ = true;
+      final_status_ = it->second.first;
+      results_.clear();
+      return;
+    }
+    write_buf_ = std::move(it->second.second);
+    results_.erase(it);
+    ++next_write_;
+    writing_ = true;
+    StartWrite(&write_buf_);
+  }
+
+  void MaybeFinishLocked() {
+    if (finished_ || writing_) return;
+    const bool drained = reads_done_ && in_flight_ == 0 && results_.empty();
+    if (drained || (finishing_ && !reading_)) {
+      finished_ = true;
+      Finish(finishing_ ? final_status_ : grpc::Status::OK);
+    } else if (finishing_ && reading_) {
+      // Finish now; gRPC completes the outstanding read with ok=false.
+      finished_ = true;
+      Finish(final_status_);
+    }
+  }
+
+  ClassifierService* const service_;
+  core::InferenceCore* const core_;
+  grpc::CallbackServerContext* const ctx_;
+  std::shared_ptr<std::atomic<bool>> gone_ = std::make_shared<std::atomic<bool>>(false);
+  std::mutex mu_;
+  ClassifyRequest read_buf_;
+  ClassifyResponse write_buf_;
+  std::map<int64_t, std::pair<grpc::Status, ClassifyResponse>> results_;
+  int64_t next_seq_ = 0;
+  int64_t next_write_ = 0;
+  int in_flight_ = 0;
+  bool reading_ = false;
+  bool reads_done_ = false;
+  bool writing_ = false;
+  bool finishing_ = false;
+  bool finished_ = false;
+  bool done_ = false;
+  grpc::Status final_status_;
+};
+
+}  // namespace
+
+grpc::ServerBidiReactor<ClassifyRequest, ClassifyResponse>* ClassifierService::ClassifyStream(
+    grpc::CallbackServerContext* ctx) {
+  return new StreamReactor(this, core_, ctx);
+}
+
+grpc::ServerUnaryReactor* ClassifierService::ListModels(
+    grpc::CallbackServerContext* ctx, const ghostserve::v1::ListModelsRequest*,
+    ghostserve::v1::ListModelsResponse* response) {
+  for (const core::Servable* s : core_->servables()) {
+    const auto& m = s->model();
+    auto* info = response->add_models();
+    info->set_name(s->name());
+    info->set_parameters(static_cast<uint64_t>(m.parameters));
+    info->set_macs(static_cast<uint64_t>(m.macs));
+    info->set_width(static_cast<float>(m.options.width));
+    info->set_input_size(static_cast<uint32_t>(s->preprocess().crop_size));
+    info->set_input_channels(static_cast<uint32_t>(m.options.in_channels));
+    info->set_num_classes(static_cast<uint32_t>(m.options.num_classes));
+    info->set_weights_source(m.weights_source);
+    info->set_trained(m.trained);
+    info->set_ready(core_->ready());
+    info->set_max_batch_size(static_cast<uint32_t>(s->batcher()->options().max_batch_size));
+    auto* p = info->mutable_preprocess();
+    p->set_resize_shorter_side(static_cast<uint32_t>(s->preprocess().resize_shorter));
+    p->set_input_size(static_cast<uint32_t>(s->preprocess().crop_size));
+    for (float v : s->preprocess().mean) p->add_mean(v);
+    for (float v : s->preprocess().std) p->add_std(v);
+    p->set_color(s->preprocess().channels == 3 ? "rgb" : "gray");
+  }
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace ghostserve::service

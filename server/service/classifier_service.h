@@ -1,0 +1,48 @@
+// ghostserve.v1.Classifier on gRPC's callback API: no handler thread ever
+// blocks on a batch.
+#ifndef GHOSTSERVE_SERVER_SERVICE_CLASSIFIER_SERVICE_H_
+#define GHOSTSERVE_SERVER_SERVICE_CLASSIFIER_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "ghostserve/v1/classifier.grpc.pb.h"
+#include "server/core/inference_core.h"
+#include "server/metrics/metrics.h"
+
+namespace ghostserve::service {
+
+// Deadline of a call as an absolute time on `clock`, 0 if it has none.
+int64_t DeadlineOnClock(const grpc::CallbackServerContext& ctx, const batcher::Clock& clock);
+
+// Thread-safe. `core` and `metrics` (may be null) are borrowed and must
+// outlive the gRPC server this service is registered with.
+class ClassifierService final : public ghostserve::v1::Classifier::CallbackService {
+ public:
+  ClassifierService(core::InferenceCore* core, metrics::ServerMetrics* metrics)
+      : core_(core), metrics_(metrics) {}
+
+  grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* ctx,
+                                     const ghostserve::v1::ClassifyRequest* request,
+                                     ghostserve::v1::ClassifyResponse* response) override;
+  grpc::ServerBidiReactor<ghostserve::v1::ClassifyRequest, ghostserve::v1::ClassifyResponse>*
+  ClassifyStream(grpc::CallbackServerContext* ctx) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
+                                       const ghostserve::v1::ListModelsRequest* request,
+                                       ghostserve::v1::ListModelsResponse* response) override;
+
+  // Runs one classification; `done` gets the gRPC status and, when OK, the
+  // filled response. `deadline_us` is on the core's clock (0 = none);
+  // `is_cancelled` is polled until `done` runs. `request` must stay valid
+  // until `done` has run.
+  void RunClassify(const ghostserve::v1::ClassifyRequest* request, int64_t deadline_us,
+                   std::function<bool()> is_cancelled,
+                   std::function<void(grpc::Status, ghostserve::v1::ClassifyResponse)> done);
+
+ private:
+  core::InferenceCore* const core_;
+  metrics::ServerMetrics* const metrics_;
+};
+
+}  // namespace ghostserve::service
+
+#endif  // GHOSTSERVE_SERVER_SERVICE_CLASSIFIER_SERVICE_H_

@@ -1,0 +1,59 @@
+// The KServe v2 / Open Inference Protocol (inference.GRPCInferenceService),
+// so Triton and KServe clients and load tools work unchanged.
+//
+// ModelInfer takes exactly one input, either
+//  - FP32 [N, C, H, W] (raw_input_contents or fp32_contents), already
+//    preprocessed: it skips decoding and goes straight to the batcher; or
+//  - BYTES [N] of encoded JPEG/PNG images (bytes_contents, or raw with each
+//    element a 4-byte little-endian length then the bytes), preprocessed by
+//    the model's own config.
+// Outputs: "logits" and "probabilities", FP32 [N, classes], returned as
+// raw_output_contents (as Triton does); `outputs` in the request selects.
+#ifndef GHOSTSERVE_SERVER_SERVICE_KSERVE_SERVICE_H_
+#define GHOSTSERVE_SERVER_SERVICE_KSERVE_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+
+#include "kserve/grpc_predict_v2.grpc.pb.h"
+#include "server/core/inference_core.h"
+#include "server/metrics/metrics.h"
+
+namespace ghostserve::service {
+
+// Thread-safe. `core` and `metrics` (may be null) are borrowed and must
+// outlive the gRPC server.
+class KServeService final : public inference::GRPCInferenceService::CallbackService {
+ public:
+  KServeService(core::InferenceCore* core, metrics::ServerMetrics* metrics, std::string version)
+      : core_(core), metrics_(metrics), version_(std::move(version)) {}
+
+  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* ctx,
+                                       const inference::ServerLiveRequest* request,
+                                       inference::ServerLiveResponse* response) override;
+  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* ctx,
+                                        const inference::ServerReadyRequest* request,
+                                        inference::ServerReadyResponse* response) override;
+  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* ctx,
+                                       const inference::ModelReadyRequest* request,
+                                       inference::ModelReadyResponse* response) override;
+  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* ctx,
+                                           const inference::ServerMetadataRequest* request,
+                                           inference::ServerMetadataResponse* response) override;
+  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* ctx,
+                                          const inference::ModelMetadataRequest* request,
+                                          inference::ModelMetadataResponse* response) override;
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx,
+                                       const inference::ModelInferRequest* request,
+                                       inference::ModelInferResponse* response) override;
+
+ private:
+  core::InferenceCore* const core_;
+  metrics::ServerMetrics* const metrics_;
+  const std::string version_;
+};
+
+}  // namespace ghostserve::service
+
+#endif  // GHOSTSERVE_SERVER_SERVICE_KSERVE_SERVICE_H_

@@ -1,0 +1,25 @@
+// The one place internal statuses become gRPC statuses.
+#ifndef GHOSTSERVE_SERVER_SERVICE_STATUS_MAP_H_
+#define GHOSTSERVE_SERVER_SERVICE_STATUS_MAP_H_
+
+#include <grpcpp/support/status.h>
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace ghostserve::service {
+
+// bad image or argument -> INVALID_ARGUMENT; unknown model -> NOT_FOUND;
+// queue full or draining -> UNAVAILABLE; too large -> RESOURCE_EXHAUSTED;
+// deadline passed in the queue -> DEADLINE_EXCEEDED; cancelled -> CANCELLED;
+// unauthenticated -> UNAUTHENTICATED; everything else (our own bugs, LibTorch
+// failures) -> INTERNAL. The message is kept.
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// "OK", "INVALID_ARGUMENT", ... for metrics labels and logs.
+std::string GrpcCodeName(grpc::StatusCode code);
+
+}  // namespace ghostserve::service
+
+#endif  // GHOSTSERVE_SERVER_SERVICE_STATUS_MAP_H_
