@@ -3,7 +3,8 @@
 #
 #   make run    install, build, and start serving on the built-in defaults
 #   make test   install, build, and run the whole test suite
-#   make bench  ghostserve's GhostNet against eager PyTorch (prints JSON)
+#   make bench  ghostserve's GhostNet against eager PyTorch, and the service
+#               against the raw model (each prints one JSON line)
 
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
@@ -27,10 +28,11 @@ test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900
 
 run: build
-	$(BUILD_DIR)/bin/ghostserve-model-bench --model ghostnet_100 --batch-sizes 1,8 --seconds 3
+	$(BUILD_DIR)/bin/ghostserve $(ARGS)
 
 bench: build
 	$(PYTHON) scripts/bench_model.py --build $(BUILD_DIR)
+	$(PYTHON) scripts/bench_service.py --build $(BUILD_DIR)
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

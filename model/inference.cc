@@ -1,6 +1,10 @@
 #include "model/inference.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include <utility>
 
@@ -36,6 +40,7 @@ Conv Fold(const nn::Conv2dImpl& conv, const nn::BatchNorm2dImpl* bn, bool relu,
   return out;
 }
 
+
 const nn::Conv2dImpl& ConvAt(nn::Sequential seq, size_t i) {
   return *seq[i]->as<nn::Conv2dImpl>();
 }
@@ -53,6 +58,64 @@ InferenceGhostNet::Ghost FoldGhost(const GhostModuleImpl& g, bool cl) {
   out.primary = Fold(ConvAt(g.primary_conv, 0), BnAt(g.primary_conv, 1), g.relu(), cl);
   out.cheap = Fold(ConvAt(g.cheap_operation, 0), BnAt(g.cheap_operation, 1), g.relu(), cl);
   out.out_channels = g.out_channels();
+  const int64_t c = out.cheap.weight.size(0);
+  out.cheap_taps = out.cheap.weight.contiguous().view({c, 9}).t().contiguous();
+  return out;
+}
+
+// The Ghost module's tail in one pass over a channels-last map:
+//   out[..., 0:C]      = x1
+//   out[..., C:C+C2]   = act(depthwise3x3(x1) + bias), C2 = out_channels - C
+// x1 is [N, C, H, W] channels-last; taps is [9, C]. Compiled for AVX2 and
+// generic x86-64, picked at load time.
+__attribute__((target_clones("avx2", "default")))
+void GhostTailKernel(const float* __restrict in, const float* __restrict taps,
+                     const float* __restrict bias, float* __restrict out, int64_t rows,
+                     int64_t h, int64_t w, int64_t c, int64_t c2, int64_t oc, bool relu,
+                     int64_t row_begin, int64_t row_end) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const int64_t n = r / h, y = r % h;
+    for (int64_t x = 0; x < w; ++x) {
+      const int64_t pix = (n * h + y) * w + x;
+      float* __restrict o = out + pix * oc;
+      std::memcpy(o, in + pix * c, static_cast<size_t>(c) * sizeof(float));
+      float* __restrict acc = o + c;
+      for (int64_t k = 0; k < c2; ++k) acc[k] = bias[k];
+      for (int64_t dy = -1; dy <= 1; ++dy) {
+        const int64_t yy = y + dy;
+        if (yy < 0 || yy >= h) continue;
+        for (int64_t dx = -1; dx <= 1; ++dx) {
+          const int64_t xx = x + dx;
+          if (xx < 0 || xx >= w) continue;
+          const float* __restrict src = in + ((n * h + yy) * w + xx) * c;
+          const float* __restrict t = taps + ((dy + 1) * 3 + (dx + 1)) * c;
+          for (int64_t k = 0; k < c2; ++k) acc[k] += src[k] * t[k];
+        }
+      }
+      if (relu) {
+        for (int64_t k = 0; k < c2; ++k) acc[k] = acc[k] > 0.0f ? acc[k] : 0.0f;
+      }
+    }
+  }
+  (void)rows;
+}
+
+torch::Tensor GhostTail(const InferenceGhostNet::Ghost& g, const torch::Tensor& x1) {
+  const int64_t n = x1.size(0), c = x1.size(1), h = x1.size(2), w = x1.size(3);
+  const int64_t oc = g.out_channels;
+  const int64_t c2 = oc - c;
+  torch::Tensor out = at::empty({n, oc, h, w},
+                                x1.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const float* in = x1.data_ptr<float>();
+  const float* taps = g.cheap_taps.data_ptr<float>();
+  const float* bias = g.cheap.bias.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const int64_t rows = n * h;
+  // About 32k multiply-adds per task keeps thread hand-off cheap.
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, w * c2 * 9));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    GhostTailKernel(in, taps, bias, o, rows, h, w, c, c2, oc, g.cheap.relu, begin, end);
+  });
   return out;
 }
 
@@ -134,6 +197,12 @@ torch::Tensor InferenceGhostNet::RunConv(const Conv& c, const torch::Tensor& x) 
 
 torch::Tensor InferenceGhostNet::RunGhost(const Ghost& g, const torch::Tensor& x) const {
   torch::Tensor x1 = RunConv(g.primary, x);
+  const int64_t c = x1.size(1);
+  if (options_.fused_ghost && x1.scalar_type() == torch::kFloat &&
+      x1.is_contiguous(at::MemoryFormat::ChannelsLast) && g.out_channels >= c &&
+      g.out_channels <= 2 * c) {
+    return GhostTail(g, x1);
+  }
   torch::Tensor x2 = RunConv(g.cheap, x1);
   torch::Tensor out = at::cat({x1, x2}, 1);
   if (out.size(1) != g.out_channels) out = out.narrow(1, 0, g.out_channels);

@@ -26,6 +26,11 @@ struct InferenceOptions {
   // Route every convolution to oneDNN, bypassing ATen's size heuristic that
   // sends small batch-1 convolutions to the slow im2col path.
   bool force_onednn = true;
+  // Compute each Ghost module's cheap 3x3 depthwise operation with our own
+  // kernel that writes straight into the concatenated output, instead of a
+  // oneDNN depthwise convolution followed by a channel concat (a full extra
+  // pass over the feature map). Needs channels_last.
+  bool fused_ghost = false;
 };
 
 class InferenceGhostNet {
@@ -60,6 +65,7 @@ class InferenceGhostNet {
   struct Ghost {
     Conv primary, cheap;
     int64_t out_channels;
+    torch::Tensor cheap_taps;  // [9, C]: cheap weights tap-major, for the fused kernel
   };
   struct Bottleneck {
     Ghost ghost1;

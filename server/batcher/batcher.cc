@@ -28,12 +28,13 @@ absl::Status BatcherOptions::Validate() const {
 
 absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(
     const BatcherOptions& options, Clock* clock, ProcessBatchFn process,
-    std::function<void()> on_worker_start) {
+    std::function<void()> on_worker_start, MoreComingFn more_coming) {
   if (auto s = options.Validate(); !s.ok()) return s;
   if (clock == nullptr || !process) {
     return absl::InvalidArgumentError("batcher needs a clock and a process function");
   }
-  std::unique_ptr<Batcher> b(new Batcher(options, clock, std::move(process)));
+  std::unique_ptr<Batcher> b(
+      new Batcher(options, clock, std::move(process), std::move(more_coming)));
   for (int i = 0; i < options.num_workers; ++i) {
     b->workers_.emplace_back([raw = b.get(), on_worker_start] {
       raw->WorkerLoop(on_worker_start);
@@ -42,8 +43,12 @@ absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(
   return b;
 }
 
-Batcher::Batcher(const BatcherOptions& options, Clock* clock, ProcessBatchFn process)
-    : options_(options), clock_(clock), process_(std::move(process)) {}
+Batcher::Batcher(const BatcherOptions& options, Clock* clock, ProcessBatchFn process,
+                 MoreComingFn more_coming)
+    : options_(options),
+      clock_(clock),
+      process_(std::move(process)),
+      more_coming_(std::move(more_coming)) {}
 
 Batcher::~Batcher() {
   {
@@ -79,6 +84,11 @@ void Batcher::StopAccepting() {
   accepting_ = false;
 }
 
+void Batcher::Poke() {
+  { std::lock_guard<std::mutex> lock(mu_); }
+  cv_.notify_all();
+}
+
 int Batcher::QueueDepth() const {
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int>(queue_.size());
@@ -102,10 +112,11 @@ void Batcher::WorkerLoop(const std::function<void()>& on_start) {
           cv_.wait(lock);
           continue;
         }
-        // Full batch, shutting down, or the oldest task has waited long
-        // enough: take a batch now.
+        // Full batch, shutting down, the oldest task has waited long enough,
+        // or nothing else is on its way: take a batch now.
         const int64_t due = queue_.front()->enqueue_us + options_.max_delay_us;
         if (queue_.size() >= max_batch || stop_ || clock_->NowMicros() >= due) break;
+        if (more_coming_ && !more_coming_()) break;
         clock_->WaitUntil(lock, cv_, due);
       }
       while (!queue_.empty() && batch.size() < max_batch) {

@@ -60,9 +60,16 @@ struct BatcherOptions {
 // arrival order. Must answer every task exactly once and must not throw.
 using ProcessBatchFn = std::function<void(std::vector<std::unique_ptr<BatchTask>>)>;
 
+// Optional hint: returns true while more tasks are on their way (for example,
+// images still being decoded). When it returns false a partial batch leaves at
+// once instead of waiting out max_delay, since waiting could not grow it.
+// Must be thread-safe and cheap.
+using MoreComingFn = std::function<bool()>;
+
 // Groups tasks for one model into batches of at most max_batch_size and runs
-// them on worker threads it owns. A batch leaves when full or when its oldest
-// task has waited max_delay. Thread-safe; Submit never blocks.
+// them on worker threads it owns. A batch leaves when full, when its oldest
+// task has waited max_delay, or (with a MoreComingFn) as soon as no further
+// task is on its way. Thread-safe; Submit never blocks.
 // StopAccepting makes Submit refuse (draining); the destructor also refuses
 // new tasks, runs the queued ones, and joins the workers.
 class Batcher {
@@ -71,7 +78,7 @@ class Batcher {
   // first on each worker thread (e.g. to set LibTorch's per-thread settings).
   static absl::StatusOr<std::unique_ptr<Batcher>> Create(
       const BatcherOptions& options, Clock* clock, ProcessBatchFn process,
-      std::function<void()> on_worker_start = nullptr);
+      std::function<void()> on_worker_start = nullptr, MoreComingFn more_coming = nullptr);
   ~Batcher();
 
   Batcher(const Batcher&) = delete;
@@ -83,6 +90,9 @@ class Batcher {
 
   // Refuse new tasks from now on; queued tasks still run.
   void StopAccepting();
+  // Wakes the workers so they re-check MoreComingFn (call when it may have
+  // turned false without a Submit, e.g. an image failed to decode).
+  void Poke();
 
   // Tasks waiting for a batch.
   int QueueDepth() const;
@@ -92,12 +102,14 @@ class Batcher {
   const BatcherOptions& options() const { return options_; }
 
  private:
-  Batcher(const BatcherOptions& options, Clock* clock, ProcessBatchFn process);
+  Batcher(const BatcherOptions& options, Clock* clock, ProcessBatchFn process,
+          MoreComingFn more_coming);
   void WorkerLoop(const std::function<void()>& on_start);
 
   const BatcherOptions options_;
   Clock* const clock_;
   const ProcessBatchFn process_;
+  const MoreComingFn more_coming_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

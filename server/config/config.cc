@@ -145,14 +145,17 @@ absl::Status ApplyFile(ServerConfig* c, const std::string& path) {
     if (hash != std::string::npos) line.resize(hash);
     absl::string_view l = absl::StripAsciiWhitespace(line);
     if (l.empty()) continue;
-    size_t sep = l.find('=');
-    if (sep == absl::string_view::npos) sep = l.find_first_of(" \t");
+    // The name ends at the first '=' or blank; values may contain '='
+    // (weights = ghostnet_100=/models/w.pth, or weights ghostnet_100=...).
+    size_t sep = l.find_first_of("= \t");
     if (sep == absl::string_view::npos) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ":", lineno, ": expected 'name = value'"));
     }
     std::string name(absl::StripAsciiWhitespace(l.substr(0, sep)));
-    std::string value(absl::StripAsciiWhitespace(l.substr(sep + 1)));
+    absl::string_view rest = absl::StripLeadingAsciiWhitespace(l.substr(sep));
+    if (!rest.empty() && rest.front() == '=') rest.remove_prefix(1);
+    std::string value(absl::StripAsciiWhitespace(rest));
     if (absl::StartsWith(name, "--")) name = name.substr(2);
     if (auto s = Apply(c, name, value, absl::StrCat(path, ":", lineno)); !s.ok()) return s;
   }

@@ -161,7 +161,8 @@ absl::StatusOr<std::unique_ptr<InferenceCore>> InferenceCore::Create(
         [core_raw, raw](std::vector<std::unique_ptr<batcher::BatchTask>> tasks) {
           core_raw->ProcessBatch(raw, std::move(tasks));
         },
-        [intra] { at::set_num_threads(intra > 0 ? intra : model::AvailableCpus()); });
+        [intra] { at::set_num_threads(intra > 0 ? intra : model::AvailableCpus()); },
+        [raw] { return raw->preprocessing_.load() > 0; });
     if (!batcher.ok()) return batcher.status();
     servable->batcher_ = std::move(*batcher);
     core->servables_[spec.name] = std::move(servable);
@@ -294,13 +295,21 @@ void InferenceCore::Infer(InferRequest request, InferDone done) {
       SubmitImage(servable, call, index, img.tensor, 0);
       continue;
     }
+    servable->preprocessing_.fetch_add(1);
     const bool scheduled = preprocess_pool_->TrySchedule(
         [this, servable, call, index, bytes = img.encoded] {
+          // Leaves the "more coming" count before the image is submitted (or
+          // dropped), so the batcher never waits for an image that is not coming.
+          auto done_preprocessing = [servable] {
+            if (servable->preprocessing_.fetch_sub(1) == 1) servable->batcher_->Poke();
+          };
           if (call->Cancelled()) {
+            done_preprocessing();
             if (call->ImageDone(absl::CancelledError("request cancelled"))) FinishCall(call.get());
             return;
           }
           if (call->deadline_us != 0 && clock_->NowMicros() >= call->deadline_us) {
+            done_preprocessing();
             if (call->ImageDone(absl::DeadlineExceededError(
                     "deadline passed before preprocessing"))) {
               FinishCall(call.get());
@@ -314,12 +323,15 @@ void InferenceCore::Infer(InferRequest request, InferDone done) {
             servable->metrics_->preprocess_seconds->Observe((t1 - t0) * 1e-6);
           }
           if (!tensor.ok()) {
+            done_preprocessing();
             if (call->ImageDone(tensor.status())) FinishCall(call.get());
             return;
           }
+          servable->preprocessing_.fetch_sub(1);
           SubmitImage(servable, call, index, std::move(*tensor), t1 - t0);
         });
     if (!scheduled) {
+      if (servable->preprocessing_.fetch_sub(1) == 1) servable->batcher_->Poke();
       if (call->ImageDone(absl::UnavailableError(
               "preprocessing queue is full; retry later"))) {
         FinishCall(call.get());

@@ -82,6 +82,9 @@ class Servable {
   preprocess::PreprocessConfig preprocess_;
   std::vector<std::string> labels_;
   metrics::ModelMetrics* metrics_ = nullptr;
+  // Images of this model being decoded right now: the batcher's hint that a
+  // partial batch may still grow.
+  std::atomic<int> preprocessing_{0};
   std::unique_ptr<batcher::Batcher> batcher_;
 };
 

@@ -53,6 +53,13 @@ absl::StatusOr<ImageHeader> ReadJpegHeader(const unsigned char* p, size_t n) {
   return absl::InvalidArgumentError("JPEG image has no frame header (truncated or corrupt)");
 }
 
+// torchvision's CenterCrop offset int(round(d / 2.0)): Python rounds halves
+// to even, so d = 1 gives 0 and d = 5 gives 2 (std::lround would give 1, 3).
+int CenterCropOffset(int d) {
+  const int half = d / 2;
+  return (d % 2 == 1 && half % 2 == 1) ? half + 1 : half;
+}
+
 }  // namespace
 
 absl::Status PreprocessConfig::Validate() const {
@@ -88,6 +95,9 @@ absl::StatusOr<ImageHeader> ReadImageHeader(std::string_view bytes) {
 
 absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& config,
                             const ImageLimits& limits, float* dst) {
+  // The normalisation below indexes mean/std by channel and sizes rows by
+  // crop_size; an unchecked config would read or write out of bounds.
+  if (auto s = config.Validate(); !s.ok()) return s;
   if (bytes.size() > limits.max_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "image is ", bytes.size(), " bytes; the limit is ", limits.max_bytes));
@@ -135,9 +145,8 @@ absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& conf
                  config.interpolation == Interpolation::kArea ? cv::INTER_AREA
                                                               : cv::INTER_LINEAR);
     }
-    // torchvision CenterCrop: offsets rounded to nearest.
-    const int top = static_cast<int>(std::lround((rh - crop) / 2.0));
-    const int left = static_cast<int>(std::lround((rw - crop) / 2.0));
+    const int top = CenterCropOffset(rh - crop);
+    const int left = CenterCropOffset(rw - crop);
     const int c = static_cast<int>(config.channels);
     float scale[3], bias[3];
     for (int k = 0; k < c; ++k) {
@@ -166,6 +175,8 @@ absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& conf
 
 absl::StatusOr<torch::Tensor> Preprocess(std::string_view bytes, const PreprocessConfig& config,
                                          const ImageLimits& limits) {
+  // Before allocating: torch::empty throws on a negative size.
+  if (auto st = config.Validate(); !st.ok()) return st;
   const int64_t s = config.crop_size;
   torch::Tensor hwc = torch::empty({s, s, config.channels});
   if (auto st = PreprocessInto(bytes, config, limits, hwc.data_ptr<float>()); !st.ok()) {

@@ -63,7 +63,8 @@ absl::StatusOr<ImageHeader> ReadImageHeader(std::string_view bytes);
 // decodes (honouring EXIF orientation), converts to RGB or gray, resizes,
 // crops and normalises, writing crop_size * crop_size * channels floats to
 // `dst` in HWC order: exactly one image of a channels-last [N, C, H, W]
-// tensor. Never throws; OpenCV errors become InvalidArgument.
+// tensor. Never throws; OpenCV errors and a `config` that fails Validate()
+// become InvalidArgument.
 absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& config,
                             const ImageLimits& limits, float* dst);
 

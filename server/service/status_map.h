@@ -13,7 +13,8 @@ namespace ghostserve::service {
 // bad image or argument -> INVALID_ARGUMENT; unknown model -> NOT_FOUND;
 // queue full or draining -> UNAVAILABLE; too large -> RESOURCE_EXHAUSTED;
 // deadline passed in the queue -> DEADLINE_EXCEEDED; cancelled -> CANCELLED;
-// unauthenticated -> UNAUTHENTICATED; everything else (our own bugs, LibTorch
+// unauthenticated -> UNAUTHENTICATED; permission denied and failed
+// precondition keep their codes; everything else (our own bugs, LibTorch
 // failures) -> INTERNAL. The message is kept.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 

@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1
+# ghostserve: multi-stage build on Debian bookworm.
+#   docker build -t ghostserve .
+#   docker run -p 50051:50051 -p 9464:9464 ghostserve
+
+FROM debian:bookworm AS build
+WORKDIR /src
+# The same install script as the README's commands and .ci/run.
+COPY scripts/install-deps.sh scripts/install-deps.sh
+RUN scripts/install-deps.sh --build && rm -rf /var/lib/apt/lists/*
+COPY . .
+RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DGHOSTSERVE_BUILD_TESTS=OFF \
+ && cmake --build build -j"$(nproc)" --target ghostserve ghostserve-client ghostserve-model-bench \
+ && mkdir -p /out/bin \
+ && cp build/bin/ghostserve build/bin/ghostserve-client build/bin/ghostserve-model-bench /out/bin/ \
+ # The runtime stage installs exactly the Debian packages that own the
+ # shared libraries the binaries load.
+ && ldd /out/bin/* | awk '/=> \//{print $3}' | xargs -r realpath | xargs -r dpkg -S 2>/dev/null \
+    | cut -d: -f1 | sort -u > /out/runtime-packages.txt
+
+FROM debian:bookworm-slim AS runtime
+COPY --from=build /out/runtime-packages.txt /tmp/runtime-packages.txt
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      $(cat /tmp/runtime-packages.txt) libopenblas0-pthread \
+ && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages.txt \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin ghostserve \
+ && mkdir -p /models /etc/ghostserve
+COPY --from=build /out/bin/ /usr/local/bin/
+
+# Weights (.pth or .safetensors) and model configs are mounted here, e.g.
+#   -v $PWD/weights:/models:ro -e GHOSTSERVE_WEIGHTS=ghostnet_100=/models/ghostnet_1x.pth
+VOLUME ["/models"]
+# Thread settings: LibTorch's OpenMP pool is sized by --inference-threads
+# (default: the CPUs the container may use); OpenBLAS stays single-threaded
+# inside it, and idle OpenMP workers sleep instead of spinning so decoding and
+# gRPC threads get the CPU.
+ENV OMP_WAIT_POLICY=PASSIVE \
+    OPENBLAS_NUM_THREADS=1 \
+    OPENCV_IO_MAX_IMAGE_PIXELS=40000000 \
+    GHOSTSERVE_LISTEN=0.0.0.0:50051 \
+    GHOSTSERVE_METRICS_LISTEN=0.0.0.0:9464
+EXPOSE 50051 9464
+USER 10001:10001
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+  CMD ["/usr/local/bin/ghostserve-client", "health", "--server", "127.0.0.1:50051", "--timeout-ms", "2000"]
+ENTRYPOINT ["/usr/local/bin/ghostserve"]

@@ -1,0 +1,449 @@
+#include "server/config/config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "model/loaded_model.h"
+
+namespace ghostserve::config {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::Pair;
+using ::testing::UnorderedElementsAre;
+
+using Env = std::map<std::string, std::string>;
+
+// Every flag ParseConfig accepts (besides --config and --help).
+const char* const kAllFlags[] = {
+    "listen",
+    "metrics-listen",
+    "models",
+    "weights",
+    "max-batch-size",
+    "max-batch-delay-us",
+    "max-queue-size",
+    "batch-workers",
+    "inference-threads",
+    "preprocess-threads",
+    "preprocess-queue",
+    "max-message-bytes",
+    "max-image-pixels",
+    "max-image-side",
+    "max-images-per-request",
+    "drain-timeout-ms",
+    "seed",
+};
+
+// A config file in the test's temporary directory, removed afterwards.
+class TempFile {
+ public:
+  explicit TempFile(const std::string& contents) {
+    const char* dir = std::getenv("TEST_TMPDIR");
+    path_ = std::string(dir != nullptr ? dir : "/tmp") + "/ghostserve_config_test_XXXXXX";
+    const int fd = mkstemp(path_.data());
+    EXPECT_GE(fd, 0);
+    if (fd >= 0) close(fd);
+    std::ofstream(path_) << contents;
+  }
+  ~TempFile() { std::remove(path_.c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+ServerConfig ParseOk(const std::vector<std::string>& args, const Env& env = {}) {
+  auto c = ParseConfig(args, env);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? *c : ServerConfig();
+}
+
+absl::Status ParseError(const std::vector<std::string>& args, const Env& env = {}) {
+  auto c = ParseConfig(args, env);
+  EXPECT_FALSE(c.ok()) << "expected an error";
+  return c.status();
+}
+
+TEST(ConfigTest, DefaultsWithoutFlagsEnvOrFile) {
+  const ServerConfig c = ParseOk({});
+  EXPECT_EQ(c.listen, "0.0.0.0:50051");
+  EXPECT_EQ(c.metrics_listen, "0.0.0.0:9464");
+  EXPECT_THAT(c.models, ElementsAre("ghostnet_050", "ghostnet_100", "ghostnet_130"));
+  EXPECT_TRUE(c.weights.empty());
+  EXPECT_EQ(c.max_batch_size, 8);
+  EXPECT_EQ(c.max_batch_delay_us, 2000);
+  EXPECT_EQ(c.max_queue_size, 256);
+  EXPECT_EQ(c.batch_workers, 1);
+  EXPECT_EQ(c.inference_threads, 0);
+  EXPECT_EQ(c.preprocess_threads, 0);
+  EXPECT_EQ(c.preprocess_queue, 512);
+  EXPECT_EQ(c.max_message_bytes, 16 << 20);
+  EXPECT_EQ(c.max_image_pixels, 40'000'000);
+  EXPECT_EQ(c.max_image_side, 16384);
+  EXPECT_EQ(c.max_images_per_request, 64);
+  EXPECT_EQ(c.drain_timeout_ms, 20000);
+  EXPECT_EQ(c.seed, 0u);
+}
+
+TEST(ConfigTest, UnrelatedEnvironmentIsIgnored) {
+  const ServerConfig c = ParseOk({}, {{"PATH", "/usr/bin"}, {"MAX_BATCH_SIZE", "99"}});
+  EXPECT_EQ(c.max_batch_size, 8);
+}
+
+TEST(ConfigTest, CommandLineOverridesEnvOverridesConfigFile) {
+  const TempFile file(
+      "# comment line\n"
+      "max-batch-size = 4\n"
+      "max-queue-size = 100   # trailing comment\n"
+      "\n"
+      "batch-workers 3\n");
+  const Env env = {{"GHOSTSERVE_MAX_BATCH_SIZE", "16"}, {"GHOSTSERVE_MAX_QUEUE_SIZE", "200"}};
+  const ServerConfig c = ParseOk({"--config", file.path(), "--max-batch-size", "32"}, env);
+  EXPECT_EQ(c.max_batch_size, 32);   // command line beats env and file
+  EXPECT_EQ(c.max_queue_size, 200);  // env beats file
+  EXPECT_EQ(c.batch_workers, 3);     // file beats default
+  EXPECT_EQ(c.preprocess_queue, 512);
+
+  // Order on the command line does not matter: --config after the flag.
+  const ServerConfig d = ParseOk({"--max-batch-size=32", "--config=" + file.path()}, env);
+  EXPECT_EQ(d.max_batch_size, 32);
+  EXPECT_EQ(d.max_queue_size, 200);
+  EXPECT_EQ(d.batch_workers, 3);
+}
+
+TEST(ConfigTest, ConfigFileFromEnvironment) {
+  const TempFile file("--max-batch-delay-us = 500\nlisten=127.0.0.1:6000\n");
+  const ServerConfig c = ParseOk({}, {{"GHOSTSERVE_CONFIG", file.path()}});
+  EXPECT_EQ(c.max_batch_delay_us, 500);
+  EXPECT_EQ(c.listen, "127.0.0.1:6000");
+  // --config on the command line replaces the one from the environment.
+  const TempFile other("max-batch-delay-us = 700\n");
+  const ServerConfig d = ParseOk({"--config", other.path()}, {{"GHOSTSERVE_CONFIG", file.path()}});
+  EXPECT_EQ(d.max_batch_delay_us, 700);
+  EXPECT_EQ(d.listen, "0.0.0.0:50051");
+}
+
+TEST(ConfigTest, ConfigFileAcceptsRepeatedWeights) {
+  const TempFile file(
+      "weights = ghostnet_050=/w/a.pth\n"
+      "--weights = ghostnet_100=/w/b.pth\n"
+      "weights ghostnet_130=/w/c.pth\n");
+  const ServerConfig c = ParseOk({"--config", file.path()});
+  EXPECT_THAT(c.weights, UnorderedElementsAre(Pair("ghostnet_050", "/w/a.pth"),
+                                              Pair("ghostnet_100", "/w/b.pth"),
+                                              Pair("ghostnet_130", "/w/c.pth")));
+}
+
+TEST(ConfigTest, ConfigFileErrorsNameFileLineAndKey) {
+  const TempFile file("max-batch-size = 4\nfrobnicate = 1\n");
+  const absl::Status s = ParseError({"--config", file.path()});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr(file.path() + ":2"));
+  EXPECT_THAT(s.message(), HasSubstr("frobnicate"));
+
+  const TempFile bad_value("max-queue-size = lots\n");
+  const absl::Status v = ParseError({"--config", bad_value.path()});
+  EXPECT_THAT(v.message(), HasSubstr("max-queue-size"));
+  EXPECT_THAT(v.message(), HasSubstr("lots"));
+
+  EXPECT_EQ(ParseError({"--config", "/nonexistent/ghostserve.conf"}).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ConfigTest, UnknownFlagIsNamedInError) {
+  const absl::Status s = ParseError({"--max-batch-size", "4", "--frobnicate", "1"});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("--frobnicate"));
+}
+
+TEST(ConfigTest, PositionalArgumentAndMissingValueAreErrors) {
+  const absl::Status positional = ParseError({"serve"});
+  EXPECT_EQ(positional.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(positional.message(), HasSubstr("serve"));
+  const absl::Status missing = ParseError({"--max-batch-size"});
+  EXPECT_EQ(missing.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(missing.message(), HasSubstr("--max-batch-size"));
+}
+
+TEST(ConfigTest, BadIntegerIsNamedInError) {
+  for (const std::string bad : {"abc", "12x", "", "1.5", "99999999999999999999"}) {
+    const absl::Status s = ParseError({"--max-batch-size=" + bad});
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("--max-batch-size")) << bad;
+  }
+  const absl::Status env = ParseError({}, {{"GHOSTSERVE_MAX_QUEUE_SIZE", "many"}});
+  EXPECT_EQ(env.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(env.message(), HasSubstr("GHOSTSERVE_MAX_QUEUE_SIZE"));
+  EXPECT_THAT(env.message(), HasSubstr("many"));
+}
+
+TEST(ConfigTest, IntegerOutOfRangeIsError) {
+  EXPECT_THAT(ParseError({"--max-batch-size", "0"}).message(), HasSubstr("--max-batch-size"));
+  EXPECT_THAT(ParseError({"--max-batch-size", "1025"}).message(), HasSubstr("--max-batch-size"));
+  EXPECT_THAT(ParseError({"--batch-workers", "-1"}).message(), HasSubstr("--batch-workers"));
+  EXPECT_THAT(ParseError({"--max-batch-delay-us", "10000001"}).message(),
+              HasSubstr("--max-batch-delay-us"));
+  EXPECT_EQ(ParseOk({"--max-batch-size", "1024"}).max_batch_size, 1024);
+  EXPECT_EQ(ParseOk({"--max-batch-delay-us", "0"}).max_batch_delay_us, 0);
+}
+
+TEST(ConfigTest, SetsEveryIntegerFlag) {
+  const ServerConfig c = ParseOk({
+      "--max-batch-size=16",
+      "--max-batch-delay-us=5000",
+      "--max-queue-size=99",
+      "--batch-workers=2",
+      "--inference-threads=3",
+      "--preprocess-threads=4",
+      "--preprocess-queue=77",
+      "--max-message-bytes=2048",
+      "--max-image-pixels=1000000",
+      "--max-image-side=2000",
+      "--max-images-per-request=5",
+      "--drain-timeout-ms=1500",
+      "--seed=4611686018427387904",
+  });
+  EXPECT_EQ(c.max_batch_size, 16);
+  EXPECT_EQ(c.max_batch_delay_us, 5000);
+  EXPECT_EQ(c.max_queue_size, 99);
+  EXPECT_EQ(c.batch_workers, 2);
+  EXPECT_EQ(c.inference_threads, 3);
+  EXPECT_EQ(c.preprocess_threads, 4);
+  EXPECT_EQ(c.preprocess_queue, 77);
+  EXPECT_EQ(c.max_message_bytes, 2048);
+  EXPECT_EQ(c.max_image_pixels, 1'000'000);
+  EXPECT_EQ(c.max_image_side, 2000);
+  EXPECT_EQ(c.max_images_per_request, 5);
+  EXPECT_EQ(c.drain_timeout_ms, 1500);
+  EXPECT_EQ(c.seed, uint64_t{1} << 62);
+}
+
+TEST(ConfigTest, ListenAddressesAreChecked) {
+  EXPECT_EQ(ParseOk({"--listen", "127.0.0.1:0"}).listen, "127.0.0.1:0");
+  EXPECT_EQ(ParseOk({"--listen", "[::1]:50051"}).listen, "[::1]:50051");
+  EXPECT_THAT(ParseError({"--listen", "localhost"}).message(), HasSubstr("--listen"));
+  EXPECT_THAT(ParseError({"--listen", "host:99999"}).message(), HasSubstr("--listen"));
+  EXPECT_THAT(ParseError({"--listen", ""}).message(), HasSubstr("--listen"));
+  // Only the metrics address may be empty, which disables the exporter.
+  EXPECT_EQ(ParseOk({"--metrics-listen", ""}).metrics_listen, "");
+  EXPECT_EQ(ParseOk({"--metrics-listen=127.0.0.1:9000"}).metrics_listen, "127.0.0.1:9000");
+}
+
+TEST(ConfigTest, ModelsFlagTakesKnownBuiltinModels) {
+  EXPECT_THAT(ParseOk({"--models", "ghostnet_130,ghostnet_050"}).models,
+              ElementsAre("ghostnet_130", "ghostnet_050"));
+  const absl::Status unknown = ParseError({"--models", "ghostnet_050,resnet50"});
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unknown.message(), HasSubstr("--models"));
+  EXPECT_THAT(unknown.message(), HasSubstr("resnet50"));
+  EXPECT_THAT(ParseError({"--models", ","}).message(), HasSubstr("--models"));
+}
+
+TEST(ConfigTest, WeightsFlagParsesNameEqualsPath) {
+  const ServerConfig c = ParseOk({"--weights", "ghostnet_050=/models/a.pth", "--weights",
+                                  "ghostnet_100=/models/b=c.safetensors"});
+  // Split at the first '=': paths may contain '='.
+  EXPECT_THAT(c.weights, UnorderedElementsAre(Pair("ghostnet_050", "/models/a.pth"),
+                                              Pair("ghostnet_100", "/models/b=c.safetensors")));
+}
+
+TEST(ConfigTest, MalformedWeightsValueIsError) {
+  for (const std::string bad : {"ghostnet_050", "=/models/a.pth", "ghostnet_050=", ""}) {
+    const absl::Status s = ParseError({"--weights", bad});
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("--weights")) << bad;
+  }
+}
+
+TEST(ConfigTest, WeightsFromEnvironmentAreCommaSeparatedPairs) {
+  const ServerConfig c =
+      ParseOk({}, {{"GHOSTSERVE_WEIGHTS", "ghostnet_050=/w/a.pth,ghostnet_130=/w/c.safetensors"}});
+  EXPECT_THAT(c.weights, UnorderedElementsAre(Pair("ghostnet_050", "/w/a.pth"),
+                                              Pair("ghostnet_130", "/w/c.safetensors")));
+  const absl::Status bad = ParseError({}, {{"GHOSTSERVE_WEIGHTS", "ghostnet_050=/w/a.pth,oops"}});
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.message(), HasSubstr("GHOSTSERVE_WEIGHTS"));
+  EXPECT_THAT(bad.message(), HasSubstr("oops"));
+}
+
+TEST(ConfigTest, HelpReturnsCancelledWithUsageListingEveryFlag) {
+  for (const char* help : {"--help", "-h"}) {
+    const absl::Status s = ParseError({"--max-batch-size", "4", help});
+    EXPECT_EQ(s.code(), absl::StatusCode::kCancelled) << help;
+    EXPECT_EQ(std::string(s.message()), Usage()) << help;
+  }
+  const std::string usage = Usage();
+  EXPECT_THAT(usage, HasSubstr("--config"));
+  EXPECT_THAT(usage, HasSubstr("GHOSTSERVE_CONFIG"));
+  for (const char* flag : kAllFlags) {
+    EXPECT_THAT(usage, HasSubstr(std::string("--") + flag + " ")) << flag;
+  }
+  EXPECT_THAT(usage, HasSubstr("GHOSTSERVE_MAX_BATCH_DELAY_US"));
+  EXPECT_THAT(usage, HasSubstr("GHOSTSERVE_WEIGHTS"));
+}
+
+TEST(ConfigTest, EveryFlagInUsageIsAccepted) {
+  // The other direction: nothing in the help text is an unknown flag.
+  const std::string usage = Usage();
+  int flags = 0;
+  for (size_t pos = usage.find("  --"); pos != std::string::npos;
+       pos = usage.find("  --", pos + 1)) {
+    const size_t end = usage.find(' ', pos + 4);
+    const std::string name = usage.substr(pos + 4, end - pos - 4);
+    if (name == "config") continue;
+    ++flags;
+    auto c = ParseConfig({"--" + name, "x"}, {});
+    if (!c.ok()) {
+      EXPECT_THAT(c.status().message(), Not(HasSubstr("unknown flag"))) << name;
+    }
+  }
+  EXPECT_EQ(flags, static_cast<int>(std::size(kAllFlags)));
+}
+
+TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
+  // GHOSTSERVE_<FLAG> with dashes as underscores, for each flag.
+  const std::map<std::string, std::string> values = {
+      {"GHOSTSERVE_LISTEN", "127.0.0.1:1"},
+      {"GHOSTSERVE_METRICS_LISTEN", ""},
+      {"GHOSTSERVE_MODELS", "ghostnet_100"},
+      {"GHOSTSERVE_WEIGHTS", "ghostnet_100=/w.pth"},
+      {"GHOSTSERVE_MAX_BATCH_SIZE", "2"},
+      {"GHOSTSERVE_MAX_BATCH_DELAY_US", "3"},
+      {"GHOSTSERVE_MAX_QUEUE_SIZE", "4"},
+      {"GHOSTSERVE_BATCH_WORKERS", "5"},
+      {"GHOSTSERVE_INFERENCE_THREADS", "6"},
+      {"GHOSTSERVE_PREPROCESS_THREADS", "7"},
+      {"GHOSTSERVE_PREPROCESS_QUEUE", "8"},
+      {"GHOSTSERVE_MAX_MESSAGE_BYTES", "4096"},
+      {"GHOSTSERVE_MAX_IMAGE_PIXELS", "10"},
+      {"GHOSTSERVE_MAX_IMAGE_SIDE", "11"},
+      {"GHOSTSERVE_MAX_IMAGES_PER_REQUEST", "12"},
+      {"GHOSTSERVE_DRAIN_TIMEOUT_MS", "13"},
+      {"GHOSTSERVE_SEED", "14"},
+  };
+  ASSERT_EQ(values.size(), std::size(kAllFlags));
+  const ServerConfig c = ParseOk({}, values);
+  EXPECT_EQ(c.listen, "127.0.0.1:1");
+  EXPECT_EQ(c.metrics_listen, "");
+  EXPECT_THAT(c.models, ElementsAre("ghostnet_100"));
+  EXPECT_THAT(c.weights, ElementsAre(Pair("ghostnet_100", "/w.pth")));
+  EXPECT_EQ(c.max_batch_size, 2);
+  EXPECT_EQ(c.max_batch_delay_us, 3);
+  EXPECT_EQ(c.max_queue_size, 4);
+  EXPECT_EQ(c.batch_workers, 5);
+  EXPECT_EQ(c.inference_threads, 6);
+  EXPECT_EQ(c.preprocess_threads, 7);
+  EXPECT_EQ(c.preprocess_queue, 8);
+  EXPECT_EQ(c.max_message_bytes, 4096);
+  EXPECT_EQ(c.max_image_pixels, 10);
+  EXPECT_EQ(c.max_image_side, 11);
+  EXPECT_EQ(c.max_images_per_request, 12);
+  EXPECT_EQ(c.drain_timeout_ms, 13);
+  EXPECT_EQ(c.seed, 14u);
+}
+
+TEST(ConfigTest, FinalizeResolvesAutomaticThreadCountsForTwoCpus) {
+  ServerConfig c = ParseOk({});
+  ASSERT_TRUE(Finalize(&c, 2).ok());
+  EXPECT_EQ(c.inference_threads, 2);   // all CPUs for the one batch worker
+  EXPECT_EQ(c.preprocess_threads, 1);  // max(1, 2 / 2)
+
+  ServerConfig two_workers = ParseOk({"--batch-workers", "2"});
+  ASSERT_TRUE(Finalize(&two_workers, 2).ok());
+  EXPECT_EQ(two_workers.inference_threads, 1);  // CPUs shared by the workers
+
+  ServerConfig many_workers = ParseOk({"--batch-workers", "8"});
+  ASSERT_TRUE(Finalize(&many_workers, 2).ok());
+  EXPECT_EQ(many_workers.inference_threads, 1);  // never 0
+
+  ServerConfig one_cpu = ParseOk({});
+  ASSERT_TRUE(Finalize(&one_cpu, 1).ok());
+  EXPECT_EQ(one_cpu.preprocess_threads, 1);
+}
+
+TEST(ConfigTest, FinalizeKeepsExplicitThreadCounts) {
+  ServerConfig c = ParseOk({"--inference-threads", "3", "--preprocess-threads", "5"});
+  ASSERT_TRUE(Finalize(&c, 2).ok());
+  EXPECT_EQ(c.inference_threads, 3);
+  EXPECT_EQ(c.preprocess_threads, 5);
+}
+
+TEST(ConfigTest, FinalizeRejectsWeightsForModelNotServed) {
+  ServerConfig c = ParseOk({"--models", "ghostnet_050", "--weights", "ghostnet_100=/models/b.pth"});
+  const absl::Status s = Finalize(&c, 2);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("ghostnet_100"));
+
+  ServerConfig ok = ParseOk({"--models", "ghostnet_050", "--weights", "ghostnet_050=/a.pth"});
+  EXPECT_TRUE(Finalize(&ok, 2).ok());
+}
+
+TEST(ConfigTest, ImageNetLabelsRunFromTenchToToiletTissue) {
+  const std::vector<std::string>& labels = ImageNetLabels();
+  ASSERT_EQ(labels.size(), 1000u);
+  EXPECT_EQ(labels.front(), "tench");
+  EXPECT_EQ(labels.back(), "toilet tissue");
+  for (const auto& l : labels) {
+    EXPECT_FALSE(l.empty());
+    EXPECT_EQ(l.find('\r'), std::string::npos) << "stray carriage return in '" << l << "'";
+  }
+}
+
+TEST(ConfigTest, ModelSpecsDescribeServedModels) {
+  ServerConfig c = ParseOk({"--models", "ghostnet_050,ghostnet_130", "--weights",
+                            "ghostnet_130=/models/c.safetensors", "--seed", "7"});
+  ASSERT_TRUE(Finalize(&c, 2).ok());
+  const std::vector<core::ModelSpec> specs = ModelSpecs(c);
+  ASSERT_EQ(specs.size(), 2u);
+  EXPECT_EQ(specs[0].name, "ghostnet_050");
+  EXPECT_EQ(specs[1].name, "ghostnet_130");
+  EXPECT_EQ(specs[0].load.weights_path, "");
+  EXPECT_EQ(specs[1].load.weights_path, "/models/c.safetensors");
+  EXPECT_DOUBLE_EQ(specs[0].load.net.width, 0.5);
+  EXPECT_DOUBLE_EQ(specs[1].load.net.width, 1.3);
+  for (const auto& spec : specs) {
+    EXPECT_EQ(spec.load.seed, 7u);
+    EXPECT_EQ(spec.load.net.num_classes, 1000);
+    EXPECT_TRUE(spec.preprocess.Validate().ok());
+    EXPECT_EQ(spec.preprocess.crop_size, 224);
+    ASSERT_EQ(spec.labels.size(), 1000u);
+    EXPECT_EQ(spec.labels.front(), "tench");
+    EXPECT_EQ(spec.labels.back(), "toilet tissue");
+  }
+}
+
+TEST(ConfigTest, CoreOptionsFromCopiesBatchingAndLimits) {
+  ServerConfig c =
+      ParseOk({"--max-batch-size=4", "--max-batch-delay-us=100", "--max-queue-size=9",
+               "--batch-workers=2", "--max-message-bytes=4096", "--max-image-pixels=5000",
+               "--max-image-side=300", "--max-images-per-request=3", "--preprocess-queue=11"});
+  ASSERT_TRUE(Finalize(&c, 2).ok());
+  const core::CoreOptions o = CoreOptionsFrom(c);
+  EXPECT_EQ(o.batching.max_batch_size, 4);
+  EXPECT_EQ(o.batching.max_delay_us, 100);
+  EXPECT_EQ(o.batching.max_queue_size, 9);
+  EXPECT_EQ(o.batching.num_workers, 2);
+  EXPECT_EQ(o.intra_op_threads, 1);
+  EXPECT_EQ(o.preprocess_threads, 1);
+  EXPECT_EQ(o.preprocess_queue, 11);
+  EXPECT_EQ(o.limits.max_bytes, 4096u);
+  EXPECT_EQ(o.limits.max_pixels, 5000);
+  EXPECT_EQ(o.limits.max_side, 300);
+  EXPECT_EQ(o.max_images_per_request, 3);
+  EXPECT_TRUE(o.Validate().ok()) << o.Validate();
+}
+
+}  // namespace
+}  // namespace ghostserve::config
