@@ -70,26 +70,44 @@ InferenceGhostNet::Ghost FoldGhost(const GhostModuleImpl& g, bool cl) {
 // generic x86-64, picked at load time.
 __attribute__((target_clones("avx2", "default")))
 void GhostTailKernel(const float* __restrict in, const float* __restrict taps,
-                     const float* __restrict bias, float* __restrict out, int64_t rows,
-                     int64_t h, int64_t w, int64_t c, int64_t c2, int64_t oc, bool relu,
-                     int64_t row_begin, int64_t row_end) {
+                     const float* __restrict bias, float* __restrict out, int64_t h, int64_t w,
+                     int64_t c, int64_t c2, int64_t oc, bool relu, int64_t row_begin,
+                     int64_t row_end) {
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t n = r / h, y = r % h;
+    const float* __restrict rows[3];
+    for (int64_t dy = -1; dy <= 1; ++dy) {
+      const int64_t yy = y + dy;
+      rows[dy + 1] = (yy < 0 || yy >= h) ? nullptr : in + (n * h + yy) * w * c;
+    }
     for (int64_t x = 0; x < w; ++x) {
-      const int64_t pix = (n * h + y) * w + x;
-      float* __restrict o = out + pix * oc;
-      std::memcpy(o, in + pix * c, static_cast<size_t>(c) * sizeof(float));
+      float* __restrict o = out + ((n * h + y) * w + x) * oc;
+      const float* __restrict center = rows[1] + x * c;
+      for (int64_t k = 0; k < c; ++k) o[k] = center[k];
       float* __restrict acc = o + c;
       for (int64_t k = 0; k < c2; ++k) acc[k] = bias[k];
-      for (int64_t dy = -1; dy <= 1; ++dy) {
-        const int64_t yy = y + dy;
-        if (yy < 0 || yy >= h) continue;
-        for (int64_t dx = -1; dx <= 1; ++dx) {
-          const int64_t xx = x + dx;
-          if (xx < 0 || xx >= w) continue;
-          const float* __restrict src = in + ((n * h + yy) * w + xx) * c;
-          const float* __restrict t = taps + ((dy + 1) * 3 + (dx + 1)) * c;
-          for (int64_t k = 0; k < c2; ++k) acc[k] += src[k] * t[k];
+      const bool interior = x > 0 && x + 1 < w;
+      for (int64_t dy = 0; dy < 3; ++dy) {
+        const float* __restrict row = rows[dy];
+        if (row == nullptr) continue;
+        if (interior) {
+          const float* __restrict s0 = row + (x - 1) * c;
+          const float* __restrict s1 = s0 + c;
+          const float* __restrict s2 = s1 + c;
+          const float* __restrict t0 = taps + (dy * 3) * c;
+          const float* __restrict t1 = t0 + c;
+          const float* __restrict t2 = t1 + c;
+          for (int64_t k = 0; k < c2; ++k) {
+            acc[k] += s0[k] * t0[k] + s1[k] * t1[k] + s2[k] * t2[k];
+          }
+        } else {
+          for (int64_t dx = -1; dx <= 1; ++dx) {
+            const int64_t xx = x + dx;
+            if (xx < 0 || xx >= w) continue;
+            const float* __restrict src = row + xx * c;
+            const float* __restrict t = taps + (dy * 3 + dx + 1) * c;
+            for (int64_t k = 0; k < c2; ++k) acc[k] += src[k] * t[k];
+          }
         }
       }
       if (relu) {
@@ -97,7 +115,6 @@ void GhostTailKernel(const float* __restrict in, const float* __restrict taps,
       }
     }
   }
-  (void)rows;
 }
 
 torch::Tensor GhostTail(const InferenceGhostNet::Ghost& g, const torch::Tensor& x1) {
@@ -114,7 +131,7 @@ torch::Tensor GhostTail(const InferenceGhostNet::Ghost& g, const torch::Tensor& 
   // About 32k multiply-adds per task keeps thread hand-off cheap.
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, w * c2 * 9));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    GhostTailKernel(in, taps, bias, o, rows, h, w, c, c2, oc, g.cheap.relu, begin, end);
+    GhostTailKernel(in, taps, bias, o, h, w, c, c2, oc, g.cheap.relu, begin, end);
   });
   return out;
 }

@@ -32,7 +32,8 @@ constexpr char kUsage[] = R"(usage: ghostserve-model-bench [flags]
   --input-size N        square input side (default: the model's, 224)
   --nchw                keep activations NCHW instead of channels-last
   --no-force-onednn     let ATen choose the convolution kernel
-  --no-fused-ghost      run the Ghost cheap operation as oneDNN conv + concat
+  --fused-ghost         run the Ghost cheap operation with our fused kernel
+  --no-fused-ghost      run it as a oneDNN depthwise conv + concat
   --json                print one JSON line instead of a table
 )";
 
@@ -101,6 +102,8 @@ int main(int argc, char** argv) {
       inference.channels_last = false;
     } else if (a == "--no-fused-ghost") {
       inference.fused_ghost = false;
+    } else if (a == "--fused-ghost") {
+      inference.fused_ghost = true;
     } else if (a == "--no-force-onednn") {
       inference.force_onednn = false;
     } else if (a == "--json") {

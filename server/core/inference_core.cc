@@ -67,6 +67,7 @@ struct InferenceCore::CallState {
   Timing timing;       // guarded by mu
 
   bool Cancelled() const { return is_cancelled && is_cancelled(); }
+  bool Expired(int64_t now_us) const { return deadline_us != 0 && now_us >= deadline_us; }
 
   // Records image `index`; returns true for the caller that finished the call.
   bool ImageDone(const absl::Status& status) {
@@ -86,7 +87,11 @@ class InferenceCore::ImageTask : public batcher::BatchTask {
         preprocess_us_(preprocess_us) {
     deadline_us = call_->deadline_us;
   }
-  bool IsCancelled() const override { return call_->Cancelled(); }
+  // gRPC also cancels a call whose deadline has passed; that is reported as
+  // DEADLINE_EXCEEDED (the batcher's deadline check), not as a cancellation.
+  bool IsCancelled() const override {
+    return !call_->Expired(core_->clock_->NowMicros()) && call_->Cancelled();
+  }
   void Fail(const absl::Status& status) override {
     if (call_->ImageDone(status)) core_->FinishCall(call_.get());
   }
@@ -221,10 +226,10 @@ std::vector<const Servable*> InferenceCore::servables() const {
 }
 
 void InferenceCore::StopAccepting() {
+  // Only the front door closes: images of requests already accepted may
+  // still be preprocessing and must reach their batcher. The batchers refuse
+  // work themselves when they are destroyed.
   accepting_ = false;
-  for (auto& [name, s] : servables_) {
-    if (s->batcher_) s->batcher_->StopAccepting();
-  }
 }
 
 bool InferenceCore::WaitIdle(int64_t timeout_us) {
@@ -286,6 +291,16 @@ void InferenceCore::Infer(InferRequest request, InferDone done) {
   call->logits = torch::empty({static_cast<int64_t>(n), servable->num_classes()});
   call->remaining = static_cast<int>(n);
   inflight_.fetch_add(1);
+  // Re-checked after counting: a drain that began since the check at the top
+  // either sees this request in WaitIdle or is seen here.
+  if (!accepting_) {
+    if (inflight_.fetch_sub(1) == 1) {
+      std::lock_guard<std::mutex> lock(idle_mu_);
+      idle_cv_.notify_all();
+    }
+    call->done(absl::UnavailableError("server is draining; retry on another replica"));
+    return;
+  }
   if (metrics_ != nullptr) metrics_->inflight()->Increment();
 
   for (size_t i = 0; i < n; ++i) {
@@ -303,17 +318,19 @@ void InferenceCore::Infer(InferRequest request, InferDone done) {
           auto done_preprocessing = [servable] {
             if (servable->preprocessing_.fetch_sub(1) == 1) servable->batcher_->Poke();
           };
-          if (call->Cancelled()) {
-            done_preprocessing();
-            if (call->ImageDone(absl::CancelledError("request cancelled"))) FinishCall(call.get());
-            return;
-          }
-          if (call->deadline_us != 0 && clock_->NowMicros() >= call->deadline_us) {
+          // Deadline first: gRPC cancels expired calls too, and those should
+          // be reported as DEADLINE_EXCEEDED.
+          if (call->Expired(clock_->NowMicros())) {
             done_preprocessing();
             if (call->ImageDone(absl::DeadlineExceededError(
                     "deadline passed before preprocessing"))) {
               FinishCall(call.get());
             }
+            return;
+          }
+          if (call->Cancelled()) {
+            done_preprocessing();
+            if (call->ImageDone(absl::CancelledError("request cancelled"))) FinishCall(call.get());
             return;
           }
           const int64_t t0 = clock_->NowMicros();
