@@ -41,6 +41,16 @@ Conv Fold(const nn::Conv2dImpl& conv, const nn::BatchNorm2dImpl* bn, bool relu,
 }
 
 
+// Channels [begin, begin + count) of a depthwise convolution.
+Conv Slice(const Conv& dw, int64_t begin, int64_t count, bool channels_last) {
+  Conv out = dw;
+  torch::Tensor w = dw.weight.narrow(0, begin, count);
+  out.weight = channels_last ? w.contiguous(at::MemoryFormat::ChannelsLast) : w.contiguous();
+  out.bias = dw.bias.narrow(0, begin, count).contiguous();
+  out.groups = count;
+  return out;
+}
+
 const nn::Conv2dImpl& ConvAt(nn::Sequential seq, size_t i) {
   return *seq[i]->as<nn::Conv2dImpl>();
 }
@@ -58,81 +68,6 @@ InferenceGhostNet::Ghost FoldGhost(const GhostModuleImpl& g, bool cl) {
   out.primary = Fold(ConvAt(g.primary_conv, 0), BnAt(g.primary_conv, 1), g.relu(), cl);
   out.cheap = Fold(ConvAt(g.cheap_operation, 0), BnAt(g.cheap_operation, 1), g.relu(), cl);
   out.out_channels = g.out_channels();
-  const int64_t c = out.cheap.weight.size(0);
-  out.cheap_taps = out.cheap.weight.contiguous().view({c, 9}).t().contiguous();
-  return out;
-}
-
-// The Ghost module's tail in one pass over a channels-last map:
-//   out[..., 0:C]      = x1
-//   out[..., C:C+C2]   = act(depthwise3x3(x1) + bias), C2 = out_channels - C
-// x1 is [N, C, H, W] channels-last; taps is [9, C]. Compiled for AVX2 and
-// generic x86-64, picked at load time.
-__attribute__((target_clones("avx2", "default")))
-void GhostTailKernel(const float* __restrict in, const float* __restrict taps,
-                     const float* __restrict bias, float* __restrict out, int64_t h, int64_t w,
-                     int64_t c, int64_t c2, int64_t oc, bool relu, int64_t row_begin,
-                     int64_t row_end) {
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const int64_t n = r / h, y = r % h;
-    const float* __restrict rows[3];
-    for (int64_t dy = -1; dy <= 1; ++dy) {
-      const int64_t yy = y + dy;
-      rows[dy + 1] = (yy < 0 || yy >= h) ? nullptr : in + (n * h + yy) * w * c;
-    }
-    for (int64_t x = 0; x < w; ++x) {
-      float* __restrict o = out + ((n * h + y) * w + x) * oc;
-      const float* __restrict center = rows[1] + x * c;
-      for (int64_t k = 0; k < c; ++k) o[k] = center[k];
-      float* __restrict acc = o + c;
-      for (int64_t k = 0; k < c2; ++k) acc[k] = bias[k];
-      const bool interior = x > 0 && x + 1 < w;
-      for (int64_t dy = 0; dy < 3; ++dy) {
-        const float* __restrict row = rows[dy];
-        if (row == nullptr) continue;
-        if (interior) {
-          const float* __restrict s0 = row + (x - 1) * c;
-          const float* __restrict s1 = s0 + c;
-          const float* __restrict s2 = s1 + c;
-          const float* __restrict t0 = taps + (dy * 3) * c;
-          const float* __restrict t1 = t0 + c;
-          const float* __restrict t2 = t1 + c;
-          for (int64_t k = 0; k < c2; ++k) {
-            acc[k] += s0[k] * t0[k] + s1[k] * t1[k] + s2[k] * t2[k];
-          }
-        } else {
-          for (int64_t dx = -1; dx <= 1; ++dx) {
-            const int64_t xx = x + dx;
-            if (xx < 0 || xx >= w) continue;
-            const float* __restrict src = row + xx * c;
-            const float* __restrict t = taps + (dy * 3 + dx + 1) * c;
-            for (int64_t k = 0; k < c2; ++k) acc[k] += src[k] * t[k];
-          }
-        }
-      }
-      if (relu) {
-        for (int64_t k = 0; k < c2; ++k) acc[k] = acc[k] > 0.0f ? acc[k] : 0.0f;
-      }
-    }
-  }
-}
-
-torch::Tensor GhostTail(const InferenceGhostNet::Ghost& g, const torch::Tensor& x1) {
-  const int64_t n = x1.size(0), c = x1.size(1), h = x1.size(2), w = x1.size(3);
-  const int64_t oc = g.out_channels;
-  const int64_t c2 = oc - c;
-  torch::Tensor out = at::empty({n, oc, h, w},
-                                x1.options().memory_format(at::MemoryFormat::ChannelsLast));
-  const float* in = x1.data_ptr<float>();
-  const float* taps = g.cheap_taps.data_ptr<float>();
-  const float* bias = g.cheap.bias.data_ptr<float>();
-  float* o = out.data_ptr<float>();
-  const int64_t rows = n * h;
-  // About 32k multiply-adds per task keeps thread hand-off cheap.
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, w * c2 * 9));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    GhostTailKernel(in, taps, bias, o, h, w, c, c2, oc, g.cheap.relu, begin, end);
-  });
   return out;
 }
 
@@ -152,7 +87,11 @@ absl::StatusOr<std::unique_ptr<InferenceGhostNet>> InferenceGhostNet::Create(
         b.ghost1 = FoldGhost(*block->ghost1, cl);
         if (block->stride() > 1) {
           b.has_dw = true;
-          b.dw = Fold(*block->conv_dw, block->bn_dw.get(), false, cl);
+          Conv dw = Fold(*block->conv_dw, block->bn_dw.get(), false, cl);
+          const int64_t half = b.ghost1.primary.weight.size(0);
+          const int64_t mid = dw.weight.size(0);
+          b.dw_first = Slice(dw, 0, half, cl);
+          b.dw_second = Slice(dw, half, mid - half, cl);
         }
         if (block->se) {
           b.has_se = true;
@@ -188,7 +127,7 @@ int64_t InferenceGhostNet::WeightBytes() const {
   conv(stem_);
   for (const auto& b : blocks_) {
     conv(b.ghost1.primary); conv(b.ghost1.cheap);
-    if (b.has_dw) conv(b.dw);
+    if (b.has_dw) { conv(b.dw_first); conv(b.dw_second); }
     if (b.has_se) { lin(b.se_reduce); lin(b.se_expand); }
     conv(b.ghost2.primary); conv(b.ghost2.cheap);
     if (b.has_shortcut) { conv(b.shortcut_dw); conv(b.shortcut_pw); }
@@ -212,24 +151,34 @@ torch::Tensor InferenceGhostNet::RunConv(const Conv& c, const torch::Tensor& x) 
   return y;
 }
 
-torch::Tensor InferenceGhostNet::RunGhost(const Ghost& g, const torch::Tensor& x) const {
+std::pair<torch::Tensor, torch::Tensor> InferenceGhostNet::RunGhostHalves(
+    const Ghost& g, const torch::Tensor& x) const {
   torch::Tensor x1 = RunConv(g.primary, x);
-  const int64_t c = x1.size(1);
-  if (options_.fused_ghost && x1.scalar_type() == torch::kFloat &&
-      x1.is_contiguous(at::MemoryFormat::ChannelsLast) && g.out_channels >= c &&
-      g.out_channels <= 2 * c) {
-    return GhostTail(g, x1);
-  }
   torch::Tensor x2 = RunConv(g.cheap, x1);
-  torch::Tensor out = at::cat({x1, x2}, 1);
-  if (out.size(1) != g.out_channels) out = out.narrow(1, 0, g.out_channels);
-  return out;
+  const int64_t rest = g.out_channels - x1.size(1);
+  if (x2.size(1) != rest) x2 = x2.narrow(1, 0, rest);
+  return {x1, x2};
+}
+
+torch::Tensor InferenceGhostNet::RunGhost(const Ghost& g, const torch::Tensor& x) const {
+  auto [x1, x2] = RunGhostHalves(g, x);
+  return at::cat({x1, x2}, 1);
 }
 
 torch::Tensor InferenceGhostNet::RunBottleneck(const Bottleneck& b,
                                                const torch::Tensor& x) const {
-  torch::Tensor y = RunGhost(b.ghost1, x);
-  if (b.has_dw) y = RunConv(b.dw, y);
+  // The Ghost module's output is concat(x1, x2). Channel-wise consumers do not
+  // need the concat: a stride-2 depthwise convolution runs on each half (the
+  // concat then happens at a quarter of the size), and the residual add goes
+  // into each half of the shortcut in place. Concats on the large early maps
+  // were a quarter of the forward time at batch 8.
+  torch::Tensor y;
+  if (b.has_dw) {
+    auto [a1, a2] = RunGhostHalves(b.ghost1, x);
+    y = at::cat({RunConv(b.dw_first, a1), RunConv(b.dw_second, a2)}, 1);
+  } else {
+    y = RunGhost(b.ghost1, x);
+  }
   if (b.has_se) {
     // On the pooled [N, C] map the 1x1 convolutions are matrix products.
     torch::Tensor s = y.mean({2, 3});
@@ -238,11 +187,16 @@ torch::Tensor InferenceGhostNet::RunBottleneck(const Bottleneck& b,
     s = s.add_(3.0).clamp_(0.0, 6.0).div_(6.0);  // hard sigmoid
     y = y * s.view({s.size(0), s.size(1), 1, 1});
   }
-  y = RunGhost(b.ghost2, y);
-  if (b.has_shortcut) {
-    return y.add_(RunConv(b.shortcut_pw, RunConv(b.shortcut_dw, x)));
-  }
-  return y.add_(x);
+  auto [b1, b2] = RunGhostHalves(b.ghost2, y);
+  // The block input is dead after this point and always a map this class
+  // allocated (the stem's or a previous block's output), so the identity
+  // shortcut can take the sum in place.
+  torch::Tensor out =
+      b.has_shortcut ? RunConv(b.shortcut_pw, RunConv(b.shortcut_dw, x)) : x;
+  const int64_t c1 = b1.size(1);
+  out.narrow(1, 0, c1).add_(b1);
+  out.narrow(1, c1, b2.size(1)).add_(b2);
+  return out;
 }
 
 absl::StatusOr<torch::Tensor> InferenceGhostNet::Forward(

@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -26,11 +27,6 @@ struct InferenceOptions {
   // Route every convolution to oneDNN, bypassing ATen's size heuristic that
   // sends small batch-1 convolutions to the slow im2col path.
   bool force_onednn = true;
-  // Compute each Ghost module's cheap 3x3 depthwise operation with our own
-  // kernel that writes straight into the concatenated output, instead of a
-  // oneDNN depthwise convolution followed by a channel concat (a full extra
-  // pass over the feature map). Needs channels_last.
-  bool fused_ghost = false;
 };
 
 class InferenceGhostNet {
@@ -65,12 +61,11 @@ class InferenceGhostNet {
   struct Ghost {
     Conv primary, cheap;
     int64_t out_channels;
-    torch::Tensor cheap_taps;  // [9, C]: cheap weights tap-major, for the fused kernel
   };
   struct Bottleneck {
     Ghost ghost1;
     bool has_dw = false;
-    Conv dw;
+    Conv dw_first, dw_second;  // conv_dw split at the Ghost module's halves
     bool has_se = false;
     Linear se_reduce, se_expand;  // 1x1 convolutions on the pooled map
     Ghost ghost2;
@@ -84,6 +79,10 @@ class InferenceGhostNet {
 
   torch::Tensor ForwardUnchecked(const torch::Tensor& x) const;
   torch::Tensor RunConv(const Conv& c, const torch::Tensor& x) const;
+  // The Ghost module's two halves (primary, cheap); concatenated they are its
+  // output.
+  std::pair<torch::Tensor, torch::Tensor> RunGhostHalves(const Ghost& g,
+                                                         const torch::Tensor& x) const;
   torch::Tensor RunGhost(const Ghost& g, const torch::Tensor& x) const;
   torch::Tensor RunBottleneck(const Bottleneck& b, const torch::Tensor& x) const;
 

@@ -32,8 +32,6 @@ constexpr char kUsage[] = R"(usage: ghostserve-model-bench [flags]
   --input-size N        square input side (default: the model's, 224)
   --nchw                keep activations NCHW instead of channels-last
   --no-force-onednn     let ATen choose the convolution kernel
-  --fused-ghost         run the Ghost cheap operation with our fused kernel
-  --no-fused-ghost      run it as a oneDNN depthwise conv + concat
   --json                print one JSON line instead of a table
 )";
 
@@ -100,10 +98,7 @@ int main(int argc, char** argv) {
       input_size = integer(32, 1024);
     } else if (a == "--nchw") {
       inference.channels_last = false;
-    } else if (a == "--no-fused-ghost") {
-      inference.fused_ghost = false;
-    } else if (a == "--fused-ghost") {
-      inference.fused_ghost = true;
+
     } else if (a == "--no-force-onednn") {
       inference.force_onednn = false;
     } else if (a == "--json") {
@@ -137,7 +132,6 @@ int main(int argc, char** argv) {
   out["input_size"] = side;
   out["channels_last"] = inference.channels_last;
   out["force_onednn"] = inference.force_onednn;
-  out["fused_ghost"] = inference.fused_ghost;
   out["results"] = nlohmann::ordered_json::array();
   for (int bs : batch_sizes) {
     torch::Tensor x = torch::randn({bs, m.options.in_channels, side, side});

@@ -32,7 +32,6 @@ struct Case {
   double width;
   bool channels_last;
   bool force_onednn;
-  bool fused_ghost;
 };
 
 class InferenceTest : public ::testing::TestWithParam<Case> {};
@@ -48,7 +47,6 @@ TEST_P(InferenceTest, MatchesTrainableModuleInEvalMode) {
   InferenceOptions io;
   io.channels_last = GetParam().channels_last;
   io.force_onednn = GetParam().force_onednn;
-  io.fused_ghost = GetParam().fused_ghost;
   auto compiled = InferenceGhostNet::Create(*net, io);
   ASSERT_TRUE(compiled.ok()) << compiled.status();
   for (auto shape : {std::vector<int64_t>{1, 3, 224, 224},
@@ -65,18 +63,15 @@ TEST_P(InferenceTest, MatchesTrainableModuleInEvalMode) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, InferenceTest,
-                         ::testing::Values(Case{1.0, true, true, false},
-                                           Case{1.0, true, true, true},
-                                           Case{1.0, false, false, false},
-                                           Case{0.5, true, false, true},
-                                           Case{1.3, false, true, true},
-                                           Case{1.3, true, true, true}),
+                         ::testing::Values(Case{1.0, true, true},
+                                           Case{1.0, false, false},
+                                           Case{0.5, true, false},
+                                           Case{1.3, false, true}),
                          [](const auto& info) {
                            const Case& c = info.param;
                            return "w" + std::to_string(static_cast<int>(c.width * 100)) +
                                   (c.channels_last ? "_nhwc" : "_nchw") +
-                                  (c.force_onednn ? "_onednn" : "_aten") +
-                                  (c.fused_ghost ? "_fused" : "");
+                                  (c.force_onednn ? "_onednn" : "_aten");
                          });
 
 TEST(InferenceGhostNetTest, ConcurrentForwardsAgree) {
