@@ -1,6 +1,7 @@
 #include "model/threading.h"
 
 #include <dlfcn.h>
+#include <omp.h>
 #include <sched.h>
 
 #include <ATen/Context.h>
@@ -38,10 +39,22 @@ int ConfigureThreads(int intra_op_threads) {
     }
   });
   at::set_num_threads(n);
+  // Fix this thread's count now; threads started later (gRPC, decoding) take
+  // this process-wide value when they first touch ATen's thread pool.
+  at::get_num_threads();
   // Denormal floats make convolutions many times slower; GhostNet never
   // needs them.
   at::globalContext().setFlushDenormal(true);
   return n;
+}
+
+void ConfigureInferenceThread(int intra_op_threads) {
+  // ATen initialises a thread's OpenMP count from its process-wide setting on
+  // first use; do that first, then raise the count for this thread only, so
+  // the process-wide value (1 in the server) stays what other threads get.
+  at::get_num_threads();
+  omp_set_num_threads(intra_op_threads > 0 ? intra_op_threads : AvailableCpus());
+  at::globalContext().setFlushDenormal(true);
 }
 
 }  // namespace ghostserve::model

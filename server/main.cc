@@ -66,11 +66,13 @@ int main(int argc, char** argv) {
     std::cerr << "ghostserve: " << s.message() << "\n";
     return 2;
   }
-  model::ConfigureThreads(cfg.inference_threads);
-  Log("cpus=" + std::to_string(cpus) + " batch_workers/model=" +
-      std::to_string(cfg.batch_workers) + " inference_threads=" +
-      std::to_string(cfg.inference_threads) + " preprocess_threads=" +
-      std::to_string(cfg.preprocess_threads));
+  // The main thread loads models single-threaded and never leads an OpenMP
+  // team: only the inference executors do (see core/inference_executor.h).
+  model::ConfigureThreads(1);
+  Log("cpus=" + std::to_string(cpus) + " executors=" + std::to_string(cfg.executors) +
+      " inference_threads=" + std::to_string(cfg.inference_threads) +
+      " preprocess_threads=" + std::to_string(cfg.preprocess_threads) +
+      " batch_workers/model=" + std::to_string(cfg.batch_workers));
 
   auto registry = std::make_shared<prometheus::Registry>();
   metrics::ServerMetrics metrics(registry.get(), cfg.models);

@@ -119,7 +119,8 @@ void Batcher::WorkerLoop(const std::function<void()>& on_start) {
         if (more_coming_ && !more_coming_()) break;
         clock_->WaitUntil(lock, cv_, due);
       }
-      while (!queue_.empty() && batch.size() < max_batch) {
+      const int64_t group = queue_.front()->group();
+      while (!queue_.empty() && batch.size() < max_batch && queue_.front()->group() == group) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }

@@ -32,6 +32,10 @@ class BatchTask {
   // Set by the batcher when the task is accepted.
   int64_t enqueue_us = 0;
 
+  // Tasks of different groups never share a batch (a batch is a run of
+  // consecutive same-group tasks). The serving core groups images that were
+  // preprocessed into rows of the same batch tensor. -1 = no group.
+  virtual int64_t group() const { return -1; }
   // True when the caller has gone away; such tasks are dropped (failed with
   // CANCELLED) instead of run. Must be thread-safe.
   virtual bool IsCancelled() const { return false; }

@@ -83,9 +83,11 @@ const std::vector<Flag>& Flags() {
        Int(&ServerConfig::max_batch_delay_us, 0, 10'000'000)},
       {"max-queue-size", "images waiting per model before UNAVAILABLE [256]",
        Int(&ServerConfig::max_queue_size, 1, 1'000'000)},
-      {"batch-workers", "threads running batches, per model [1]",
+      {"batch-workers", "threads forming batches, per model (useful with --executors > 1) [1]",
        Int(&ServerConfig::batch_workers, 1, 64)},
-      {"inference-threads", "LibTorch threads per batch worker; 0 = CPUs available [0]",
+      {"executors", "forward passes that may run at once, shared by all models [1]",
+       Int(&ServerConfig::executors, 1, 64)},
+      {"inference-threads", "LibTorch threads per executor; 0 = CPUs / executors [0]",
        Int(&ServerConfig::inference_threads, 0, 256)},
       {"preprocess-threads", "image decoding threads; 0 = max(1, CPUs/2) [0]",
        Int(&ServerConfig::preprocess_threads, 0, 256)},
@@ -242,7 +244,7 @@ absl::Status Finalize(ServerConfig* c, int cpus) {
           absl::StrJoin(c->models, ","), ")"));
     }
   }
-  if (c->inference_threads == 0) c->inference_threads = std::max(1, cpus / c->batch_workers);
+  if (c->inference_threads == 0) c->inference_threads = std::max(1, cpus / c->executors);
   if (c->preprocess_threads == 0) c->preprocess_threads = std::max(1, cpus / 2);
   return absl::OkStatus();
 }
@@ -268,6 +270,7 @@ core::CoreOptions CoreOptionsFrom(const ServerConfig& c) {
   o.batching.max_delay_us = c.max_batch_delay_us;
   o.batching.max_queue_size = c.max_queue_size;
   o.batching.num_workers = c.batch_workers;
+  o.executors = c.executors;
   o.intra_op_threads = c.inference_threads;
   o.preprocess_threads = c.preprocess_threads;
   o.preprocess_queue = c.preprocess_queue;

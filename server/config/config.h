@@ -23,8 +23,9 @@ struct ServerConfig {
   int max_batch_size = 8;
   int64_t max_batch_delay_us = 2000;
   int max_queue_size = 256;
-  int batch_workers = 1;          // per model
-  int inference_threads = 0;      // per batch worker; 0 = CPUs available
+  int batch_workers = 1;          // per model; they only form batches
+  int executors = 1;              // forward passes running at once, all models
+  int inference_threads = 0;      // per executor; 0 = CPUs / executors
   int preprocess_threads = 0;     // 0 = max(1, CPUs / 2)
   int preprocess_queue = 512;
   int max_message_bytes = 16 << 20;

@@ -21,6 +21,10 @@ absl::Status CoreOptions::Validate() const {
   if (preprocess_queue < 1) {
     return absl::InvalidArgumentError("preprocess queue must be >= 1");
   }
+  if (executors < 1 || executors > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("inference executors must be in [1, 64], got ", executors));
+  }
   if (intra_op_threads < 0 || intra_op_threads > 256) {
     return absl::InvalidArgumentError(absl::StrCat(
         "inference threads must be in [0, 256], got ", intra_op_threads));
@@ -33,6 +37,20 @@ absl::Status CoreOptions::Validate() const {
 
 std::vector<int64_t> Servable::input_shape() const {
   return {preprocess_.channels, preprocess_.crop_size, preprocess_.crop_size};
+}
+
+std::pair<std::shared_ptr<Servable::Slab>, int> Servable::ReserveRow() {
+  std::lock_guard<std::mutex> lock(slab_mu_);
+  const int64_t rows = batcher_->options().max_batch_size;
+  if (slab_ == nullptr || next_row_ == rows) {
+    const auto shape = input_shape();
+    slab_ = std::make_shared<Slab>();
+    slab_->rows = torch::empty({rows, shape[0], shape[1], shape[2]},
+                               torch::TensorOptions().memory_format(at::MemoryFormat::ChannelsLast));
+    slab_->id = next_slab_id_++;
+    next_row_ = 0;
+  }
+  return {slab_, next_row_++};
 }
 
 std::vector<Prediction> TopK(const torch::Tensor& logits, int64_t k,
@@ -82,11 +100,15 @@ struct InferenceCore::CallState {
 class InferenceCore::ImageTask : public batcher::BatchTask {
  public:
   ImageTask(InferenceCore* core, std::shared_ptr<CallState> call, int index,
-            torch::Tensor input, int64_t preprocess_us)
+            torch::Tensor input, int64_t preprocess_us, std::shared_ptr<Servable::Slab> slab,
+            int row)
       : core_(core), call_(std::move(call)), index_(index), input_(std::move(input)),
-        preprocess_us_(preprocess_us) {
+        preprocess_us_(preprocess_us), slab_(std::move(slab)), row_(row) {
     deadline_us = call_->deadline_us;
   }
+  int64_t group() const override { return slab_ ? slab_->id : -1; }
+  const Servable::Slab* slab() const { return slab_.get(); }
+  int row() const { return row_; }
   // gRPC also cancels a call whose deadline has passed; that is reported as
   // DEADLINE_EXCEEDED (the batcher's deadline check), not as a cancellation.
   bool IsCancelled() const override {
@@ -117,6 +139,8 @@ class InferenceCore::ImageTask : public batcher::BatchTask {
   int index_;
   torch::Tensor input_;
   int64_t preprocess_us_;
+  std::shared_ptr<Servable::Slab> slab_;  // keeps the rows alive until answered
+  int row_;
 };
 
 absl::StatusOr<std::unique_ptr<InferenceCore>> InferenceCore::Create(
@@ -125,6 +149,8 @@ absl::StatusOr<std::unique_ptr<InferenceCore>> InferenceCore::Create(
   if (auto s = options.Validate(); !s.ok()) return s;
   if (models.empty()) return absl::InvalidArgumentError("no models configured");
   std::unique_ptr<InferenceCore> core(new InferenceCore(options, clock, metrics));
+  core->executor_ =
+      std::make_unique<InferenceExecutor>(options.executors, options.intra_op_threads);
   for (auto& spec : models) {
     if (core->servables_.count(spec.name)) {
       return absl::InvalidArgumentError(absl::StrCat("model ", spec.name, " is configured twice"));
@@ -160,14 +186,14 @@ absl::StatusOr<std::unique_ptr<InferenceCore>> InferenceCore::Create(
     bo.name = spec.name;
     Servable* raw = servable.get();
     InferenceCore* core_raw = core.get();
-    const int intra = options.intra_op_threads;
+    // Batch workers only form batches; the batch itself (gather, forward,
+    // answers) runs on the shared executor.
     auto batcher = batcher::Batcher::Create(
         bo, clock,
         [core_raw, raw](std::vector<std::unique_ptr<batcher::BatchTask>> tasks) {
-          core_raw->ProcessBatch(raw, std::move(tasks));
+          core_raw->executor_->Run([&] { core_raw->ProcessBatch(raw, std::move(tasks)); });
         },
-        [intra] { at::set_num_threads(intra > 0 ? intra : model::AvailableCpus()); },
-        [raw] { return raw->preprocessing_.load() > 0; });
+        nullptr, [raw] { return raw->preprocessing_.load() > 0; });
     if (!batcher.ok()) return batcher.status();
     servable->batcher_ = std::move(*batcher);
     core->servables_[spec.name] = std::move(servable);
@@ -186,24 +212,32 @@ InferenceCore::~InferenceCore() {
   // runs what it holds and joins.
   preprocess_pool_.reset();
   for (auto& [name, s] : servables_) s->batcher_.reset();
+  executor_.reset();
 }
 
 absl::Status InferenceCore::Warmup() {
-  for (auto& [name, s] : servables_) {
-    const auto shape = s->input_shape();
-    torch::Tensor x = torch::zeros({s->batcher_->options().max_batch_size, shape[0], shape[1], shape[2]})
-                          .contiguous(at::MemoryFormat::ChannelsLast);
-    // Twice: oneDNN picks and caches kernels on the first call per shape.
-    for (int i = 0; i < 2; ++i) {
-      for (int64_t n : {int64_t{1}, x.size(0)}) {
-        auto out = s->model_->inference->Forward(x.narrow(0, 0, n));
-        if (!out.ok()) {
-          return absl::InternalError(absl::StrCat("warm-up of ", name, " failed: ",
-                                                  out.status().message()));
+  absl::Status status;
+  // On the executor, so its OpenMP team and oneDNN's kernel choices are the
+  // ones requests will use.
+  executor_->Run([&] {
+    for (auto& [name, s] : servables_) {
+      const auto shape = s->input_shape();
+      torch::Tensor x =
+          torch::zeros({s->batcher_->options().max_batch_size, shape[0], shape[1], shape[2]})
+              .contiguous(at::MemoryFormat::ChannelsLast);
+      // Twice: oneDNN picks and caches kernels on the first call per shape.
+      for (int i = 0; i < 2 && status.ok(); ++i) {
+        for (int64_t n = 1; n <= x.size(0) && status.ok(); n *= 2) {
+          auto out = s->model_->inference->Forward(x.narrow(0, 0, n));
+          if (!out.ok()) {
+            status = absl::InternalError(absl::StrCat("warm-up of ", name, " failed: ",
+                                                      out.status().message()));
+          }
         }
       }
     }
-  }
+  });
+  if (!status.ok()) return status;
   ready_ = true;
   return absl::OkStatus();
 }
@@ -334,18 +368,21 @@ void InferenceCore::Infer(InferRequest request, InferDone done) {
             return;
           }
           const int64_t t0 = clock_->NowMicros();
-          auto tensor = preprocess::Preprocess(bytes, servable->preprocess(), options_.limits);
+          auto [slab, row] = servable->ReserveRow();
+          torch::Tensor input = slab->rows[row];  // [C, H, W], HWC in memory
+          absl::Status st = preprocess::PreprocessInto(bytes, servable->preprocess(),
+                                                       options_.limits, input.data_ptr<float>());
           const int64_t t1 = clock_->NowMicros();
           if (servable->metrics_ != nullptr) {
             servable->metrics_->preprocess_seconds->Observe((t1 - t0) * 1e-6);
           }
-          if (!tensor.ok()) {
+          if (!st.ok()) {
             done_preprocessing();
-            if (call->ImageDone(tensor.status())) FinishCall(call.get());
+            if (call->ImageDone(st)) FinishCall(call.get());
             return;
           }
           servable->preprocessing_.fetch_sub(1);
-          SubmitImage(servable, call, index, std::move(*tensor), t1 - t0);
+          SubmitImage(servable, call, index, std::move(input), t1 - t0, std::move(slab), row);
         });
     if (!scheduled) {
       if (servable->preprocessing_.fetch_sub(1) == 1) servable->batcher_->Poke();
@@ -358,9 +395,10 @@ void InferenceCore::Infer(InferRequest request, InferDone done) {
 }
 
 void InferenceCore::SubmitImage(Servable* servable, std::shared_ptr<CallState> call,
-                                int index, torch::Tensor input, int64_t preprocess_us) {
-  std::unique_ptr<batcher::BatchTask> task =
-      std::make_unique<ImageTask>(this, call, index, std::move(input), preprocess_us);
+                                int index, torch::Tensor input, int64_t preprocess_us,
+                                std::shared_ptr<Servable::Slab> slab, int row) {
+  std::unique_ptr<batcher::BatchTask> task = std::make_unique<ImageTask>(
+      this, call, index, std::move(input), preprocess_us, std::move(slab), row);
   absl::Status s = servable->batcher_->Submit(&task);
   if (servable->metrics_ != nullptr) {
     servable->metrics_->queue_depth->Set(servable->batcher_->QueueDepth());
@@ -377,15 +415,31 @@ void InferenceCore::ProcessBatch(Servable* servable,
   const int64_t start = clock_->NowMicros();
   torch::Tensor logits;
   absl::Status status;
+  // Rows in slab order: a batch whose images sit in consecutive rows of one
+  // slab (the usual case) runs on that slab without a copy.
+  std::sort(tasks.begin(), tasks.end(), [](const auto& a, const auto& b) {
+    return static_cast<ImageTask*>(a.get())->row() < static_cast<ImageTask*>(b.get())->row();
+  });
   try {
-    const auto shape = servable->input_shape();
-    // The preprocessed images are HWC in memory, so each copy into the
-    // channels-last batch is one contiguous block.
-    torch::Tensor batch =
-        torch::empty({n, shape[0], shape[1], shape[2]},
-                     torch::TensorOptions().memory_format(at::MemoryFormat::ChannelsLast));
-    for (int i = 0; i < n; ++i) {
-      batch[i].copy_(static_cast<ImageTask*>(tasks[static_cast<size_t>(i)].get())->input());
+    const auto* first = static_cast<ImageTask*>(tasks.front().get());
+    bool consecutive = first->slab() != nullptr;
+    for (int i = 1; consecutive && i < n; ++i) {
+      const auto* t = static_cast<ImageTask*>(tasks[static_cast<size_t>(i)].get());
+      consecutive = t->slab() == first->slab() && t->row() == first->row() + i;
+    }
+    torch::Tensor batch;
+    if (consecutive) {
+      batch = first->slab()->rows.narrow(0, first->row(), n);
+    } else {
+      // Tensor inputs (KServe FP32), or a slab with a dropped image in the
+      // middle: gather. Preprocessed images are HWC in memory, so each copy
+      // into the channels-last batch is one contiguous block.
+      const auto shape = servable->input_shape();
+      batch = torch::empty({n, shape[0], shape[1], shape[2]},
+                           torch::TensorOptions().memory_format(at::MemoryFormat::ChannelsLast));
+      for (int i = 0; i < n; ++i) {
+        batch[i].copy_(static_cast<ImageTask*>(tasks[static_cast<size_t>(i)].get())->input());
+      }
     }
     auto out = servable->model_->inference->Forward(batch);
     if (out.ok()) {

@@ -31,6 +31,7 @@
 #include "model/threading.h"
 #include "server/batcher/batcher.h"
 #include "server/batcher/clock.h"
+#include "server/core/inference_executor.h"
 #include "server/core/thread_pool.h"
 #include "server/metrics/metrics.h"
 #include "server/preprocess/image.h"
@@ -55,7 +56,11 @@ struct CoreOptions {
   // with UNAVAILABLE.
   int preprocess_queue = 512;
   preprocess::ImageLimits limits;
-  // LibTorch intra-op threads on each batch worker; 0 = CPUs available.
+  // Threads running forward passes, shared by all models (see
+  // InferenceExecutor). executors * intra_op_threads should not exceed the
+  // CPUs, or OpenMP stops spinning and inference slows down.
+  int executors = 1;
+  // LibTorch intra-op (OpenMP) threads per executor; 0 = CPUs available.
   int intra_op_threads = 0;
   // Most images one request may carry (KServe batches).
   int max_images_per_request = 64;
@@ -85,6 +90,18 @@ class Servable {
   // Images of this model being decoded right now: the batcher's hint that a
   // partial batch may still grow.
   std::atomic<int> preprocessing_{0};
+  // Preprocessing writes each image straight into a row of a "slab", a
+  // channels-last [max_batch, C, H, W] tensor; a batch of consecutive rows
+  // of one slab runs without any copy. Rows are handed out in order.
+  struct Slab {
+    torch::Tensor rows;
+    int64_t id;
+  };
+  std::pair<std::shared_ptr<Slab>, int> ReserveRow();
+  std::mutex slab_mu_;
+  std::shared_ptr<Slab> slab_;  // guarded by slab_mu_
+  int next_row_ = 0;            // guarded by slab_mu_
+  int64_t next_slab_id_ = 0;    // guarded by slab_mu_
   std::unique_ptr<batcher::Batcher> batcher_;
 };
 
@@ -176,14 +193,18 @@ class InferenceCore {
                 metrics::ServerMetrics* metrics)
       : options_(options), clock_(clock), metrics_(metrics) {}
   void ProcessBatch(Servable* servable, std::vector<std::unique_ptr<batcher::BatchTask>> tasks);
+  // `slab`/`row` locate the image when it was preprocessed into a slab
+  // (then `input` is that row); otherwise slab is null.
   void SubmitImage(Servable* servable, std::shared_ptr<CallState> call, int index,
-                   torch::Tensor input, int64_t preprocess_us);
+                   torch::Tensor input, int64_t preprocess_us,
+                   std::shared_ptr<Servable::Slab> slab = nullptr, int row = -1);
   void FinishCall(CallState* call);
 
   const CoreOptions options_;
   batcher::Clock* const clock_;
   metrics::ServerMetrics* const metrics_;
   std::map<std::string, std::unique_ptr<Servable>> servables_;
+  std::unique_ptr<InferenceExecutor> executor_;
   std::unique_ptr<ThreadPool> preprocess_pool_;
   std::atomic<bool> ready_{false};
   std::atomic<bool> accepting_{true};

@@ -120,8 +120,10 @@ class FakeModel {
 
 class FakeTask : public BatchTask {
  public:
-  FakeTask(int id, FakeModel* model) : id_(id), model_(model) {}
+  FakeTask(int id, FakeModel* model, int64_t group = -1)
+      : id_(id), model_(model), group_(group) {}
 
+  int64_t group() const override { return group_; }
   bool IsCancelled() const override { return cancelled_.load(); }
   void Fail(const absl::Status& status) override { model_->RecordFail(id_, status); }
 
@@ -131,6 +133,7 @@ class FakeTask : public BatchTask {
  private:
   const int id_;
   FakeModel* const model_;
+  const int64_t group_;
   std::atomic<bool> cancelled_{false};
 };
 
@@ -209,6 +212,24 @@ TEST(BatcherTest, FlushesPartialBatchAfterMaxDelay) {
   ASSERT_TRUE(model.WaitForBatches(1));
   EXPECT_THAT(model.batch_sizes(), ElementsAre(3u));
   EXPECT_THAT(model.processed_ids(), ElementsAre(0, 1, 2));
+}
+
+TEST(BatcherTest, BatchesNeverMixGroups) {
+  FakeClock clock;
+  FakeModel model;
+  BatcherOptions options;
+  options.max_batch_size = 8;
+  options.max_delay_us = 2000;
+  auto batcher = MakeBatcher(options, &clock, &model);
+  ASSERT_NE(batcher, nullptr);
+  const int64_t groups[] = {7, 7, 9, 9, 9};
+  for (int i = 0; i < 5; ++i) {
+    std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(i, &model, groups[i]);
+    ASSERT_TRUE(batcher->Submit(&task).ok());
+  }
+  clock.Advance(2000);
+  ASSERT_TRUE(model.WaitForBatches(2));
+  EXPECT_THAT(model.batches(), ElementsAre(ElementsAre(0, 1), ElementsAre(2, 3, 4)));
 }
 
 TEST(BatcherTest, PartialBatchWaitsWhileMoreAreComing) {

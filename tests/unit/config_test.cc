@@ -35,6 +35,7 @@ const char* const kAllFlags[] = {
     "max-batch-delay-us",
     "max-queue-size",
     "batch-workers",
+    "executors",
     "inference-threads",
     "preprocess-threads",
     "preprocess-queue",
@@ -205,6 +206,7 @@ TEST(ConfigTest, SetsEveryIntegerFlag) {
       "--max-batch-delay-us=5000",
       "--max-queue-size=99",
       "--batch-workers=2",
+      "--executors=2",
       "--inference-threads=3",
       "--preprocess-threads=4",
       "--preprocess-queue=77",
@@ -219,6 +221,7 @@ TEST(ConfigTest, SetsEveryIntegerFlag) {
   EXPECT_EQ(c.max_batch_delay_us, 5000);
   EXPECT_EQ(c.max_queue_size, 99);
   EXPECT_EQ(c.batch_workers, 2);
+  EXPECT_EQ(c.executors, 2);
   EXPECT_EQ(c.inference_threads, 3);
   EXPECT_EQ(c.preprocess_threads, 4);
   EXPECT_EQ(c.preprocess_queue, 77);
@@ -357,16 +360,21 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
 TEST(ConfigTest, FinalizeResolvesAutomaticThreadCountsForTwoCpus) {
   ServerConfig c = ParseOk({});
   ASSERT_TRUE(Finalize(&c, 2).ok());
-  EXPECT_EQ(c.inference_threads, 2);   // all CPUs for the one batch worker
+  EXPECT_EQ(c.inference_threads, 2);   // all CPUs for the one executor
   EXPECT_EQ(c.preprocess_threads, 1);  // max(1, 2 / 2)
 
+  ServerConfig two_executors = ParseOk({"--executors", "2"});
+  ASSERT_TRUE(Finalize(&two_executors, 2).ok());
+  EXPECT_EQ(two_executors.inference_threads, 1);  // CPUs shared by the executors
+
+  ServerConfig many_executors = ParseOk({"--executors", "8"});
+  ASSERT_TRUE(Finalize(&many_executors, 2).ok());
+  EXPECT_EQ(many_executors.inference_threads, 1);  // never 0
+
+  // Batch workers only form batches; they do not divide the CPUs.
   ServerConfig two_workers = ParseOk({"--batch-workers", "2"});
   ASSERT_TRUE(Finalize(&two_workers, 2).ok());
-  EXPECT_EQ(two_workers.inference_threads, 1);  // CPUs shared by the workers
-
-  ServerConfig many_workers = ParseOk({"--batch-workers", "8"});
-  ASSERT_TRUE(Finalize(&many_workers, 2).ok());
-  EXPECT_EQ(many_workers.inference_threads, 1);  // never 0
+  EXPECT_EQ(two_workers.inference_threads, 2);
 
   ServerConfig one_cpu = ParseOk({});
   ASSERT_TRUE(Finalize(&one_cpu, 1).ok());
@@ -427,7 +435,8 @@ TEST(ConfigTest, ModelSpecsDescribeServedModels) {
 TEST(ConfigTest, CoreOptionsFromCopiesBatchingAndLimits) {
   ServerConfig c =
       ParseOk({"--max-batch-size=4", "--max-batch-delay-us=100", "--max-queue-size=9",
-               "--batch-workers=2", "--max-message-bytes=4096", "--max-image-pixels=5000",
+               "--batch-workers=2", "--executors=2", "--max-message-bytes=4096",
+               "--max-image-pixels=5000",
                "--max-image-side=300", "--max-images-per-request=3", "--preprocess-queue=11"});
   ASSERT_TRUE(Finalize(&c, 2).ok());
   const core::CoreOptions o = CoreOptionsFrom(c);
@@ -435,6 +444,7 @@ TEST(ConfigTest, CoreOptionsFromCopiesBatchingAndLimits) {
   EXPECT_EQ(o.batching.max_delay_us, 100);
   EXPECT_EQ(o.batching.max_queue_size, 9);
   EXPECT_EQ(o.batching.num_workers, 2);
+  EXPECT_EQ(o.executors, 2);
   EXPECT_EQ(o.intra_op_threads, 1);
   EXPECT_EQ(o.preprocess_threads, 1);
   EXPECT_EQ(o.preprocess_queue, 11);

@@ -1,0 +1,50 @@
+#include "server/core/inference_executor.h"
+
+#include "model/threading.h"
+
+namespace ghostserve::core {
+
+InferenceExecutor::InferenceExecutor(int num_threads, int intra_op_threads) {
+  for (int i = 0; i < num_threads; ++i) {
+    threads_.emplace_back([this, intra_op_threads] { Loop(intra_op_threads); });
+  }
+}
+
+InferenceExecutor::~InferenceExecutor() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void InferenceExecutor::Run(const std::function<void()>& fn) {
+  Job job{&fn};
+  std::unique_lock<std::mutex> lock(mu_);
+  queue_.push_back(&job);
+  work_cv_.notify_one();
+  done_cv_.wait(lock, [&job] { return job.done; });
+}
+
+void InferenceExecutor::Loop(int intra_op_threads) {
+  model::ConfigureInferenceThread(intra_op_threads);
+  while (true) {
+    Job* job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      job = queue_.front();
+      queue_.pop_front();
+    }
+    (*job->fn)();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job->done = true;
+    }
+    done_cv_.notify_all();
+  }
+}
+
+}  // namespace ghostserve::core
