@@ -326,6 +326,7 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
       {"GHOSTSERVE_MAX_BATCH_DELAY_US", "3"},
       {"GHOSTSERVE_MAX_QUEUE_SIZE", "4"},
       {"GHOSTSERVE_BATCH_WORKERS", "5"},
+      {"GHOSTSERVE_EXECUTORS", "3"},
       {"GHOSTSERVE_INFERENCE_THREADS", "6"},
       {"GHOSTSERVE_PREPROCESS_THREADS", "7"},
       {"GHOSTSERVE_PREPROCESS_QUEUE", "8"},
@@ -346,6 +347,7 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
   EXPECT_EQ(c.max_batch_delay_us, 3);
   EXPECT_EQ(c.max_queue_size, 4);
   EXPECT_EQ(c.batch_workers, 5);
+  EXPECT_EQ(c.executors, 3);
   EXPECT_EQ(c.inference_threads, 6);
   EXPECT_EQ(c.preprocess_threads, 7);
   EXPECT_EQ(c.preprocess_queue, 8);
