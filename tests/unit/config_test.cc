@@ -86,7 +86,8 @@ TEST(ConfigTest, DefaultsWithoutFlagsEnvOrFile) {
   EXPECT_EQ(c.max_batch_size, 8);
   EXPECT_EQ(c.max_batch_delay_us, 2000);
   EXPECT_EQ(c.max_queue_size, 256);
-  EXPECT_EQ(c.batch_workers, 1);
+  EXPECT_EQ(c.batch_workers, 0);  // automatic
+  EXPECT_EQ(c.executors, 0);      // automatic
   EXPECT_EQ(c.inference_threads, 0);
   EXPECT_EQ(c.preprocess_threads, 0);
   EXPECT_EQ(c.preprocess_queue, 512);
@@ -362,19 +363,22 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
 TEST(ConfigTest, FinalizeResolvesAutomaticThreadCountsForTwoCpus) {
   ServerConfig c = ParseOk({});
   ASSERT_TRUE(Finalize(&c, 2).ok());
-  EXPECT_EQ(c.inference_threads, 2);   // all CPUs for the one executor
+  EXPECT_EQ(c.executors, 2);           // one forward pass per CPU
+  EXPECT_EQ(c.inference_threads, 1);   // single-threaded each
+  EXPECT_EQ(c.batch_workers, 2);       // enough to keep both executors busy
   EXPECT_EQ(c.preprocess_threads, 1);  // max(1, 2 / 2)
 
-  ServerConfig two_executors = ParseOk({"--executors", "2"});
-  ASSERT_TRUE(Finalize(&two_executors, 2).ok());
-  EXPECT_EQ(two_executors.inference_threads, 1);  // CPUs shared by the executors
+  ServerConfig one_executor = ParseOk({"--executors", "1"});
+  ASSERT_TRUE(Finalize(&one_executor, 2).ok());
+  EXPECT_EQ(one_executor.inference_threads, 2);  // all CPUs for the one executor
+  EXPECT_EQ(one_executor.batch_workers, 1);
 
   ServerConfig many_executors = ParseOk({"--executors", "8"});
   ASSERT_TRUE(Finalize(&many_executors, 2).ok());
   EXPECT_EQ(many_executors.inference_threads, 1);  // never 0
 
   // Batch workers only form batches; they do not divide the CPUs.
-  ServerConfig two_workers = ParseOk({"--batch-workers", "2"});
+  ServerConfig two_workers = ParseOk({"--batch-workers", "2", "--executors", "1"});
   ASSERT_TRUE(Finalize(&two_workers, 2).ok());
   EXPECT_EQ(two_workers.inference_threads, 2);
 
