@@ -480,6 +480,10 @@ void InferenceCore::FinishCall(CallState* call) {
   }
   result.timing.total_us = clock_->NowMicros() - call->start_us;
   InferDone done = std::move(call->done);
+  // The gauge drops before the answer goes out, so a scrape that follows a
+  // client's last response never sees it still in flight. The drain counter
+  // drops after, so a drain never closes the transport under an answer.
+  if (metrics_ != nullptr) metrics_->inflight()->Decrement();
   if (error.ok()) {
     result.logits = call->logits;
     done(std::move(result));
@@ -490,7 +494,6 @@ void InferenceCore::FinishCall(CallState* call) {
     std::lock_guard<std::mutex> lock(idle_mu_);
     idle_cv_.notify_all();
   }
-  if (metrics_ != nullptr) metrics_->inflight()->Decrement();
 }
 
 }  // namespace ghostserve::core
