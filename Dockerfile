@@ -9,14 +9,16 @@ WORKDIR /src
 COPY scripts/install-deps.sh scripts/install-deps.sh
 RUN scripts/install-deps.sh --build && rm -rf /var/lib/apt/lists/*
 COPY . .
+# Build, then list the Debian packages that own the shared libraries the
+# binaries load: the runtime stage installs exactly those.
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DGHOSTSERVE_BUILD_TESTS=OFF \
  && cmake --build build -j"$(nproc)" --target ghostserve ghostserve-client ghostserve-model-bench \
  && mkdir -p /out/bin \
  && cp build/bin/ghostserve build/bin/ghostserve-client build/bin/ghostserve-model-bench /out/bin/ \
- # The runtime stage installs exactly the Debian packages that own the
- # shared libraries the binaries load.
- && ldd /out/bin/* | awk '/=> \//{print $3}' | xargs -r realpath | xargs -r dpkg -S 2>/dev/null \
-    | cut -d: -f1 | sort -u > /out/runtime-packages.txt
+ && for lib in $(ldd /out/bin/* | awk '/=> \//{print $3}' | sort -u); do \
+      dpkg -S "$lib" 2>/dev/null || dpkg -S "$(realpath "$lib")" 2>/dev/null || true; \
+    done | sed 's/: .*//; s/, /\n/g' | sort -u > /out/runtime-packages.txt \
+ && test -s /out/runtime-packages.txt
 
 FROM debian:bookworm-slim AS runtime
 COPY --from=build /out/runtime-packages.txt /tmp/runtime-packages.txt
