@@ -67,6 +67,23 @@ TEST_P(ParityTest, LogitsMatchReference) {
   }
 }
 
+// A training checkpoint: weights wrapped in {"state_dict": ...} beside an
+// epoch counter and SGD state, keys prefixed "module." (DataParallel).
+TEST(ParityCheckpointTest, TrainingCheckpointLoadsAndMatches) {
+  ASSERT_FALSE(FixtureDir().empty()) << "GHOSTSERVE_PARITY_DIR is not set";
+  LoadModelOptions o;
+  o.name = "ghostnet_050";
+  o.net = *BuiltinModelOptions("ghostnet_050");
+  o.weights_path = FixtureDir() + "/ghostnet_050.train_checkpoint.pth";
+  auto model = LoadModel(o);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto io = ReadFixtures(FixtureDir() + "/ghostnet_050.io.pth");
+  auto got = (*model)->inference->Forward(io["input_224"]);
+  ASSERT_TRUE(got.ok()) << got.status();
+  const torch::Tensor& want = io["logits_224"];
+  EXPECT_LT((*got - want).abs().max().item<double>() / want.abs().max().item<double>(), 1e-4);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     AllWidths, ParityTest,
     ::testing::Combine(::testing::Values("ghostnet_050", "ghostnet_100", "ghostnet_130"),

@@ -64,6 +64,21 @@ def main():
                 input_224=x224, logits_224=ref64(x224.double()),
                 input_odd=x_odd, logits_odd=ref64(x_odd.double()))
         torch.save(fixtures, os.path.join(out, f"{name}.io.pth"))
+        if name == "ghostnet_050":
+            # What training scripts save: the weights under "state_dict" next
+            # to an epoch counter and optimiser state (lists, dicts, floats,
+            # momentum tensors), with DataParallel "module." prefixes.
+            # The optimiser state comes from a copy, so the saved weights stay
+            # the reference ones.
+            trainee = copy.deepcopy(model).train()
+            opt = torch.optim.SGD(trainee.parameters(), lr=0.1, momentum=0.9)
+            trainee(torch.randn(2, 3, 64, 64)).sum().backward()
+            opt.step()
+            wrapped = collections.OrderedDict(
+                ("module." + k, v) for k, v in model.state_dict().items())
+            torch.save({"epoch": 3, "arch": "ghostnet", "best_top1": 0.5,
+                        "state_dict": wrapped, "optimizer": opt.state_dict()},
+                       os.path.join(out, f"{name}.train_checkpoint.pth"))
         print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters")
 
 
