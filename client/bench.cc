@@ -23,13 +23,10 @@ namespace pb = ::ghostserve::v1;
 constexpr int kMaxDefaultChannels = 4;
 
 Clock::duration Seconds(double s) {
-  return std::chrono::duration_cast<Clock::duration>(
-      std::chrono::duration<double>(s));
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
 }
 
-double Millis(Clock::duration d) {
-  return std::chrono::duration<double, std::milli>(d).count();
-}
+double Millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
 // State of one call in flight. The closed loop keeps each slot busy all the
 // time; the open loop takes a free slot per scheduled call, which is what
@@ -57,16 +54,15 @@ class Bench {
 
  private:
   // Gives `slot` a fresh context and the next image; marks it in flight.
-  void PrepareLocked(Slot& slot, Clock::time_point start)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PrepareLocked(Slot& slot, Clock::time_point start) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts the call prepared in `slot`. Called without mu_: gRPC may take
   // its own locks, and completions need mu_.
   void Issue(Slot& slot);
   // Completion callback, on a gRPC thread.
   void OnDone(Slot& slot, const grpc::Status& status);
   // Counts one outcome that belongs to the phase `at` falls in.
-  void RecordLocked(Clock::time_point at, const grpc::Status& status,
-                    const Slot* slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecordLocked(Clock::time_point at, const grpc::Status& status, const Slot* slot)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Open-loop body of dispatcher_: sends on schedule until the window ends.
   void Dispatch();
   BenchProgress ProgressLocked(Clock::time_point now, double rate) const
@@ -98,8 +94,7 @@ class Bench {
   std::thread dispatcher_;
 };
 
-Bench::Bench(const BenchOptions& options,
-             const std::vector<std::string>& images)
+Bench::Bench(const BenchOptions& options, const std::vector<std::string>& images)
     : options_(options) {
   requests_.resize(images.size());
   for (size_t i = 0; i < images.size(); ++i) {
@@ -108,8 +103,7 @@ Bench::Bench(const BenchOptions& options,
     requests_[i].set_top_k(options_.top_k);
   }
   const int channels = options_.channels > 0 ? options_.channels
-                                             : std::min(options_.concurrency,
-                                                        kMaxDefaultChannels);
+                                             : std::min(options_.concurrency, kMaxDefaultChannels);
   for (int i = 0; i < channels; ++i) {
     channels_.push_back(MakeChannel(options_.server, i));
     stubs_.push_back(pb::Classifier::NewStub(channels_.back()));
@@ -139,13 +133,11 @@ void Bench::PrepareLocked(Slot& slot, Clock::time_point start) {
 }
 
 void Bench::Issue(Slot& slot) {
-  slot.stub->async()->Classify(
-      slot.context.get(), slot.request, &slot.response,
-      [this, &slot](grpc::Status status) { OnDone(slot, status); });
+  slot.stub->async()->Classify(slot.context.get(), slot.request, &slot.response,
+                               [this, &slot](grpc::Status status) { OnDone(slot, status); });
 }
 
-void Bench::RecordLocked(Clock::time_point at, const grpc::Status& status,
-                         const Slot* slot) {
+void Bench::RecordLocked(Clock::time_point at, const grpc::Status& status, const Slot* slot) {
   ++outcomes_;
   if (at < measure_start_) {
     ++warmup_requests_;
@@ -169,9 +161,8 @@ void Bench::RecordLocked(Clock::time_point at, const grpc::Status& status,
   }
   ++result_.errors;
   // A skipped open-loop send never became a call, so it has no slot.
-  const std::string code = slot == nullptr
-                               ? std::string("client_overload")
-                               : StatusCodeName(status.error_code());
+  const std::string code =
+      slot == nullptr ? std::string("client_overload") : StatusCodeName(status.error_code());
   if (result_.errors_by_code[code]++ == 0) {
     result_.error_examples[code] = status.error_message();
   }
@@ -198,8 +189,7 @@ void Bench::Dispatch() {
   const grpc::Status overload(grpc::StatusCode::RESOURCE_EXHAUSTED,
                               "concurrency limit reached; call not sent");
   for (int64_t i = 0;; ++i) {
-    const Clock::time_point scheduled =
-        start_ + Seconds(static_cast<double>(i) / options_.rate);
+    const Clock::time_point scheduled = start_ + Seconds(static_cast<double>(i) / options_.rate);
     if (scheduled >= measure_end_) return;
     std::this_thread::sleep_until(scheduled);
     Slot* slot = nullptr;
@@ -259,8 +249,7 @@ BenchResult Bench::Run() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       const double rate =
-          (outcomes_ - last_outcomes) /
-          std::chrono::duration<double>(now - last_tick).count();
+          (outcomes_ - last_outcomes) / std::chrono::duration<double>(now - last_tick).count();
       progress = ProgressLocked(now, rate);
       last_outcomes = outcomes_;
     }
@@ -313,8 +302,7 @@ LatencySummary SummarizeLatencies(std::vector<double> latencies_ms) {
   s.p90 = rank(0.90);
   s.p99 = rank(0.99);
   s.max = latencies_ms.back();
-  s.mean = std::accumulate(latencies_ms.begin(), latencies_ms.end(), 0.0) /
-           static_cast<double>(n);
+  s.mean = std::accumulate(latencies_ms.begin(), latencies_ms.end(), 0.0) / static_cast<double>(n);
   return s;
 }
 
@@ -325,10 +313,8 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& options,
   if (options.concurrency < 1) {
     return absl::InvalidArgumentError("concurrency must be at least 1");
   }
-  if (!(options.duration_s > 0) || !(options.warmup_s >= 0) ||
-      !(options.rate >= 0)) {
-    return absl::InvalidArgumentError(
-        "duration must be positive, warm-up and rate not negative");
+  if (!(options.duration_s > 0) || !(options.warmup_s >= 0) || !(options.rate >= 0)) {
+    return absl::InvalidArgumentError("duration must be positive, warm-up and rate not negative");
   }
   if (options.timeout_ms < 1 || options.channels < 0) {
     return absl::InvalidArgumentError("bad timeout or channel count");

@@ -15,52 +15,47 @@ void FlagSet::String(const std::string& name, std::string* out) {
                   }};
 }
 
-void FlagSet::Int(const std::string& name, int64_t min, int64_t max,
-                  int64_t* out) {
-  flags_[name] = {true, [=](const std::string& v) {
-                    int64_t n;
-                    if (!absl::SimpleAtoi(v, &n) || n < min || n > max) {
-                      return absl::InvalidArgumentError(
-                          absl::StrCat("--", name, " must be an integer in [",
-                                       min, ", ", max, "], got \"", v, "\""));
-                    }
-                    *out = n;
-                    return absl::OkStatus();
-                  }};
-}
-
-void FlagSet::Double(const std::string& name, double min, double max,
-                     double* out) {
-  flags_[name] = {true, [=](const std::string& v) {
-                    double d;
-                    if (!absl::SimpleAtod(v, &d) || !std::isfinite(d) ||
-                        d < min || d > max) {
-                      return absl::InvalidArgumentError(
-                          absl::StrCat("--", name, " must be a number in [",
-                                       min, ", ", max, "], got \"", v, "\""));
-                    }
-                    *out = d;
-                    return absl::OkStatus();
-                  }};
-}
-
-void FlagSet::Bool(const std::string& name, bool* out) {
+void FlagSet::Int(const std::string& name, int64_t min, int64_t max, int64_t* out) {
   flags_[name] = {
-      false, [=](const std::string& v) {
-        if (v.empty() || v == "true" || v == "1") {
-          *out = true;
-        } else if (v == "false" || v == "0") {
-          *out = false;
-        } else {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "--", name, " takes no value or true/false, got \"", v, "\""));
+      true, [=](const std::string& v) {
+        int64_t n;
+        if (!absl::SimpleAtoi(v, &n) || n < min || n > max) {
+          return absl::InvalidArgumentError(absl::StrCat("--", name, " must be an integer in [",
+                                                         min, ", ", max, "], got \"", v, "\""));
         }
+        *out = n;
         return absl::OkStatus();
       }};
 }
 
-absl::StatusOr<std::vector<std::string>> FlagSet::Parse(
-    const std::vector<std::string>& args) {
+void FlagSet::Double(const std::string& name, double min, double max, double* out) {
+  flags_[name] = {
+      true, [=](const std::string& v) {
+        double d;
+        if (!absl::SimpleAtod(v, &d) || !std::isfinite(d) || d < min || d > max) {
+          return absl::InvalidArgumentError(absl::StrCat("--", name, " must be a number in [", min,
+                                                         ", ", max, "], got \"", v, "\""));
+        }
+        *out = d;
+        return absl::OkStatus();
+      }};
+}
+
+void FlagSet::Bool(const std::string& name, bool* out) {
+  flags_[name] = {false, [=](const std::string& v) {
+                    if (v.empty() || v == "true" || v == "1") {
+                      *out = true;
+                    } else if (v == "false" || v == "0") {
+                      *out = false;
+                    } else {
+                      return absl::InvalidArgumentError(absl::StrCat(
+                          "--", name, " takes no value or true/false, got \"", v, "\""));
+                    }
+                    return absl::OkStatus();
+                  }};
+}
+
+absl::StatusOr<std::vector<std::string>> FlagSet::Parse(const std::vector<std::string>& args) {
   std::vector<std::string> positional;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
@@ -95,8 +90,7 @@ absl::StatusOr<std::vector<std::string>> FlagSet::Parse(
     }
     if (it->second.takes_value && !has_inline_value) {
       if (i + 1 >= args.size()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("missing value for --", name));
+        return absl::InvalidArgumentError(absl::StrCat("missing value for --", name));
       }
       value = args[++i];
     }

@@ -34,8 +34,7 @@ class FlagSet {
   // InvalidArgument names the flag for an unknown flag, a missing value or a
   // value that does not parse or is out of range. Outputs of flags that are
   // absent keep their values, so initialise them to the defaults.
-  absl::StatusOr<std::vector<std::string>> Parse(
-      const std::vector<std::string>& args);
+  absl::StatusOr<std::vector<std::string>> Parse(const std::vector<std::string>& args);
 
   // True when Parse saw -h or --help.
   bool help() const { return help_; }

@@ -66,11 +66,8 @@ std::string EncodeHealthCheckRequest(const std::string& service) {
   return out;
 }
 
-absl::StatusOr<ServingStatus> DecodeHealthCheckResponse(
-    const std::string& bytes) {
-  const auto malformed = [] {
-    return absl::InvalidArgumentError("malformed HealthCheckResponse");
-  };
+absl::StatusOr<ServingStatus> DecodeHealthCheckResponse(const std::string& bytes) {
+  const auto malformed = [] { return absl::InvalidArgumentError("malformed HealthCheckResponse"); };
   uint64_t status = 0;
   size_t pos = 0;
   while (pos < bytes.size()) {
@@ -123,8 +120,7 @@ HealthCheckResult CheckHealth(const std::shared_ptr<grpc::Channel>& channel,
   grpc::ByteBuffer request(&slice, 1);
   grpc::ByteBuffer response;
   std::promise<grpc::Status> done;
-  stub.UnaryCall(&context, kCheckMethod, grpc::StubOptions(), &request,
-                 &response,
+  stub.UnaryCall(&context, kCheckMethod, grpc::StubOptions(), &request, &response,
                  [&done](grpc::Status status) { done.set_value(status); });
 
   HealthCheckResult result;
@@ -140,11 +136,10 @@ HealthCheckResult CheckHealth(const std::shared_ptr<grpc::Channel>& channel,
   for (const grpc::Slice& s : slices) {
     response_bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
   }
-  absl::StatusOr<ServingStatus> serving =
-      DecodeHealthCheckResponse(response_bytes);
+  absl::StatusOr<ServingStatus> serving = DecodeHealthCheckResponse(response_bytes);
   if (!serving.ok()) {
-    result.rpc_status = grpc::Status(grpc::StatusCode::INTERNAL,
-                                     std::string(serving.status().message()));
+    result.rpc_status =
+        grpc::Status(grpc::StatusCode::INTERNAL, std::string(serving.status().message()));
     return result;
   }
   result.serving = *serving;

@@ -33,8 +33,7 @@ std::string EncodeHealthCheckRequest(const std::string& service);
 // Parses a serialised HealthCheckResponse. Unknown fields are skipped, as
 // protobuf does; a missing status field means UNKNOWN (proto3 default).
 // InvalidArgument when the bytes are not a well-formed message.
-absl::StatusOr<ServingStatus> DecodeHealthCheckResponse(
-    const std::string& bytes);
+absl::StatusOr<ServingStatus> DecodeHealthCheckResponse(const std::string& bytes);
 
 struct HealthCheckResult {
   // Not OK when the call failed (e.g. UNAVAILABLE when nothing listens);

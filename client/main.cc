@@ -164,8 +164,7 @@ std::string HumanCount(uint64_t n) {
 }
 
 std::string RpcError(const grpc::Status& status) {
-  return absl::StrCat(StatusCodeName(status.error_code()), ": ",
-                      status.error_message());
+  return absl::StrCat(StatusCodeName(status.error_code()), ": ", status.error_message());
 }
 
 int Classify(const std::vector<std::string>& args) {
@@ -207,16 +206,14 @@ int Classify(const std::vector<std::string>& args) {
     request.set_model(model);
     request.set_top_k(static_cast<uint32_t>(top_k));
     // Lets a caller find this call in the server's logs.
-    request.set_request_id(
-        absl::StrCat("ghostserve-client-", getpid(), "-", i));
+    request.set_request_id(absl::StrCat("ghostserve-client-", getpid(), "-", i));
     pb::ClassifyResponse response;
     grpc::ClientContext context;
     SetTimeout(context, timeout_ms);
     const auto sent = std::chrono::steady_clock::now();
     const grpc::Status status = stub->Classify(&context, request, &response);
-    const double round_trip_ms = std::chrono::duration<double, std::milli>(
-                                     std::chrono::steady_clock::now() - sent)
-                                     .count();
+    const double round_trip_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - sent).count();
     if (!status.ok()) {
       std::cerr << file << ": " << RpcError(status) << "\n";
       ++failures;
@@ -255,17 +252,15 @@ int Classify(const std::vector<std::string>& args) {
                      "  model %s, batch size %u, request id %s\n"
                      "  server ms: preprocess %.2f, queue %.2f, inference "
                      "%.2f, total %.2f (round trip %.2f)\n",
-                     response.model(), response.batch_size(),
-                     response.request_id(), t.preprocess_us() / 1e3,
-                     t.queue_us() / 1e3, t.inference_us() / 1e3,
+                     response.model(), response.batch_size(), response.request_id(),
+                     t.preprocess_us() / 1e3, t.queue_us() / 1e3, t.inference_us() / 1e3,
                      t.total_us() / 1e3, round_trip_ms)
-              << absl::StrFormat("  %4s  %5s  %-*s  %7s\n", "rank", "class",
-                                 label_cols, "label", "score");
+              << absl::StrFormat("  %4s  %5s  %-*s  %7s\n", "rank", "class", label_cols, "label",
+                                 "score");
     int rank = 0;
     for (const pb::Prediction& p : response.predictions()) {
-      std::cout << absl::StrFormat("  %4d  %5u  %-*s  %7.4f\n", ++rank,
-                                   p.class_index(), label_cols, p.label(),
-                                   p.score());
+      std::cout << absl::StrFormat("  %4d  %5u  %-*s  %7.4f\n", ++rank, p.class_index(), label_cols,
+                                   p.label(), p.score());
     }
     if (i + 1 < files->size()) std::cout << "\n";
     std::cout << std::flush;
@@ -273,8 +268,7 @@ int Classify(const std::vector<std::string>& args) {
   return failures == 0 ? kExitOk : kExitFailed;
 }
 
-Json BenchJson(const BenchOptions& options, const BenchResult& r,
-               size_t files) {
+Json BenchJson(const BenchOptions& options, const BenchResult& r, size_t files) {
   Json out;
   out["requests"] = r.requests;
   out["errors"] = r.errors;
@@ -288,8 +282,7 @@ Json BenchJson(const BenchOptions& options, const BenchResult& r,
                        {"mean", ms(r.latency_ms.mean)}};
   out["successes"] = r.successes;
   out["errors_by_code"] = Json::object();
-  for (const auto& [code, n] : r.errors_by_code)
-    out["errors_by_code"][code] = n;
+  for (const auto& [code, n] : r.errors_by_code) out["errors_by_code"][code] = n;
   out["server_timing_us_mean"] = {{"preprocess", r.server_preprocess_us},
                                   {"queue", r.server_queue_us},
                                   {"inference", r.server_inference_us},
@@ -308,34 +301,31 @@ Json BenchJson(const BenchOptions& options, const BenchResult& r,
 }
 
 void PrintBenchTable(const BenchOptions& options, const BenchResult& r) {
-  std::string mode =
-      options.rate > 0
-          ? absl::StrFormat("open loop at %g/s, at most %d in flight",
-                            options.rate, options.concurrency)
-          : absl::StrFormat("closed loop, %d in flight", options.concurrency);
+  std::string mode = options.rate > 0
+                         ? absl::StrFormat("open loop at %g/s, at most %d in flight", options.rate,
+                                           options.concurrency)
+                         : absl::StrFormat("closed loop, %d in flight", options.concurrency);
   std::cout << absl::StrFormat(
       "model %s: %s, %d channels, %g s measured after %g s warm-up\n"
       "requests    %d (%d ok, %d failed)\n"
       "throughput  %.1f images/s\n",
-      options.model, mode, r.channels, r.measured_s, options.warmup_s,
-      r.requests, r.successes, r.errors, r.images_per_second);
+      options.model, mode, r.channels, r.measured_s, options.warmup_s, r.requests, r.successes,
+      r.errors, r.images_per_second);
   if (r.latency_ms.count > 0) {
     std::cout << absl::StrFormat(
         "latency ms  p50 %.2f  p90 %.2f  p99 %.2f  max %.2f  (mean %.2f)\n"
         "server ms   preprocess %.2f  queue %.2f  inference %.2f  total %.2f"
         "  (mean batch size %.1f)\n",
-        r.latency_ms.p50, r.latency_ms.p90, r.latency_ms.p99, r.latency_ms.max,
-        r.latency_ms.mean, r.server_preprocess_us / 1e3,
-        r.server_queue_us / 1e3, r.server_inference_us / 1e3,
+        r.latency_ms.p50, r.latency_ms.p90, r.latency_ms.p99, r.latency_ms.max, r.latency_ms.mean,
+        r.server_preprocess_us / 1e3, r.server_queue_us / 1e3, r.server_inference_us / 1e3,
         r.server_total_us / 1e3, r.batch_size);
   } else {
     std::cout << "latency ms  no successful calls\n";
   }
   for (const auto& [code, n] : r.errors_by_code) {
     const auto example = r.error_examples.find(code);
-    std::cout << absl::StrFormat(
-        "errors      %-20s %d  (e.g. \"%s\")\n", code, n,
-        example == r.error_examples.end() ? "" : example->second);
+    std::cout << absl::StrFormat("errors      %-20s %d  (e.g. \"%s\")\n", code, n,
+                                 example == r.error_examples.end() ? "" : example->second);
   }
 }
 
@@ -381,10 +371,9 @@ int Bench(const std::vector<std::string>& args) {
   bool progress_shown = false;
   options.on_progress = [&progress_shown](const BenchProgress& p) {
     // Trailing blanks wipe what a longer previous line left behind.
-    std::cerr << absl::StrFormat(
-                     "\r%-7s %6.1fs  requests %d  errors %d  %.1f req/s    ",
-                     p.warming_up ? "warmup" : "bench", p.elapsed_s, p.requests,
-                     p.errors, p.requests_per_second)
+    std::cerr << absl::StrFormat("\r%-7s %6.1fs  requests %d  errors %d  %.1f req/s    ",
+                                 p.warming_up ? "warmup" : "bench", p.elapsed_s, p.requests,
+                                 p.errors, p.requests_per_second)
               << std::flush;
     progress_shown = true;
   };
@@ -427,8 +416,7 @@ int Models(const std::vector<std::string>& args) {
   grpc::ClientContext context;
   SetTimeout(context, timeout_ms);
   pb::ListModelsResponse response;
-  const grpc::Status status =
-      stub->ListModels(&context, pb::ListModelsRequest(), &response);
+  const grpc::Status status = stub->ListModels(&context, pb::ListModelsRequest(), &response);
   if (!status.ok()) {
     std::cerr << "ghostserve-client models: " << RpcError(status) << "\n";
     return kExitFailed;
@@ -443,24 +431,23 @@ int Models(const std::vector<std::string>& args) {
       Json std_dev = Json::array();
       for (float v : pre.mean()) mean.push_back(ShortestDouble(v));
       for (float v : pre.std()) std_dev.push_back(ShortestDouble(v));
-      out["models"].push_back(
-          {{"name", m.name()},
-           {"parameters", m.parameters()},
-           {"macs", m.macs()},
-           {"width", ShortestDouble(m.width())},
-           {"input_size", m.input_size()},
-           {"input_channels", m.input_channels()},
-           {"num_classes", m.num_classes()},
-           {"weights_source", m.weights_source()},
-           {"trained", m.trained()},
-           {"ready", m.ready()},
-           {"max_batch_size", m.max_batch_size()},
-           {"preprocess",
-            {{"resize_shorter_side", pre.resize_shorter_side()},
-             {"input_size", pre.input_size()},
-             {"mean", mean},
-             {"std", std_dev},
-             {"color", pre.color()}}}});
+      out["models"].push_back({{"name", m.name()},
+                               {"parameters", m.parameters()},
+                               {"macs", m.macs()},
+                               {"width", ShortestDouble(m.width())},
+                               {"input_size", m.input_size()},
+                               {"input_channels", m.input_channels()},
+                               {"num_classes", m.num_classes()},
+                               {"weights_source", m.weights_source()},
+                               {"trained", m.trained()},
+                               {"ready", m.ready()},
+                               {"max_batch_size", m.max_batch_size()},
+                               {"preprocess",
+                                {{"resize_shorter_side", pre.resize_shorter_side()},
+                                 {"input_size", pre.input_size()},
+                                 {"mean", mean},
+                                 {"std", std_dev},
+                                 {"color", pre.color()}}}});
     }
     std::cout << out.dump() << "\n";
     return kExitOk;
@@ -470,15 +457,13 @@ int Models(const std::vector<std::string>& args) {
   for (const pb::ModelInfo& m : response.models()) {
     name_width = std::max(name_width, static_cast<int>(m.name().size()));
   }
-  std::cout << absl::StrFormat("%-*s  %8s  %8s  %5s  %5s  %7s  %7s  %s\n",
-                               name_width, "name", "params", "MACs", "width",
-                               "input", "classes", "trained", "weights");
+  std::cout << absl::StrFormat("%-*s  %8s  %8s  %5s  %5s  %7s  %7s  %s\n", name_width, "name",
+                               "params", "MACs", "width", "input", "classes", "trained", "weights");
   for (const pb::ModelInfo& m : response.models()) {
-    std::cout << absl::StrFormat(
-        "%-*s  %8s  %8s  %5.2f  %5u  %7u  %7s  %s\n", name_width, m.name(),
-        HumanCount(m.parameters()), HumanCount(m.macs()), m.width(),
-        m.input_size(), m.num_classes(), m.trained() ? "yes" : "no",
-        m.weights_source());
+    std::cout << absl::StrFormat("%-*s  %8s  %8s  %5.2f  %5u  %7u  %7s  %s\n", name_width, m.name(),
+                                 HumanCount(m.parameters()), HumanCount(m.macs()), m.width(),
+                                 m.input_size(), m.num_classes(), m.trained() ? "yes" : "no",
+                                 m.weights_source());
   }
   if (response.models().empty()) std::cout << "(no models)\n";
   return kExitOk;
@@ -505,8 +490,7 @@ int Health(const std::vector<std::string>& args) {
     return UsageError("health", "unexpected argument " + rest->front());
   }
 
-  const HealthCheckResult result =
-      CheckHealth(MakeChannel(server), service, timeout_ms);
+  const HealthCheckResult result = CheckHealth(MakeChannel(server), service, timeout_ms);
   // The health protocol answers NOT_FOUND for a service it does not know
   // rather than SERVICE_UNKNOWN, which only Watch uses.
   if (result.rpc_status.error_code() == grpc::StatusCode::NOT_FOUND) {
@@ -514,8 +498,7 @@ int Health(const std::vector<std::string>& args) {
     return kExitFailed;
   }
   if (!result.rpc_status.ok()) {
-    std::cerr << "ghostserve-client health: " << RpcError(result.rpc_status)
-              << "\n";
+    std::cerr << "ghostserve-client health: " << RpcError(result.rpc_status) << "\n";
     return kExitFailed;
   }
   std::cout << ServingStatusName(result.serving) << "\n";
@@ -537,8 +520,7 @@ int Main(int argc, char** argv) {
   if (command == "bench") return Bench(args);
   if (command == "models") return Models(args);
   if (command == "health") return Health(args);
-  std::cerr << "ghostserve-client: unknown command \"" << command << "\"\n\n"
-            << kUsage;
+  std::cerr << "ghostserve-client: unknown command \"" << command << "\"\n\n" << kUsage;
   return kExitUsage;
 }
 

@@ -20,8 +20,7 @@ constexpr int kMaxReceiveMessageBytes = 64 << 20;
 // Channels built with different `index` values never share a TCP connection,
 // so a load generator can spread its calls over several HTTP/2 connections
 // instead of queueing behind one connection's stream limit. Does not block.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server,
-                                           int index = 0);
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server, int index = 0);
 
 // Sets the deadline of the call `context` is for to `timeout_ms` from now.
 void SetTimeout(grpc::ClientContext& context, int64_t timeout_ms);

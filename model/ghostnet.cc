@@ -12,8 +12,8 @@ namespace {
 
 namespace nn = torch::nn;
 
-nn::Conv2d Conv(int64_t in, int64_t out, int64_t kernel, int64_t stride,
-                int64_t groups, bool bias) {
+nn::Conv2d Conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t groups,
+                bool bias) {
   return nn::Conv2d(nn::Conv2dOptions(in, out, kernel)
                         .stride(stride)
                         .padding(kernel / 2)
@@ -32,8 +32,7 @@ int64_t ConvMacs(const nn::Conv2d& conv, int64_t* side) {
   const int64_t k = (*o.kernel_size())[0];
   const int64_t s = (*o.stride())[0];
   *side = ConvOut(*side, k, s);
-  return *side * *side * o.out_channels() * (o.in_channels() / o.groups()) *
-         k * k;
+  return *side * *side * o.out_channels() * (o.in_channels() / o.groups()) * k * k;
 }
 
 int64_t SequentialConvMacs(const nn::Sequential& seq, int64_t* side) {
@@ -50,8 +49,7 @@ int64_t SequentialConvMacs(const nn::Sequential& seq, int64_t* side) {
 
 absl::Status GhostNetOptions::Validate() const {
   if (!(width >= 0.1 && width <= 4.0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("width must be in [0.1, 4], got ", width));
+    return absl::InvalidArgumentError(absl::StrCat("width must be in [0.1, 4], got ", width));
   }
   if (num_classes < 1 || num_classes > 100000) {
     return absl::InvalidArgumentError(
@@ -66,8 +64,7 @@ absl::Status GhostNetOptions::Validate() const {
         absl::StrCat("input_size must be in [32, 1024], got ", input_size));
   }
   if (!(dropout >= 0.0 && dropout < 1.0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dropout must be in [0, 1), got ", dropout));
+    return absl::InvalidArgumentError(absl::StrCat("dropout must be in [0, 1), got ", dropout));
   }
   return absl::OkStatus();
 }
@@ -102,14 +99,11 @@ int64_t MakeDivisible(double v, int64_t divisor) {
   return new_v;
 }
 
-GhostModuleImpl::GhostModuleImpl(int64_t in, int64_t out, bool relu)
-    : out_(out), relu_(relu) {
+GhostModuleImpl::GhostModuleImpl(int64_t in, int64_t out, bool relu) : out_(out), relu_(relu) {
   const int64_t init = (out + 1) / 2;  // ceil(out / ratio), ratio 2
   const int64_t cheap = init;          // init * (ratio - 1)
-  primary_conv = nn::Sequential(Conv(in, init, 1, 1, 1, false),
-                                nn::BatchNorm2d(init));
-  cheap_operation = nn::Sequential(Conv(init, cheap, 3, 1, init, false),
-                                   nn::BatchNorm2d(cheap));
+  primary_conv = nn::Sequential(Conv(in, init, 1, 1, 1, false), nn::BatchNorm2d(init));
+  cheap_operation = nn::Sequential(Conv(init, cheap, 3, 1, init, false), nn::BatchNorm2d(cheap));
   if (relu) {
     primary_conv->push_back(nn::ReLU(nn::ReLUOptions(true)));
     cheap_operation->push_back(nn::ReLU(nn::ReLUOptions(true)));
@@ -180,8 +174,7 @@ torch::Tensor ConvBnActImpl::forward(torch::Tensor x) {
 GhostNetImpl::GhostNetImpl(const GhostNetOptions& options) : options_(options) {
   const double w = options.width;
   int64_t channels = MakeDivisible(16 * w, 4);
-  conv_stem = register_module(
-      "conv_stem", Conv(options.in_channels, channels, 3, 2, 1, false));
+  conv_stem = register_module("conv_stem", Conv(options.in_channels, channels, 3, 2, 1, false));
   bn1 = register_module("bn1", nn::BatchNorm2d(channels));
 
   blocks_ = nn::ModuleList();
@@ -206,10 +199,8 @@ GhostNetImpl::GhostNetImpl(const GhostNetOptions& options) : options_(options) {
   blocks_->push_back(nn::ModuleList(final_conv));
   register_module("blocks", blocks_);
 
-  conv_head = register_module(
-      "conv_head", Conv(final_channels, 1280, 1, 1, 1, /*bias=*/true));
-  classifier = register_module("classifier",
-                               nn::Linear(1280, options.num_classes));
+  conv_head = register_module("conv_head", Conv(final_channels, 1280, 1, 1, 1, /*bias=*/true));
+  classifier = register_module("classifier", nn::Linear(1280, options.num_classes));
 }
 
 torch::Tensor GhostNetImpl::forward(torch::Tensor x) {

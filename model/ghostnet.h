@@ -80,17 +80,16 @@ TORCH_MODULE(SqueezeExcite);
 
 class GhostBottleneckImpl : public torch::nn::Module {
  public:
-  GhostBottleneckImpl(int64_t in, int64_t mid, int64_t out,
-                      const BottleneckSpec& spec);
+  GhostBottleneckImpl(int64_t in, int64_t mid, int64_t out, const BottleneckSpec& spec);
   torch::Tensor forward(torch::Tensor x);
 
   int64_t stride() const { return stride_; }
   bool has_shortcut_conv() const { return !shortcut->is_empty(); }
 
   GhostModule ghost1{nullptr};
-  torch::nn::Conv2d conv_dw{nullptr};       // only when stride > 1
-  torch::nn::BatchNorm2d bn_dw{nullptr};    // only when stride > 1
-  SqueezeExcite se{nullptr};                // only when se_ratio > 0
+  torch::nn::Conv2d conv_dw{nullptr};     // only when stride > 1
+  torch::nn::BatchNorm2d bn_dw{nullptr};  // only when stride > 1
+  SqueezeExcite se{nullptr};              // only when se_ratio > 0
   GhostModule ghost2{nullptr};
   torch::nn::Sequential shortcut{nullptr};  // empty = identity
 

@@ -1,10 +1,6 @@
 #include "model/inference.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-
-#include <algorithm>
-#include <cstring>
 
 #include <utility>
 
@@ -22,16 +18,15 @@ Conv Fold(const nn::Conv2dImpl& conv, const nn::BatchNorm2dImpl* bn, bool relu,
           bool channels_last) {
   Conv out;
   torch::Tensor w = conv.weight.detach().to(torch::kFloat);
-  torch::Tensor b = conv.bias.defined() ? conv.bias.detach().to(torch::kFloat)
-                                        : torch::zeros({w.size(0)});
+  torch::Tensor b =
+      conv.bias.defined() ? conv.bias.detach().to(torch::kFloat) : torch::zeros({w.size(0)});
   if (bn != nullptr) {
-    torch::Tensor scale = bn->weight.detach() /
-                          torch::sqrt(bn->running_var.detach() + bn->options.eps());
+    torch::Tensor scale =
+        bn->weight.detach() / torch::sqrt(bn->running_var.detach() + bn->options.eps());
     w = w * scale.view({-1, 1, 1, 1});
     b = (b - bn->running_mean.detach()) * scale + bn->bias.detach();
   }
-  out.weight = channels_last ? w.contiguous(at::MemoryFormat::ChannelsLast)
-                             : w.contiguous();
+  out.weight = channels_last ? w.contiguous(at::MemoryFormat::ChannelsLast) : w.contiguous();
   out.bias = b.contiguous();
   out.stride = (*conv.options.stride())[0];
   out.padding = (*conv.options.kernel_size())[0] / 2;  // GhostNet pads k/2
@@ -39,7 +34,6 @@ Conv Fold(const nn::Conv2dImpl& conv, const nn::BatchNorm2dImpl* bn, bool relu,
   out.relu = relu;
   return out;
 }
-
 
 // Channels [begin, begin + count) of a depthwise convolution.
 Conv Slice(const Conv& dw, int64_t begin, int64_t count, bool channels_last) {
@@ -51,9 +45,7 @@ Conv Slice(const Conv& dw, int64_t begin, int64_t count, bool channels_last) {
   return out;
 }
 
-const nn::Conv2dImpl& ConvAt(nn::Sequential seq, size_t i) {
-  return *seq[i]->as<nn::Conv2dImpl>();
-}
+const nn::Conv2dImpl& ConvAt(nn::Sequential seq, size_t i) { return *seq[i]->as<nn::Conv2dImpl>(); }
 const nn::BatchNorm2dImpl* BnAt(nn::Sequential seq, size_t i) {
   return seq[i]->as<nn::BatchNorm2dImpl>();
 }
@@ -78,8 +70,7 @@ absl::StatusOr<std::unique_ptr<InferenceGhostNet>> InferenceGhostNet::Create(
   try {
     torch::NoGradGuard no_grad;
     const bool cl = options.channels_last;
-    std::unique_ptr<InferenceGhostNet> m(
-        new InferenceGhostNet(net.options(), options));
+    std::unique_ptr<InferenceGhostNet> m(new InferenceGhostNet(net.options(), options));
     m->stem_ = Fold(*net.conv_stem, net.bn1.get(), true, cl);
     for (const auto& stage : net.stages) {
       for (const auto& block : stage) {
@@ -122,15 +113,32 @@ int64_t InferenceGhostNet::WeightBytes() const {
   auto add = [&](const torch::Tensor& t) {
     if (t.defined()) bytes += t.numel() * t.element_size();
   };
-  auto conv = [&](const Conv& c) { add(c.weight); add(c.bias); };
-  auto lin = [&](const Linear& l) { add(l.weight); add(l.bias); };
+  auto conv = [&](const Conv& c) {
+    add(c.weight);
+    add(c.bias);
+  };
+  auto lin = [&](const Linear& l) {
+    add(l.weight);
+    add(l.bias);
+  };
   conv(stem_);
   for (const auto& b : blocks_) {
-    conv(b.ghost1.primary); conv(b.ghost1.cheap);
-    if (b.has_dw) { conv(b.dw_first); conv(b.dw_second); }
-    if (b.has_se) { lin(b.se_reduce); lin(b.se_expand); }
-    conv(b.ghost2.primary); conv(b.ghost2.cheap);
-    if (b.has_shortcut) { conv(b.shortcut_dw); conv(b.shortcut_pw); }
+    conv(b.ghost1.primary);
+    conv(b.ghost1.cheap);
+    if (b.has_dw) {
+      conv(b.dw_first);
+      conv(b.dw_second);
+    }
+    if (b.has_se) {
+      lin(b.se_reduce);
+      lin(b.se_expand);
+    }
+    conv(b.ghost2.primary);
+    conv(b.ghost2.cheap);
+    if (b.has_shortcut) {
+      conv(b.shortcut_dw);
+      conv(b.shortcut_pw);
+    }
   }
   conv(final_conv_);
   conv(head_);
@@ -141,11 +149,11 @@ int64_t InferenceGhostNet::WeightBytes() const {
 torch::Tensor InferenceGhostNet::RunConv(const Conv& c, const torch::Tensor& x) const {
   torch::Tensor y;
   if (options_.force_onednn) {
-    y = at::mkldnn_convolution(x, c.weight, c.bias, {c.padding, c.padding},
-                               {c.stride, c.stride}, {1, 1}, c.groups);
+    y = at::mkldnn_convolution(x, c.weight, c.bias, {c.padding, c.padding}, {c.stride, c.stride},
+                               {1, 1}, c.groups);
   } else {
-    y = at::conv2d(x, c.weight, c.bias, {c.stride, c.stride},
-                   {c.padding, c.padding}, {1, 1}, c.groups);
+    y = at::conv2d(x, c.weight, c.bias, {c.stride, c.stride}, {c.padding, c.padding}, {1, 1},
+                   c.groups);
   }
   if (c.relu) y.relu_();
   return y;
@@ -165,8 +173,7 @@ torch::Tensor InferenceGhostNet::RunGhost(const Ghost& g, const torch::Tensor& x
   return at::cat({x1, x2}, 1);
 }
 
-torch::Tensor InferenceGhostNet::RunBottleneck(const Bottleneck& b,
-                                               const torch::Tensor& x) const {
+torch::Tensor InferenceGhostNet::RunBottleneck(const Bottleneck& b, const torch::Tensor& x) const {
   // The Ghost module's output is concat(x1, x2). Channel-wise consumers do not
   // need the concat: a stride-2 depthwise convolution runs on each half (the
   // concat then happens at a quarter of the size), and the residual add goes
@@ -191,22 +198,20 @@ torch::Tensor InferenceGhostNet::RunBottleneck(const Bottleneck& b,
   // The block input is dead after this point and always a map this class
   // allocated (the stem's or a previous block's output), so the identity
   // shortcut can take the sum in place.
-  torch::Tensor out =
-      b.has_shortcut ? RunConv(b.shortcut_pw, RunConv(b.shortcut_dw, x)) : x;
+  torch::Tensor out = b.has_shortcut ? RunConv(b.shortcut_pw, RunConv(b.shortcut_dw, x)) : x;
   const int64_t c1 = b1.size(1);
   out.narrow(1, 0, c1).add_(b1);
   out.narrow(1, c1, b2.size(1)).add_(b2);
   return out;
 }
 
-absl::StatusOr<torch::Tensor> InferenceGhostNet::Forward(
-    const torch::Tensor& input) const {
+absl::StatusOr<torch::Tensor> InferenceGhostNet::Forward(const torch::Tensor& input) const {
   const int64_t c = net_options_.in_channels;
-  if (input.dim() != 4 || input.size(1) != c || input.size(2) < 32 ||
-      input.size(3) < 32 || input.size(0) < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input must be [N, ", c, ", H, W] with N >= 1 and H, W >= 32, got ",
-        c10::str(input.sizes())));
+  if (input.dim() != 4 || input.size(1) != c || input.size(2) < 32 || input.size(3) < 32 ||
+      input.size(0) < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("input must be [N, ", c,
+                                                   ", H, W] with N >= 1 and H, W >= 32, got ",
+                                                   c10::str(input.sizes())));
   }
   try {
     return ForwardUnchecked(input);
@@ -218,8 +223,7 @@ absl::StatusOr<torch::Tensor> InferenceGhostNet::Forward(
 torch::Tensor InferenceGhostNet::ForwardUnchecked(const torch::Tensor& input) const {
   c10::InferenceMode guard;
   torch::Tensor x = input.to(torch::kFloat);
-  x = options_.channels_last ? x.contiguous(at::MemoryFormat::ChannelsLast)
-                             : x.contiguous();
+  x = options_.channels_last ? x.contiguous(at::MemoryFormat::ChannelsLast) : x.contiguous();
   x = RunConv(stem_, x);
   for (const auto& b : blocks_) x = RunBottleneck(b, x);
   x = RunConv(final_conv_, x);

@@ -21,18 +21,15 @@ absl::StatusOr<GhostNetOptions> BuiltinModelOptions(const std::string& name) {
   } else if (name == "ghostnet_130") {
     o.width = 1.3;
   } else {
-    return absl::NotFoundError(absl::StrCat(
-        "unknown model '", name, "'; built-in models are ",
-        absl::StrJoin(BuiltinModelNames(), ", ")));
+    return absl::NotFoundError(absl::StrCat("unknown model '", name, "'; built-in models are ",
+                                            absl::StrJoin(BuiltinModelNames(), ", ")));
   }
   return o;
 }
 
-absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(
-    const LoadModelOptions& options) {
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const LoadModelOptions& options) {
   if (auto s = options.net.Validate(); !s.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model ", options.name, ": ", s.message()));
+    return absl::InvalidArgumentError(absl::StrCat("model ", options.name, ": ", s.message()));
   }
   auto loaded = std::make_unique<LoadedModel>();
   loaded->name = options.name;
@@ -46,9 +43,9 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(
       auto state = ReadWeightsFile(options.weights_path);
       if (!state.ok()) return state.status();
       if (auto s = LoadStateDict(*net, *state); !s.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "model ", options.name, ": weights ", options.weights_path,
-            " do not fit the architecture: ", s.message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("model ", options.name, ": weights ", options.weights_path,
+                         " do not fit the architecture: ", s.message()));
       }
       loaded->weights_source = absl::StrCat("file:", options.weights_path);
       loaded->trained = true;
@@ -60,8 +57,7 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(
     if (!compiled.ok()) return compiled.status();
     loaded->inference = std::move(*compiled);
   } catch (const std::exception& e) {
-    return absl::InternalError(
-        absl::StrCat("model ", options.name, ": ", e.what()));
+    return absl::InternalError(absl::StrCat("model ", options.name, ": ", e.what()));
   }
   return loaded;
 }

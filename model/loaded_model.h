@@ -45,8 +45,7 @@ struct LoadModelOptions {
 // MACs, and compiles it. Errors: InvalidArgument for bad options or a weights
 // file that does not fit the architecture (naming the first bad key),
 // NotFound for a missing file.
-absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(
-    const LoadModelOptions& options);
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const LoadModelOptions& options);
 
 }  // namespace ghostserve::model
 

@@ -56,8 +56,7 @@ PyRef Make(decltype(PyValue::v) v) {
 
 class Unpickler {
  public:
-  Unpickler(const uint8_t* data, size_t size,
-            caffe2::serialize::PyTorchStreamReader* reader)
+  Unpickler(const uint8_t* data, size_t size, caffe2::serialize::PyTorchStreamReader* reader)
       : p_(data), end_(data + size), reader_(reader) {}
 
   absl::StatusOr<PyRef> Run();
@@ -77,8 +76,8 @@ class Unpickler {
     return v;
   }
   absl::StatusOr<std::string> ReadLine() {
-    const uint8_t* nl = static_cast<const uint8_t*>(
-        std::memchr(p_, '\n', static_cast<size_t>(end_ - p_)));
+    const uint8_t* nl =
+        static_cast<const uint8_t*>(std::memchr(p_, '\n', static_cast<size_t>(end_ - p_)));
     if (nl == nullptr) return absl::InvalidArgumentError("data.pkl is truncated");
     std::string s(reinterpret_cast<const char*>(p_), nl - p_);
     p_ = nl + 1;
@@ -114,11 +113,11 @@ class Unpickler {
 
 std::optional<torch::ScalarType> StorageDtype(const std::string& name) {
   static const std::map<std::string, torch::ScalarType> kTypes = {
-      {"FloatStorage", torch::kFloat},   {"DoubleStorage", torch::kDouble},
-      {"HalfStorage", torch::kHalf},     {"BFloat16Storage", torch::kBFloat16},
-      {"LongStorage", torch::kLong},     {"IntStorage", torch::kInt},
-      {"ShortStorage", torch::kShort},   {"CharStorage", torch::kChar},
-      {"ByteStorage", torch::kByte},     {"BoolStorage", torch::kBool},
+      {"FloatStorage", torch::kFloat}, {"DoubleStorage", torch::kDouble},
+      {"HalfStorage", torch::kHalf},   {"BFloat16Storage", torch::kBFloat16},
+      {"LongStorage", torch::kLong},   {"IntStorage", torch::kInt},
+      {"ShortStorage", torch::kShort}, {"CharStorage", torch::kChar},
+      {"ByteStorage", torch::kByte},   {"BoolStorage", torch::kBool},
   };
   auto it = kTypes.find(name);
   if (it == kTypes.end()) return std::nullopt;
@@ -150,16 +149,15 @@ absl::StatusOr<PyRef> Unpickler::PersistentLoad(const PyRef& pid) {
   auto* type = std::get_if<PyGlobal>(&(*t)[1]->v);
   auto* key = std::get_if<std::string>(&(*t)[2]->v);
   auto* numel = std::get_if<int64_t>(&(*t)[4]->v);
-  if (kind == nullptr || *kind != "storage" || type == nullptr ||
-      key == nullptr || numel == nullptr || *numel < 0) {
+  if (kind == nullptr || *kind != "storage" || type == nullptr || key == nullptr ||
+      numel == nullptr || *numel < 0) {
     return absl::InvalidArgumentError("data.pkl: unsupported persistent id");
   }
   auto cached = storages_.find(*key);
   if (cached != storages_.end()) return cached->second;
   auto dtype = StorageDtype(type->name);
   if (!dtype) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unsupported storage type ", type->Qualified()));
+    return absl::InvalidArgumentError(absl::StrCat("unsupported storage type ", type->Qualified()));
   }
   const std::string record = "data/" + *key;
   if (!reader_->hasRecord(record)) {
@@ -170,8 +168,8 @@ absl::StatusOr<PyRef> Unpickler::PersistentLoad(const PyRef& pid) {
   std::tie(data, bytes) = reader_->getRecord(record);
   const size_t elem = c10::elementSize(*dtype);
   if (bytes != static_cast<size_t>(*numel) * elem) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "record ", record, " holds ", bytes, " bytes, expected ", *numel * elem));
+    return absl::InvalidArgumentError(
+        absl::StrCat("record ", record, " holds ", bytes, " bytes, expected ", *numel * elem));
   }
   torch::Tensor flat = torch::empty({*numel}, torch::TensorOptions().dtype(*dtype));
   if (bytes > 0) std::memcpy(flat.data_ptr(), data.get(), bytes);
@@ -219,13 +217,12 @@ absl::StatusOr<PyRef> Unpickler::Reduce(const PyRef& callable, const PyRef& args
     if (!empty && last >= storage->flat.numel()) {
       return absl::InvalidArgumentError("data.pkl: tensor view exceeds its storage");
     }
-    torch::Tensor t =
-        empty ? torch::empty(*size, storage->flat.options())
-              : storage->flat.as_strided(*size, *stride, *offset).contiguous().clone();
+    torch::Tensor t = empty
+                          ? torch::empty(*size, storage->flat.options())
+                          : storage->flat.as_strided(*size, *stride, *offset).contiguous().clone();
     return Make(t);
   }
-  if (q == "torch._utils._rebuild_parameter" ||
-      q == "torch._utils._rebuild_parameter_with_state") {
+  if (q == "torch._utils._rebuild_parameter" || q == "torch._utils._rebuild_parameter_with_state") {
     if (args->empty() || !std::holds_alternative<torch::Tensor>((*args)[0]->v)) {
       return absl::InvalidArgumentError("data.pkl: bad _rebuild_parameter");
     }
@@ -478,8 +475,7 @@ absl::StatusOr<PyRef> Unpickler::Run() {
       }
       default:
         return absl::InvalidArgumentError(
-            absl::StrCat("data.pkl: unsupported pickle opcode 0x",
-                         absl::Hex(op)));
+            absl::StrCat("data.pkl: unsupported pickle opcode 0x", absl::Hex(op)));
     }
   }
 }
@@ -528,9 +524,9 @@ absl::StatusOr<std::string> ReadHead(const std::string& path, size_t n) {
 
 const std::map<std::string, torch::ScalarType>& SafetensorsDtypes() {
   static const auto* const kTypes = new std::map<std::string, torch::ScalarType>{
-      {"F32", torch::kFloat}, {"F64", torch::kDouble}, {"F16", torch::kHalf},
-      {"BF16", torch::kBFloat16}, {"I64", torch::kLong}, {"I32", torch::kInt},
-      {"I16", torch::kShort}, {"I8", torch::kChar}, {"U8", torch::kByte},
+      {"F32", torch::kFloat},     {"F64", torch::kDouble}, {"F16", torch::kHalf},
+      {"BF16", torch::kBFloat16}, {"I64", torch::kLong},   {"I32", torch::kInt},
+      {"I16", torch::kShort},     {"I8", torch::kChar},    {"U8", torch::kByte},
       {"BOOL", torch::kBool},
   };
   return *kTypes;
@@ -542,9 +538,10 @@ absl::StatusOr<StateDict> ReadTorchCheckpoint(const std::string& path) {
   auto head = ReadHead(path, 2);
   if (!head.ok()) return head.status();
   if (*head != "PK") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, " is not a torch.save zip archive (files written by torch < 1.6 "
-              "in the legacy format must be re-saved with a newer torch)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path,
+                     " is not a torch.save zip archive (files written by torch < 1.6 "
+                     "in the legacy format must be re-saved with a newer torch)"));
   }
   try {
     caffe2::serialize::PyTorchStreamReader reader(path);
@@ -565,8 +562,7 @@ absl::StatusOr<StateDict> ReadTorchCheckpoint(const std::string& path) {
     }
     return sd;
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": unreadable torch archive: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": unreadable torch archive: ", e.what()));
   }
 }
 
@@ -587,7 +583,8 @@ absl::StatusOr<StateDict> ReadSafetensors(const std::string& path) {
   in.read(header.data(), static_cast<std::streamsize>(header_len));
   nlohmann::json j = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": safetensors header is not a JSON object"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": safetensors header is not a JSON object"));
   }
   const uint64_t data_start = 8 + header_len;
   const uint64_t data_size = file_size - data_start;
@@ -602,8 +599,7 @@ absl::StatusOr<StateDict> ReadSafetensors(const std::string& path) {
     if (it.key() == "__metadata__") continue;
     const auto& e = it.value();
     auto bad = [&](const char* why) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": tensor '", it.key(), "': ", why));
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", it.key(), "': ", why));
     };
     if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") ||
         !e.contains("data_offsets")) {
@@ -645,8 +641,7 @@ absl::StatusOr<StateDict> ReadSafetensors(const std::string& path) {
   for (const Entry& e : entries) {
     torch::Tensor t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype));
     in.seekg(static_cast<std::streamoff>(data_start + e.begin));
-    if (!in.read(static_cast<char*>(t.data_ptr()),
-                 static_cast<std::streamsize>(e.end - e.begin))) {
+    if (!in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin))) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": truncated at '", e.name, "'"));
     }
     out.emplace_back(e.name, t);
@@ -654,9 +649,8 @@ absl::StatusOr<StateDict> ReadSafetensors(const std::string& path) {
   return out;
 }
 
-absl::Status WriteSafetensors(
-    const std::string& path, const StateDict& tensors,
-    const std::vector<std::pair<std::string, std::string>>& metadata) {
+absl::Status WriteSafetensors(const std::string& path, const StateDict& tensors,
+                              const std::vector<std::pair<std::string, std::string>>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
     nlohmann::ordered_json meta = nlohmann::ordered_json::object();
@@ -675,9 +669,8 @@ absl::Status WriteSafetensors(
     }
     torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
     const uint64_t bytes = c.numel() * c.element_size();
-    header[name] = {{"dtype", dtype},
-                    {"shape", c.sizes().vec()},
-                    {"data_offsets", {offset, offset + bytes}}};
+    header[name] = {
+        {"dtype", dtype}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
     contiguous.push_back(c);
   }
@@ -701,8 +694,8 @@ absl::StatusOr<StateDict> ReadWeightsFile(const std::string& path) {
   if (!head.ok()) return head.status();
   if (head->size() >= 2 && head->substr(0, 2) == "PK") return ReadTorchCheckpoint(path);
   if (head->size() == 9 && (*head)[8] == '{') return ReadSafetensors(path);
-  return absl::InvalidArgumentError(absl::StrCat(
-      path, " is neither a torch.save zip archive nor a safetensors file"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(path, " is neither a torch.save zip archive nor a safetensors file"));
 }
 
 StateDict ModuleStateDict(const torch::nn::Module& module) {
@@ -729,16 +722,16 @@ absl::Status LoadStateDict(torch::nn::Module& module, const StateDict& state) {
     }
     const torch::Tensor& src = *it->second;
     if (src.sizes() != target.sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", name, "' has shape ", c10::str(src.sizes()),
-          ", the model expects ", c10::str(target.sizes())));
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ",
+                                                     c10::str(src.sizes()), ", the model expects ",
+                                                     c10::str(target.sizes())));
     }
     const bool both_float = src.is_floating_point() && target.is_floating_point();
     if (!both_float && src.scalar_type() != target.scalar_type() &&
         !(src.is_floating_point() == target.is_floating_point())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", name, "' has dtype ", c10::toString(src.scalar_type()),
-          ", the model expects ", c10::toString(target.scalar_type())));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "' has dtype ", c10::toString(src.scalar_type()),
+                       ", the model expects ", c10::toString(target.scalar_type())));
     }
   }
   for (const auto& [name, t] : state) {

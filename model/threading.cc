@@ -1,11 +1,10 @@
 #include "model/threading.h"
 
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <omp.h>
 #include <sched.h>
-
-#include <ATen/Context.h>
-#include <ATen/Parallel.h>
 
 #include <mutex>
 
@@ -26,8 +25,7 @@ int ConfigureThreads(int intra_op_threads) {
   // OpenBLAS reads OPENBLAS_NUM_THREADS when it is loaded, before main, so
   // set its pool size through its API when the loaded BLAS is OpenBLAS.
   using SetThreads = void (*)(int);
-  if (auto* set = reinterpret_cast<SetThreads>(
-          dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+  if (auto* set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
     set(1);
   }
   static std::once_flag interop_once;

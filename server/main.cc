@@ -50,8 +50,7 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  auto parsed = config::ParseConfig(std::vector<std::string>(argv + 1, argv + argc),
-                                    Environment());
+  auto parsed = config::ParseConfig(std::vector<std::string>(argv + 1, argv + argc), Environment());
   if (!parsed.ok()) {
     if (parsed.status().code() == absl::StatusCode::kCancelled) {
       std::cout << parsed.status().message();
@@ -99,10 +98,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   Log("listening on " + cfg.listen + " (port " + std::to_string((*server)->port()) + ")" +
-      (cfg.metrics_listen.empty()
-           ? std::string()
-           : ", metrics on " + cfg.metrics_listen + " (port " +
-                 std::to_string((*server)->metrics_port()) + ")"));
+      (cfg.metrics_listen.empty() ? std::string()
+                                  : ", metrics on " + cfg.metrics_listen + " (port " +
+                                        std::to_string((*server)->metrics_port()) + ")"));
   if (auto s = (*core)->Warmup(); !s.ok()) {
     std::cerr << "ghostserve: " << s.message() << "\n";
     return 1;

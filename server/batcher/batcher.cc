@@ -26,9 +26,10 @@ absl::Status BatcherOptions::Validate() const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(
-    const BatcherOptions& options, Clock* clock, ProcessBatchFn process,
-    std::function<void()> on_worker_start, MoreComingFn more_coming) {
+absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(const BatcherOptions& options,
+                                                         Clock* clock, ProcessBatchFn process,
+                                                         std::function<void()> on_worker_start,
+                                                         MoreComingFn more_coming) {
   if (auto s = options.Validate(); !s.ok()) return s;
   if (clock == nullptr || !process) {
     return absl::InvalidArgumentError("batcher needs a clock and a process function");
@@ -36,9 +37,8 @@ absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(
   std::unique_ptr<Batcher> b(
       new Batcher(options, clock, std::move(process), std::move(more_coming)));
   for (int i = 0; i < options.num_workers; ++i) {
-    b->workers_.emplace_back([raw = b.get(), on_worker_start] {
-      raw->WorkerLoop(on_worker_start);
-    });
+    b->workers_.emplace_back(
+        [raw = b.get(), on_worker_start] { raw->WorkerLoop(on_worker_start); });
   }
   return b;
 }
@@ -68,9 +68,9 @@ absl::Status Batcher::Submit(std::unique_ptr<BatchTask>* task) {
           absl::StrCat("model ", options_.name, " is draining; retry on another replica"));
     }
     if (static_cast<int>(queue_.size()) >= options_.max_queue_size) {
-      return absl::UnavailableError(absl::StrCat(
-          "model ", options_.name, " queue is full (", options_.max_queue_size,
-          " waiting); retry later"));
+      return absl::UnavailableError(absl::StrCat("model ", options_.name, " queue is full (",
+                                                 options_.max_queue_size,
+                                                 " waiting); retry later"));
     }
     (*task)->enqueue_us = clock_->NowMicros();
     queue_.push_back(std::move(*task));
@@ -137,9 +137,9 @@ void Batcher::WorkerLoop(const std::function<void()>& on_start) {
       if (task->IsCancelled()) {
         task->Fail(absl::CancelledError("request cancelled while queued"));
       } else if (task->deadline_us != 0 && task->deadline_us <= now) {
-        task->Fail(absl::DeadlineExceededError(absl::StrCat(
-            "deadline passed after ", now - task->enqueue_us,
-            "us in the queue of model ", options_.name)));
+        task->Fail(absl::DeadlineExceededError(
+            absl::StrCat("deadline passed after ", now - task->enqueue_us,
+                         "us in the queue of model ", options_.name)));
       } else {
         live.push_back(std::move(task));
       }

@@ -19,8 +19,8 @@ class Clock {
   // Blocks on `cv` (with `lock` held by the caller) until notified or until
   // NowMicros() may have reached `deadline_us`. May return early; callers
   // re-check their condition in a loop.
-  virtual void WaitUntil(std::unique_lock<std::mutex>& lock,
-                         std::condition_variable& cv, int64_t deadline_us) = 0;
+  virtual void WaitUntil(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+                         int64_t deadline_us) = 0;
 };
 
 // steady_clock.

@@ -44,8 +44,8 @@ std::function<absl::Status(ServerConfig*, const std::string&)> HostPort(
     }
     const size_t colon = v.rfind(':');
     int port;
-    if (colon == std::string::npos || colon == 0 ||
-        !absl::SimpleAtoi(v.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(v.substr(colon + 1), &port) ||
+        port < 0 || port > 65535) {
       return absl::InvalidArgumentError(absl::StrCat("expects HOST:PORT, got '", v, "'"));
     }
     c->*field = v;
@@ -59,7 +59,8 @@ const std::vector<Flag>& Flags() {
        HostPort(&ServerConfig::listen, false)},
       {"metrics-listen", "HOST:PORT for Prometheus GET /metrics; empty disables [0.0.0.0:9464]",
        HostPort(&ServerConfig::metrics_listen, true)},
-      {"models", "comma-separated built-in models to serve [ghostnet_050,ghostnet_100,ghostnet_130]",
+      {"models",
+       "comma-separated built-in models to serve [ghostnet_050,ghostnet_100,ghostnet_130]",
        [](ServerConfig* c, const std::string& v) -> absl::Status {
          std::vector<std::string> names = absl::StrSplit(v, ',', absl::SkipEmpty());
          if (names.empty()) return absl::InvalidArgumentError("expects at least one model");
@@ -78,7 +79,8 @@ const std::vector<Flag>& Flags() {
          c->weights[v.substr(0, eq)] = v.substr(eq + 1);
          return absl::OkStatus();
        }},
-      {"max-batch-size", "largest batch per model [8]", Int(&ServerConfig::max_batch_size, 1, 1024)},
+      {"max-batch-size", "largest batch per model [8]",
+       Int(&ServerConfig::max_batch_size, 1, 1024)},
       {"max-batch-delay-us", "longest a request waits for its batch to fill, us [2000]",
        Int(&ServerConfig::max_batch_delay_us, 0, 10'000'000)},
       {"max-queue-size", "images waiting per model before UNAVAILABLE [256]",
@@ -240,9 +242,9 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::vector<std::string>& args,
 absl::Status Finalize(ServerConfig* c, int cpus) {
   for (const auto& [name, path] : c->weights) {
     if (std::find(c->models.begin(), c->models.end(), name) == c->models.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--weights names model '", name, "', which is not served (--models is ",
-          absl::StrJoin(c->models, ","), ")"));
+      return absl::InvalidArgumentError(absl::StrCat("--weights names model '", name,
+                                                     "', which is not served (--models is ",
+                                                     absl::StrJoin(c->models, ","), ")"));
     }
   }
   // Throughput first: one single-threaded forward pass per CPU (no OpenMP

@@ -23,10 +23,10 @@ struct ServerConfig {
   int max_batch_size = 8;
   int64_t max_batch_delay_us = 2000;
   int max_queue_size = 256;
-  int batch_workers = 0;          // per model, only form batches; 0 = executors
-  int executors = 0;              // forward passes running at once; 0 = CPUs
-  int inference_threads = 0;      // per executor; 0 = CPUs / executors
-  int preprocess_threads = 0;     // 0 = max(1, CPUs / 2)
+  int batch_workers = 0;       // per model, only form batches; 0 = executors
+  int executors = 0;           // forward passes running at once; 0 = CPUs
+  int inference_threads = 0;   // per executor; 0 = CPUs / executors
+  int preprocess_threads = 0;  // 0 = max(1, CPUs / 2)
   int preprocess_queue = 512;
   int max_message_bytes = 16 << 20;
   int64_t max_image_pixels = 40'000'000;

@@ -1,10 +1,10 @@
 #include "server/core/inference_core.h"
 
 #include <ATen/Parallel.h>
-#include <opencv2/core.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <opencv2/core.hpp>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -15,8 +15,8 @@ namespace ghostserve::core {
 absl::Status CoreOptions::Validate() const {
   if (auto s = batching.Validate(); !s.ok()) return s;
   if (preprocess_threads < 1 || preprocess_threads > 256) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "preprocess threads must be in [1, 256], got ", preprocess_threads));
+    return absl::InvalidArgumentError(
+        absl::StrCat("preprocess threads must be in [1, 256], got ", preprocess_threads));
   }
   if (preprocess_queue < 1) {
     return absl::InvalidArgumentError("preprocess queue must be >= 1");
@@ -26,8 +26,8 @@ absl::Status CoreOptions::Validate() const {
         absl::StrCat("inference executors must be in [1, 64], got ", executors));
   }
   if (intra_op_threads < 0 || intra_op_threads > 256) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "inference threads must be in [0, 256], got ", intra_op_threads));
+    return absl::InvalidArgumentError(
+        absl::StrCat("inference threads must be in [0, 256], got ", intra_op_threads));
   }
   if (max_images_per_request < 1) {
     return absl::InvalidArgumentError("max images per request must be >= 1");
@@ -45,8 +45,9 @@ std::pair<std::shared_ptr<Servable::Slab>, int> Servable::ReserveRow() {
   if (slab_ == nullptr || next_row_ == rows) {
     const auto shape = input_shape();
     slab_ = std::make_shared<Slab>();
-    slab_->rows = torch::empty({rows, shape[0], shape[1], shape[2]},
-                               torch::TensorOptions().memory_format(at::MemoryFormat::ChannelsLast));
+    slab_->rows =
+        torch::empty({rows, shape[0], shape[1], shape[2]},
+                     torch::TensorOptions().memory_format(at::MemoryFormat::ChannelsLast));
     slab_->id = next_slab_id_++;
     next_row_ = 0;
   }
@@ -62,9 +63,8 @@ std::vector<Prediction> TopK(const torch::Tensor& logits, int64_t k,
   out.reserve(static_cast<size_t>(k));
   for (int64_t i = 0; i < k; ++i) {
     const int64_t idx = indices[i].item<int64_t>();
-    std::string label = idx < static_cast<int64_t>(labels.size())
-                            ? labels[static_cast<size_t>(idx)]
-                            : absl::StrCat("class_", idx);
+    std::string label = idx < static_cast<int64_t>(labels.size()) ? labels[static_cast<size_t>(idx)]
+                                                                  : absl::StrCat("class_", idx);
     out.push_back({idx, std::move(label), static_cast<float>(values[i].item<double>())});
   }
   return out;
@@ -99,11 +99,15 @@ struct InferenceCore::CallState {
 
 class InferenceCore::ImageTask : public batcher::BatchTask {
  public:
-  ImageTask(InferenceCore* core, std::shared_ptr<CallState> call, int index,
-            torch::Tensor input, int64_t preprocess_us, std::shared_ptr<Servable::Slab> slab,
-            int row)
-      : core_(core), call_(std::move(call)), index_(index), input_(std::move(input)),
-        preprocess_us_(preprocess_us), slab_(std::move(slab)), row_(row) {
+  ImageTask(InferenceCore* core, std::shared_ptr<CallState> call, int index, torch::Tensor input,
+            int64_t preprocess_us, std::shared_ptr<Servable::Slab> slab, int row)
+      : core_(core),
+        call_(std::move(call)),
+        index_(index),
+        input_(std::move(input)),
+        preprocess_us_(preprocess_us),
+        slab_(std::move(slab)),
+        row_(row) {
     deadline_us = call_->deadline_us;
   }
   int64_t group() const override { return slab_ ? slab_->id : -1; }
@@ -118,8 +122,7 @@ class InferenceCore::ImageTask : public batcher::BatchTask {
     if (call_->ImageDone(status)) core_->FinishCall(call_.get());
   }
   // Called by the batch worker with this image's logits.
-  void Succeed(const torch::Tensor& row, int batch_size, int64_t queue_us,
-               int64_t inference_us) {
+  void Succeed(const torch::Tensor& row, int batch_size, int64_t queue_us, int64_t inference_us) {
     call_->logits[index_].copy_(row);
     {
       std::lock_guard<std::mutex> lock(call_->mu);
@@ -159,15 +162,15 @@ absl::StatusOr<std::unique_ptr<InferenceCore>> InferenceCore::Create(
       return absl::InvalidArgumentError(absl::StrCat("model ", spec.name, ": ", s.message()));
     }
     if (spec.preprocess.channels != spec.load.net.in_channels) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model ", spec.name, ": preprocessing gives ", spec.preprocess.channels,
-          " channels, the network takes ", spec.load.net.in_channels));
+      return absl::InvalidArgumentError(
+          absl::StrCat("model ", spec.name, ": preprocessing gives ", spec.preprocess.channels,
+                       " channels, the network takes ", spec.load.net.in_channels));
     }
     if (!spec.labels.empty() &&
         static_cast<int64_t>(spec.labels.size()) != spec.load.net.num_classes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model ", spec.name, ": ", spec.labels.size(), " labels for ",
-          spec.load.net.num_classes, " classes"));
+      return absl::InvalidArgumentError(absl::StrCat("model ", spec.name, ": ", spec.labels.size(),
+                                                     " labels for ", spec.load.net.num_classes,
+                                                     " classes"));
     }
     spec.load.name = spec.name;
     auto loaded = model::LoadModel(spec.load);
@@ -198,11 +201,11 @@ absl::StatusOr<std::unique_ptr<InferenceCore>> InferenceCore::Create(
     servable->batcher_ = std::move(*batcher);
     core->servables_[spec.name] = std::move(servable);
   }
-  core->preprocess_pool_ = std::make_unique<ThreadPool>(
-      options.preprocess_threads, options.preprocess_queue,
-      // Each preprocessing thread is one unit of parallelism; OpenCV's own
-      // pool would oversubscribe the cores LibTorch uses.
-      [] { cv::setNumThreads(1); });
+  core->preprocess_pool_ =
+      std::make_unique<ThreadPool>(options.preprocess_threads, options.preprocess_queue,
+                                   // Each preprocessing thread is one unit of parallelism; OpenCV's
+                                   // own pool would oversubscribe the cores LibTorch uses.
+                                   [] { cv::setNumThreads(1); });
   return core;
 }
 
@@ -230,8 +233,8 @@ absl::Status InferenceCore::Warmup() {
         for (int64_t n = 1; n <= x.size(0) && status.ok(); n *= 2) {
           auto out = s->model_->inference->Forward(x.narrow(0, 0, n));
           if (!out.ok()) {
-            status = absl::InternalError(absl::StrCat("warm-up of ", name, " failed: ",
-                                                      out.status().message()));
+            status = absl::InternalError(
+                absl::StrCat("warm-up of ", name, " failed: ", out.status().message()));
           }
         }
       }
@@ -289,8 +292,8 @@ void InferenceCore::Infer(InferRequest request, InferDone done) {
     return;
   }
   if (n > static_cast<size_t>(options_.max_images_per_request)) {
-    done(absl::ResourceExhaustedError(absl::StrCat(
-        "request carries ", n, " images; the limit is ", options_.max_images_per_request)));
+    done(absl::ResourceExhaustedError(absl::StrCat("request carries ", n, " images; the limit is ",
+                                                   options_.max_images_per_request)));
     return;
   }
   const auto shape = servable->input_shape();
@@ -299,19 +302,19 @@ void InferenceCore::Infer(InferRequest request, InferDone done) {
     if (img.tensor.defined()) {
       if (img.tensor.sizes() != c10::IntArrayRef(shape) ||
           img.tensor.scalar_type() != torch::kFloat) {
-        done(absl::InvalidArgumentError(absl::StrCat(
-            "image ", i, " tensor is ", c10::str(img.tensor.sizes()), " ",
-            c10::toString(img.tensor.scalar_type()), "; model ", servable->name(),
-            " takes float [", shape[0], ", ", shape[1], ", ", shape[2], "]")));
+        done(absl::InvalidArgumentError(
+            absl::StrCat("image ", i, " tensor is ", c10::str(img.tensor.sizes()), " ",
+                         c10::toString(img.tensor.scalar_type()), "; model ", servable->name(),
+                         " takes float [", shape[0], ", ", shape[1], ", ", shape[2], "]")));
         return;
       }
     } else if (img.encoded.empty()) {
       done(absl::InvalidArgumentError(absl::StrCat("image ", i, " is empty")));
       return;
     } else if (img.encoded.size() > options_.limits.max_bytes) {
-      done(absl::ResourceExhaustedError(absl::StrCat(
-          "image ", i, " is ", img.encoded.size(), " bytes; the limit is ",
-          options_.limits.max_bytes)));
+      done(absl::ResourceExhaustedError(absl::StrCat("image ", i, " is ", img.encoded.size(),
+                                                     " bytes; the limit is ",
+                                                     options_.limits.max_bytes)));
       return;
     }
   }
@@ -345,57 +348,55 @@ void InferenceCore::Infer(InferRequest request, InferDone done) {
       continue;
     }
     servable->preprocessing_.fetch_add(1);
-    const bool scheduled = preprocess_pool_->TrySchedule(
-        [this, servable, call, index, bytes = img.encoded] {
-          // Leaves the "more coming" count before the image is submitted (or
-          // dropped), so the batcher never waits for an image that is not coming.
-          auto done_preprocessing = [servable] {
-            if (servable->preprocessing_.fetch_sub(1) == 1) servable->batcher_->Poke();
-          };
-          // Deadline first: gRPC cancels expired calls too, and those should
-          // be reported as DEADLINE_EXCEEDED.
-          if (call->Expired(clock_->NowMicros())) {
-            done_preprocessing();
-            if (call->ImageDone(absl::DeadlineExceededError(
-                    "deadline passed before preprocessing"))) {
-              FinishCall(call.get());
-            }
-            return;
-          }
-          if (call->Cancelled()) {
-            done_preprocessing();
-            if (call->ImageDone(absl::CancelledError("request cancelled"))) FinishCall(call.get());
-            return;
-          }
-          const int64_t t0 = clock_->NowMicros();
-          auto [slab, row] = servable->ReserveRow();
-          torch::Tensor input = slab->rows[row];  // [C, H, W], HWC in memory
-          absl::Status st = preprocess::PreprocessInto(bytes, servable->preprocess(),
-                                                       options_.limits, input.data_ptr<float>());
-          const int64_t t1 = clock_->NowMicros();
-          if (servable->metrics_ != nullptr) {
-            servable->metrics_->preprocess_seconds->Observe((t1 - t0) * 1e-6);
-          }
-          if (!st.ok()) {
-            done_preprocessing();
-            if (call->ImageDone(st)) FinishCall(call.get());
-            return;
-          }
-          servable->preprocessing_.fetch_sub(1);
-          SubmitImage(servable, call, index, std::move(input), t1 - t0, std::move(slab), row);
-        });
+    const bool scheduled = preprocess_pool_->TrySchedule([this, servable, call, index,
+                                                          bytes = img.encoded] {
+      // Leaves the "more coming" count before the image is submitted (or
+      // dropped), so the batcher never waits for an image that is not coming.
+      auto done_preprocessing = [servable] {
+        if (servable->preprocessing_.fetch_sub(1) == 1) servable->batcher_->Poke();
+      };
+      // Deadline first: gRPC cancels expired calls too, and those should
+      // be reported as DEADLINE_EXCEEDED.
+      if (call->Expired(clock_->NowMicros())) {
+        done_preprocessing();
+        if (call->ImageDone(absl::DeadlineExceededError("deadline passed before preprocessing"))) {
+          FinishCall(call.get());
+        }
+        return;
+      }
+      if (call->Cancelled()) {
+        done_preprocessing();
+        if (call->ImageDone(absl::CancelledError("request cancelled"))) FinishCall(call.get());
+        return;
+      }
+      const int64_t t0 = clock_->NowMicros();
+      auto [slab, row] = servable->ReserveRow();
+      torch::Tensor input = slab->rows[row];  // [C, H, W], HWC in memory
+      absl::Status st = preprocess::PreprocessInto(bytes, servable->preprocess(), options_.limits,
+                                                   input.data_ptr<float>());
+      const int64_t t1 = clock_->NowMicros();
+      if (servable->metrics_ != nullptr) {
+        servable->metrics_->preprocess_seconds->Observe((t1 - t0) * 1e-6);
+      }
+      if (!st.ok()) {
+        done_preprocessing();
+        if (call->ImageDone(st)) FinishCall(call.get());
+        return;
+      }
+      servable->preprocessing_.fetch_sub(1);
+      SubmitImage(servable, call, index, std::move(input), t1 - t0, std::move(slab), row);
+    });
     if (!scheduled) {
       if (servable->preprocessing_.fetch_sub(1) == 1) servable->batcher_->Poke();
-      if (call->ImageDone(absl::UnavailableError(
-              "preprocessing queue is full; retry later"))) {
+      if (call->ImageDone(absl::UnavailableError("preprocessing queue is full; retry later"))) {
         FinishCall(call.get());
       }
     }
   }
 }
 
-void InferenceCore::SubmitImage(Servable* servable, std::shared_ptr<CallState> call,
-                                int index, torch::Tensor input, int64_t preprocess_us,
+void InferenceCore::SubmitImage(Servable* servable, std::shared_ptr<CallState> call, int index,
+                                torch::Tensor input, int64_t preprocess_us,
                                 std::shared_ptr<Servable::Slab> slab, int row) {
   std::unique_ptr<batcher::BatchTask> task = std::make_unique<ImageTask>(
       this, call, index, std::move(input), preprocess_us, std::move(slab), row);

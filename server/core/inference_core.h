@@ -154,9 +154,10 @@ class InferenceCore {
  public:
   // Loads and compiles every model and starts its batcher. `clock` and
   // `metrics` (may be null) are borrowed and must outlive the core.
-  static absl::StatusOr<std::unique_ptr<InferenceCore>> Create(
-      const CoreOptions& options, std::vector<ModelSpec> models, batcher::Clock* clock,
-      metrics::ServerMetrics* metrics);
+  static absl::StatusOr<std::unique_ptr<InferenceCore>> Create(const CoreOptions& options,
+                                                               std::vector<ModelSpec> models,
+                                                               batcher::Clock* clock,
+                                                               metrics::ServerMetrics* metrics);
   // Stops accepting, answers everything queued, joins all threads.
   ~InferenceCore();
 
@@ -189,8 +190,7 @@ class InferenceCore {
   struct CallState;
   class ImageTask;
 
-  InferenceCore(const CoreOptions& options, batcher::Clock* clock,
-                metrics::ServerMetrics* metrics)
+  InferenceCore(const CoreOptions& options, batcher::Clock* clock, metrics::ServerMetrics* metrics)
       : options_(options), clock_(clock), metrics_(metrics) {}
   void ProcessBatch(Servable* servable, std::vector<std::unique_ptr<batcher::BatchTask>> tasks);
   // `slab`/`row` locate the image when it was preprocessed into a slab

@@ -39,8 +39,7 @@ class ThreadPool {
   std::vector<std::thread> threads_;
 };
 
-inline ThreadPool::ThreadPool(int num_threads, int max_queue,
-                              std::function<void()> on_thread_start)
+inline ThreadPool::ThreadPool(int num_threads, int max_queue, std::function<void()> on_thread_start)
     : max_queue_(static_cast<size_t>(max_queue)) {
   for (int i = 0; i < num_threads; ++i) {
     threads_.emplace_back([this, on_thread_start] {

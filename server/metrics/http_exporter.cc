@@ -4,10 +4,9 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <prometheus/text_serializer.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <prometheus/text_serializer.h>
 
 #include <cstring>
 
@@ -38,7 +37,8 @@ absl::StatusOr<std::unique_ptr<HttpExporter>> HttpExporter::Start(
     const std::string& bind, std::vector<std::shared_ptr<prometheus::Collectable>> collectables) {
   const size_t colon = bind.rfind(':');
   if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics address must be HOST:PORT, got ", bind));
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics address must be HOST:PORT, got ", bind));
   }
   std::string host = bind.substr(0, colon);
   const std::string port = bind.substr(colon + 1);
@@ -69,9 +69,8 @@ absl::StatusOr<std::unique_ptr<HttpExporter>> HttpExporter::Start(
   sockaddr_storage addr{};
   socklen_t len = sizeof(addr);
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  e->port_ = ntohs(addr.ss_family == AF_INET6
-                       ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
-                       : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  e->port_ = ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
+                                              : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
   e->listen_fd_ = fd;
   e->thread_ = std::thread([raw = e.get()] { raw->Loop(); });
   return e;

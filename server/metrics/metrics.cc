@@ -41,8 +41,8 @@ const std::vector<double>& ServerMetrics::LatencyBuckets() {
   // 100us .. 10s: batch-1 inference is ~5 ms here, queueing adds up to the
   // batch delay, and overload pushes into seconds.
   static const auto* const kBuckets = new std::vector<double>{
-      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025,
-      0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0};
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.035,
+      0.05,   0.075,   0.1,    0.15,  0.25,   0.5,   1.0,    2.5,  5.0,   10.0};
   return *kBuckets;
 }
 
@@ -155,7 +155,8 @@ std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
     }
     cpu = static_cast<double>(utime + stime) / sysconf(_SC_CLK_TCK);
   }
-  out.push_back(GaugeFamily("process_cpu_seconds_total", "User and system CPU time spent in seconds.",
+  out.push_back(GaugeFamily("process_cpu_seconds_total",
+                            "User and system CPU time spent in seconds.",
                             prometheus::MetricType::Counter, cpu));
   return out;
 }

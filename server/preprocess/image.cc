@@ -41,8 +41,8 @@ absl::StatusOr<ImageHeader> ReadJpegHeader(const unsigned char* p, size_t n) {
     }
     const size_t len = BigEndian16(p + i + 2);
     if (len < 2) return absl::InvalidArgumentError("JPEG image has a corrupt segment length");
-    const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 &&
-                     marker != 0xC8 && marker != 0xCC;
+    const bool sof =
+        marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
     if (sof) {
       if (i + 9 > n) break;
       return ImageHeader{ImageFormat::kJpeg, BigEndian16(p + i + 7), BigEndian16(p + i + 5)};
@@ -67,11 +67,12 @@ absl::Status PreprocessConfig::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat("channels must be 1 or 3, got ", channels));
   }
   if (crop_size < 16 || crop_size > 1024) {
-    return absl::InvalidArgumentError(absl::StrCat("crop size must be in [16, 1024], got ", crop_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("crop size must be in [16, 1024], got ", crop_size));
   }
   if (resize_shorter != 0 && (resize_shorter < crop_size || resize_shorter > 4096)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "resize (", resize_shorter, ") must be 0 or in [crop size, 4096]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("resize (", resize_shorter, ") must be 0 or in [crop size, 4096]"));
   }
   if (mean.size() != static_cast<size_t>(channels) || std.size() != static_cast<size_t>(channels)) {
     return absl::InvalidArgumentError("mean and std need one value per channel");
@@ -99,8 +100,8 @@ absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& conf
   // crop_size; an unchecked config would read or write out of bounds.
   if (auto s = config.Validate(); !s.ok()) return s;
   if (bytes.size() > limits.max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "image is ", bytes.size(), " bytes; the limit is ", limits.max_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("image is ", bytes.size(), " bytes; the limit is ", limits.max_bytes));
   }
   auto header = ReadImageHeader(bytes);
   if (!header.ok()) return header.status();
@@ -109,17 +110,15 @@ absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& conf
   }
   if (header->width > limits.max_side || header->height > limits.max_side ||
       header->width * header->height > limits.max_pixels) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "image declares ", header->width, "x", header->height, "; limits are ",
-        limits.max_side, " pixels per side and ", limits.max_pixels, " pixels"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("image declares ", header->width, "x", header->height, "; limits are ",
+                     limits.max_side, " pixels per side and ", limits.max_pixels, " pixels"));
   }
   try {
-    const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1,
-                      const_cast<char*>(bytes.data()));
+    const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
     // IMREAD_COLOR / GRAYSCALE give 8-bit output for 16-bit PNGs, expand
     // palettes, drop alpha, and apply EXIF orientation.
-    cv::Mat img = cv::imdecode(raw, config.channels == 3 ? cv::IMREAD_COLOR
-                                                         : cv::IMREAD_GRAYSCALE);
+    cv::Mat img = cv::imdecode(raw, config.channels == 3 ? cv::IMREAD_COLOR : cv::IMREAD_GRAYSCALE);
     if (img.empty()) {
       return absl::InvalidArgumentError("image could not be decoded (truncated or corrupt)");
     }
@@ -142,8 +141,7 @@ absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& conf
       resized = img;
     } else {
       cv::resize(img, resized, cv::Size(rw, rh), 0, 0,
-                 config.interpolation == Interpolation::kArea ? cv::INTER_AREA
-                                                              : cv::INTER_LINEAR);
+                 config.interpolation == Interpolation::kArea ? cv::INTER_AREA : cv::INTER_LINEAR);
     }
     const int top = CenterCropOffset(rh - crop);
     const int left = CenterCropOffset(rw - crop);

@@ -70,8 +70,7 @@ absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& conf
 
 // PreprocessInto into a new [C, H, W] tensor whose memory is HWC (so copying
 // it into a channels-last batch is one contiguous copy).
-absl::StatusOr<torch::Tensor> Preprocess(std::string_view bytes,
-                                         const PreprocessConfig& config,
+absl::StatusOr<torch::Tensor> Preprocess(std::string_view bytes, const PreprocessConfig& config,
                                          const ImageLimits& limits);
 
 }  // namespace ghostserve::preprocess

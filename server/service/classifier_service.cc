@@ -31,17 +31,17 @@ int64_t DeadlineOnClock(const grpc::CallbackServerContext& ctx, const batcher::C
   return clock.NowMicros() + std::max<int64_t>(left_us, 1);
 }
 
-void ClassifierService::RunClassify(
-    const ClassifyRequest* request, int64_t deadline_us, std::function<bool()> is_cancelled,
-    std::function<void(grpc::Status, ClassifyResponse)> done) {
+void ClassifierService::RunClassify(const ClassifyRequest* request, int64_t deadline_us,
+                                    std::function<bool()> is_cancelled,
+                                    std::function<void(grpc::Status, ClassifyResponse)> done) {
   const int64_t start = core_->clock()->NowMicros();
   const std::string model = request->model();
   auto finish = [this, model, start, done = std::move(done)](grpc::Status status,
                                                              ClassifyResponse response) {
     if (metrics_ != nullptr) {
       metrics_->CountRequest(model, GrpcCodeName(status.error_code()));
-      metrics_->ForModel(model)->request_seconds->Observe(
-          (core_->clock()->NowMicros() - start) * 1e-6);
+      metrics_->ForModel(model)->request_seconds->Observe((core_->clock()->NowMicros() - start) *
+                                                          1e-6);
     }
     done(std::move(status), std::move(response));
   };
@@ -51,9 +51,10 @@ void ClassifierService::RunClassify(
     return;
   }
   const core::Servable* s = *servable;
-  const uint32_t top_k = request->top_k() == 0
-                             ? static_cast<uint32_t>(std::min<int64_t>(kDefaultTopK, s->num_classes()))
-                             : request->top_k();
+  const uint32_t top_k =
+      request->top_k() == 0
+          ? static_cast<uint32_t>(std::min<int64_t>(kDefaultTopK, s->num_classes()))
+          : request->top_k();
   if (top_k > s->num_classes()) {
     finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
                "top_k ", top_k, " exceeds the ", s->num_classes(), " classes of model ", model))),
@@ -104,12 +105,12 @@ grpc::ServerUnaryReactor* ClassifierService::Classify(grpc::CallbackServerContex
                                                       ClassifyResponse* response) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   // The context outlives the call: OnDone follows Finish.
-  RunClassify(request, DeadlineOnClock(*ctx, *core_->clock()),
-              [ctx] { return ctx->IsCancelled(); },
-              [reactor, response](grpc::Status status, ClassifyResponse r) {
-    if (status.ok()) *response = std::move(r);
-    reactor->Finish(status);
-  });
+  RunClassify(
+      request, DeadlineOnClock(*ctx, *core_->clock()), [ctx] { return ctx->IsCancelled(); },
+      [reactor, response](grpc::Status status, ClassifyResponse r) {
+        if (status.ok()) *response = std::move(r);
+        reactor->Finish(status);
+      });
   return reactor;
 }
 
@@ -146,11 +147,12 @@ class StreamReactor : public grpc::ServerBidiReactor<ClassifyRequest, ClassifyRe
     lock.unlock();
     // Requests still in the core may outlive the context (the stream can end
     // early), so they poll a flag this reactor owns jointly with them.
-    service_->RunClassify(request.get(), DeadlineOnClock(*ctx_, *core_->clock()),
-                          [gone = gone_] { return gone->load(); },
-                          [this, seq, request](grpc::Status status, ClassifyResponse response) {
-                            OnResult(seq, std::move(status), std::move(response));
-                          });
+    service_->RunClassify(
+        request.get(), DeadlineOnClock(*ctx_, *core_->clock()),
+        [gone = gone_] { return gone->load(); },
+        [this, seq, request](grpc::Status status, ClassifyResponse response) {
+          OnResult(seq, std::move(status), std::move(response));
+        });
   }
 
   void OnWriteDone(bool ok) override {

@@ -25,8 +25,7 @@ grpc::Status Invalid(const std::string& msg) {
 
 // Splits a raw BYTES tensor: elements are a uint32 little-endian length
 // followed by that many bytes.
-absl::StatusOr<std::vector<std::string_view>> SplitRawBytes(const std::string& raw,
-                                                            int64_t count) {
+absl::StatusOr<std::vector<std::string_view>> SplitRawBytes(const std::string& raw, int64_t count) {
   std::vector<std::string_view> out;
   size_t pos = 0;
   while (pos < raw.size()) {
@@ -34,13 +33,14 @@ absl::StatusOr<std::vector<std::string_view>> SplitRawBytes(const std::string& r
     uint32_t len;
     std::memcpy(&len, raw.data() + pos, 4);
     pos += 4;
-    if (len > raw.size() - pos) return absl::InvalidArgumentError("raw BYTES element overruns the input");
+    if (len > raw.size() - pos)
+      return absl::InvalidArgumentError("raw BYTES element overruns the input");
     out.emplace_back(raw.data() + pos, len);
     pos += len;
   }
   if (static_cast<int64_t>(out.size()) != count) {
-    return absl::InvalidArgumentError(absl::StrCat("raw BYTES input holds ", out.size(),
-                                                   " elements, shape says ", count));
+    return absl::InvalidArgumentError(
+        absl::StrCat("raw BYTES input holds ", out.size(), " elements, shape says ", count));
   }
   return out;
 }
@@ -116,8 +116,8 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
   auto finish = [this, reactor, model, start](grpc::Status status) {
     if (metrics_ != nullptr) {
       metrics_->CountRequest(model, GrpcCodeName(status.error_code()));
-      metrics_->ForModel(model)->request_seconds->Observe(
-          (core_->clock()->NowMicros() - start) * 1e-6);
+      metrics_->ForModel(model)->request_seconds->Observe((core_->clock()->NowMicros() - start) *
+                                                          1e-6);
     }
     reactor->Finish(std::move(status));
   };
@@ -225,8 +225,8 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
     return reactor;
   }
 
-  core_->Infer(std::move(infer), [request, response, want_logits, want_probs, finish](
-                                     absl::StatusOr<core::InferResult> r) {
+  core_->Infer(std::move(infer), [request, response, want_logits, want_probs,
+                                  finish](absl::StatusOr<core::InferResult> r) {
     if (!r.ok()) {
       finish(ToGrpcStatus(r.status()));
       return;

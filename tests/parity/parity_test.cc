@@ -58,12 +58,11 @@ TEST_P(ParityTest, LogitsMatchReference) {
     ASSERT_TRUE(result.ok()) << result.status();
     torch::Tensor got = *result;
     ASSERT_EQ(got.sizes(), want.sizes());
-    const double rel = (got - want).abs().max().item<double>() /
-                       want.abs().max().item<double>();
+    const double rel = (got - want).abs().max().item<double>() / want.abs().max().item<double>();
     EXPECT_LT(rel, 1e-4) << name << ext << " input " << suffix;
     EXPECT_TRUE(torch::equal(got.argmax(1), want.argmax(1)));
-    std::printf("%s%s input_%s: max relative error %.3g\n", name.c_str(),
-                ext.c_str(), suffix.c_str(), rel);
+    std::printf("%s%s input_%s: max relative error %.3g\n", name.c_str(), ext.c_str(),
+                suffix.c_str(), rel);
   }
 }
 
@@ -84,14 +83,15 @@ TEST(ParityCheckpointTest, TrainingCheckpointLoadsAndMatches) {
   EXPECT_LT((*got - want).abs().max().item<double>() / want.abs().max().item<double>(), 1e-4);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllWidths, ParityTest,
-    ::testing::Combine(::testing::Values("ghostnet_050", "ghostnet_100", "ghostnet_130"),
-                       ::testing::Values(".pth", ".safetensors")),
-    [](const auto& info) {
-      std::string ext = std::get<1>(info.param) == ".pth" ? "pth" : "safetensors";
-      return std::get<0>(info.param) + "_" + ext;
-    });
+INSTANTIATE_TEST_SUITE_P(AllWidths, ParityTest,
+                         ::testing::Combine(::testing::Values("ghostnet_050", "ghostnet_100",
+                                                              "ghostnet_130"),
+                                            ::testing::Values(".pth", ".safetensors")),
+                         [](const auto& info) {
+                           std::string ext =
+                               std::get<1>(info.param) == ".pth" ? "pth" : "safetensors";
+                           return std::get<0>(info.param) + "_" + ext;
+                         });
 
 }  // namespace
 }  // namespace ghostserve::model

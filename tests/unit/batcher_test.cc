@@ -120,8 +120,7 @@ class FakeModel {
 
 class FakeTask : public BatchTask {
  public:
-  FakeTask(int id, FakeModel* model, int64_t group = -1)
-      : id_(id), model_(model), group_(group) {}
+  FakeTask(int id, FakeModel* model, int64_t group = -1) : id_(id), model_(model), group_(group) {}
 
   int64_t group() const override { return group_; }
   bool IsCancelled() const override { return cancelled_.load(); }
@@ -239,8 +238,8 @@ TEST(BatcherTest, PartialBatchWaitsWhileMoreAreComing) {
   BatcherOptions options;
   options.max_batch_size = 8;
   options.max_delay_us = 2000;
-  auto b = Batcher::Create(options, &clock, model.ProcessFn(), nullptr,
-                           [&more] { return more.load(); });
+  auto b =
+      Batcher::Create(options, &clock, model.ProcessFn(), nullptr, [&more] { return more.load(); });
   ASSERT_TRUE(b.ok()) << b.status();
   auto& batcher = *b;
 

@@ -439,11 +439,10 @@ TEST(ConfigTest, ModelSpecsDescribeServedModels) {
 }
 
 TEST(ConfigTest, CoreOptionsFromCopiesBatchingAndLimits) {
-  ServerConfig c =
-      ParseOk({"--max-batch-size=4", "--max-batch-delay-us=100", "--max-queue-size=9",
-               "--batch-workers=2", "--executors=2", "--max-message-bytes=4096",
-               "--max-image-pixels=5000",
-               "--max-image-side=300", "--max-images-per-request=3", "--preprocess-queue=11"});
+  ServerConfig c = ParseOk({"--max-batch-size=4", "--max-batch-delay-us=100", "--max-queue-size=9",
+                            "--batch-workers=2", "--executors=2", "--max-message-bytes=4096",
+                            "--max-image-pixels=5000", "--max-image-side=300",
+                            "--max-images-per-request=3", "--preprocess-queue=11"});
   ASSERT_TRUE(Finalize(&c, 2).ok());
   const core::CoreOptions o = CoreOptionsFrom(c);
   EXPECT_EQ(o.batching.max_batch_size, 4);

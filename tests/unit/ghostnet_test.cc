@@ -60,12 +60,11 @@ TEST_P(GhostNetWidthTest, ForwardGivesLogitsPerImage) {
   EXPECT_TRUE(torch::isfinite(y).all().item<bool>());
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    PublishedWidths, GhostNetWidthTest,
-    ::testing::Values(WidthCase{"ghostnet_050", 0.5, 2587292, 42e6},
-                      WidthCase{"ghostnet_100", 1.0, 5182508, 141e6},
-                      WidthCase{"ghostnet_130", 1.3, 7358820, 226e6}),
-    [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(PublishedWidths, GhostNetWidthTest,
+                         ::testing::Values(WidthCase{"ghostnet_050", 0.5, 2587292, 42e6},
+                                           WidthCase{"ghostnet_100", 1.0, 5182508, 141e6},
+                                           WidthCase{"ghostnet_130", 1.3, 7358820, 226e6}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 TEST(GhostNetTest, StateDictNamesMatchReleasedCheckpoint) {
   GhostNet net(GhostNetOptions{});
@@ -165,8 +164,7 @@ TEST(LoadedModelTest, UntrainedModelSaysSo) {
 }
 
 TEST(LoadedModelTest, UnknownBuiltinNameIsNotFound) {
-  EXPECT_EQ(BuiltinModelOptions("ghostnet_200").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(BuiltinModelOptions("ghostnet_200").status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -24,8 +24,7 @@ void RandomizeBatchNorm(GhostNet& net, uint64_t seed) {
 }
 
 double RelativeError(const torch::Tensor& got, const torch::Tensor& want) {
-  return (got - want).abs().max().item<double>() /
-         want.abs().max().item<double>();
+  return (got - want).abs().max().item<double>() / want.abs().max().item<double>();
 }
 
 struct Case {
@@ -49,8 +48,7 @@ TEST_P(InferenceTest, MatchesTrainableModuleInEvalMode) {
   io.force_onednn = GetParam().force_onednn;
   auto compiled = InferenceGhostNet::Create(*net, io);
   ASSERT_TRUE(compiled.ok()) << compiled.status();
-  for (auto shape : {std::vector<int64_t>{1, 3, 224, 224},
-                     std::vector<int64_t>{3, 3, 160, 96}}) {
+  for (auto shape : {std::vector<int64_t>{1, 3, 224, 224}, std::vector<int64_t>{3, 3, 160, 96}}) {
     torch::Tensor x = torch::randn(shape);
     torch::Tensor want;
     {
@@ -63,10 +61,8 @@ TEST_P(InferenceTest, MatchesTrainableModuleInEvalMode) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, InferenceTest,
-                         ::testing::Values(Case{1.0, true, true},
-                                           Case{1.0, false, false},
-                                           Case{0.5, true, false},
-                                           Case{1.3, false, true}),
+                         ::testing::Values(Case{1.0, true, true}, Case{1.0, false, false},
+                                           Case{0.5, true, false}, Case{1.3, false, true}),
                          [](const auto& info) {
                            const Case& c = info.param;
                            return "w" + std::to_string(static_cast<int>(c.width * 100)) +

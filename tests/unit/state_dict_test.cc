@@ -84,8 +84,7 @@ TEST(LoadStateDictTest, MisShapedTensorIsNamedAndModelUntouched) {
 }
 
 TEST(ReadWeightsFileTest, MissingFileIsNotFound) {
-  EXPECT_EQ(ReadWeightsFile("/nonexistent/w.pth").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReadWeightsFile("/nonexistent/w.pth").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(ReadWeightsFileTest, UnknownFormatIsInvalid) {
@@ -123,8 +122,7 @@ TEST(ReadWeightsFileTest, SafetensorsHugeHeaderLengthIsInvalid) {
 }
 
 TEST(ReadWeightsFileTest, SafetensorsShapeBytesMismatchIsInvalid) {
-  const std::string header =
-      R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})";
+  const std::string header = R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})";
   std::string bytes(8, '\0');
   const uint64_t n = header.size();
   std::memcpy(bytes.data(), &n, 8);
