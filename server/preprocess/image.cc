@@ -62,6 +62,23 @@ int CenterCropOffset(int d) {
 
 }  // namespace
 
+int JpegDecodeReduction(const ImageHeader& header, const PreprocessConfig& config) {
+  if (header.format != ImageFormat::kJpeg || config.resize_shorter == 0 ||
+      !config.reduced_jpeg_decode) {
+    return 1;
+  }
+  const int64_t shorter = std::min(header.width, header.height);
+  // libjpeg's DCT scaling averages 2x2, 4x4 or 8x8 pixel blocks while
+  // decoding: a box filter. Use it only while the decoded image keeps at least
+  // twice the resize target, so the bilinear resize that follows still
+  // downsamples; then the result differs from a full-size decode by no more
+  // than the aliasing that bilinear downsampling by 2x or more has anyway.
+  for (int r : {8, 4, 2}) {
+    if (shorter / r >= 2 * config.resize_shorter) return r;
+  }
+  return 1;
+}
+
 absl::Status PreprocessConfig::Validate() const {
   if (channels != 1 && channels != 3) {
     return absl::InvalidArgumentError(absl::StrCat("channels must be 1 or 3, got ", channels));
@@ -118,7 +135,15 @@ absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& conf
     const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
     // IMREAD_COLOR / GRAYSCALE give 8-bit output for 16-bit PNGs, expand
     // palettes, drop alpha, and apply EXIF orientation.
-    cv::Mat img = cv::imdecode(raw, config.channels == 3 ? cv::IMREAD_COLOR : cv::IMREAD_GRAYSCALE);
+    const int reduce = JpegDecodeReduction(*header, config);
+    int flags = config.channels == 3 ? cv::IMREAD_COLOR : cv::IMREAD_GRAYSCALE;
+    if (reduce == 2)
+      flags = config.channels == 3 ? cv::IMREAD_REDUCED_COLOR_2 : cv::IMREAD_REDUCED_GRAYSCALE_2;
+    if (reduce == 4)
+      flags = config.channels == 3 ? cv::IMREAD_REDUCED_COLOR_4 : cv::IMREAD_REDUCED_GRAYSCALE_4;
+    if (reduce == 8)
+      flags = config.channels == 3 ? cv::IMREAD_REDUCED_COLOR_8 : cv::IMREAD_REDUCED_GRAYSCALE_8;
+    cv::Mat img = cv::imdecode(raw, flags);
     if (img.empty()) {
       return absl::InvalidArgumentError("image could not be decoded (truncated or corrupt)");
     }

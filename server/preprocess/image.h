@@ -30,6 +30,9 @@ struct PreprocessConfig {
   std::vector<float> mean = {0.485f, 0.456f, 0.406f};
   std::vector<float> std = {0.229f, 0.224f, 0.225f};
   Interpolation interpolation = Interpolation::kBilinear;
+  // Decode large JPEGs at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling) when
+  // the result keeps at least twice resize_shorter; see JpegDecodeReduction.
+  bool reduced_jpeg_decode = true;
 
   absl::Status Validate() const;
   // timm's ImageNet defaults: resize 256 (crop_pct 0.875), crop 224, bilinear.
@@ -59,8 +62,15 @@ struct ImageHeader {
 // for a header that ends early.
 absl::StatusOr<ImageHeader> ReadImageHeader(std::string_view bytes);
 
+// The libjpeg DCT scaling factor (1, 2, 4 or 8) used to decode a JPEG of
+// this size for `config`: the largest that keeps the decoded shorter side at
+// least twice resize_shorter. 1 for PNG, for resize_shorter == 0, and when
+// config.reduced_jpeg_decode is off.
+int JpegDecodeReduction(const ImageHeader& header, const PreprocessConfig& config);
+
 // Checks the header against `limits` (InvalidArgument naming the limit),
-// decodes (honouring EXIF orientation), converts to RGB or gray, resizes,
+// decodes (honouring EXIF orientation; large JPEGs at reduced scale, see
+// JpegDecodeReduction), converts to RGB or gray, resizes,
 // crops and normalises, writing crop_size * crop_size * channels floats to
 // `dst` in HWC order: exactly one image of a channels-last [N, C, H, W]
 // tensor. Never throws; OpenCV errors and a `config` that fails Validate()

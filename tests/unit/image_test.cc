@@ -10,6 +10,7 @@
 #include <functional>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -432,6 +433,41 @@ TEST(PreprocessTest, JpegIsCloseToPngOfSamePhoto) {
   // Channel order: the cat photo is reddish-brown, red mean above blue mean.
   const torch::Tensor px = Denormalize(jpeg);
   EXPECT_GT(px[0].mean().item<double>(), px[2].mean().item<double>() + 10.0);
+}
+
+TEST(PreprocessTest, LargeJpegDecodesAtReducedScaleWithinResizeError) {
+  // A 4000x2660 photograph: the shorter side is 10x the resize target.
+  std::string png = ReadTestFile("chelsea.png");
+  cv::Mat small =
+      cv::imdecode(cv::Mat(1, static_cast<int>(png.size()), CV_8UC1, png.data()), cv::IMREAD_COLOR);
+  ASSERT_FALSE(small.empty());
+  cv::Mat large;
+  cv::resize(small, large, cv::Size(4000, 2660), 0, 0, cv::INTER_CUBIC);
+  const std::string jpeg = Encode(large, ".jpg", {cv::IMWRITE_JPEG_QUALITY, 95});
+  auto header = ReadImageHeader(jpeg);
+  ASSERT_TRUE(header.ok()) << header.status();
+
+  PreprocessConfig reduced = PreprocessConfig::ImageNet();
+  PreprocessConfig full = reduced;
+  full.reduced_jpeg_decode = false;
+  EXPECT_EQ(JpegDecodeReduction(*header, reduced), 4);  // 2660 / 4 = 665 >= 2 * 256
+  EXPECT_EQ(JpegDecodeReduction(*header, full), 1);
+
+  const torch::Tensor a = PreprocessOrDie(jpeg, reduced);
+  const torch::Tensor b = PreprocessOrDie(jpeg, full);
+  ASSERT_TRUE(a.defined() && b.defined());
+  // Well within what separates two encodings of one photo (JpegIsCloseToPng).
+  EXPECT_LT(MeanAbsDiff(a, b), 0.02);
+}
+
+TEST(PreprocessTest, SmallJpegAndPngAreDecodedAtFullScale) {
+  for (const char* name : {"chelsea.jpg", "coffee.jpg", "astronaut.jpg", "chelsea.png"}) {
+    auto header = ReadImageHeader(ReadTestFile(name));
+    ASSERT_TRUE(header.ok()) << name;
+    EXPECT_EQ(JpegDecodeReduction(*header, PreprocessConfig::ImageNet()), 1) << name;
+  }
+  ImageHeader big_png{ImageFormat::kPng, 8000, 6000};
+  EXPECT_EQ(JpegDecodeReduction(big_png, PreprocessConfig::ImageNet()), 1);
 }
 
 TEST(PreprocessTest, HonoursExifOrientationOfRotatedJpeg) {
