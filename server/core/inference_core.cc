@@ -219,26 +219,30 @@ InferenceCore::~InferenceCore() {
 }
 
 absl::Status InferenceCore::Warmup() {
+  std::mutex status_mu;
   absl::Status status;
-  // On the executor, so its OpenMP team and oneDNN's kernel choices are the
-  // ones requests will use.
-  executor_->Run([&] {
+  // On every executor, so each thread's OpenMP team and oneDNN state are
+  // ready before the first request.
+  executor_->RunOnEach([&] {
+    absl::Status local;
     for (auto& [name, s] : servables_) {
       const auto shape = s->input_shape();
       torch::Tensor x =
           torch::zeros({s->batcher_->options().max_batch_size, shape[0], shape[1], shape[2]})
               .contiguous(at::MemoryFormat::ChannelsLast);
       // Twice: oneDNN picks and caches kernels on the first call per shape.
-      for (int i = 0; i < 2 && status.ok(); ++i) {
-        for (int64_t n = 1; n <= x.size(0) && status.ok(); n *= 2) {
+      for (int i = 0; i < 2 && local.ok(); ++i) {
+        for (int64_t n = 1; n <= x.size(0) && local.ok(); n *= 2) {
           auto out = s->model_->inference->Forward(x.narrow(0, 0, n));
           if (!out.ok()) {
-            status = absl::InternalError(
+            local = absl::InternalError(
                 absl::StrCat("warm-up of ", name, " failed: ", out.status().message()));
           }
         }
       }
     }
+    std::lock_guard<std::mutex> lock(status_mu);
+    if (status.ok()) status = local;
   });
   if (!status.ok()) return status;
   ready_ = true;

@@ -27,6 +27,27 @@ void InferenceExecutor::Run(const std::function<void()>& fn) {
   done_cv_.wait(lock, [&job] { return job.done; });
 }
 
+void InferenceExecutor::RunOnEach(const std::function<void()>& fn) {
+  // One job per executor, each holding its thread until all have started, so
+  // no thread can take two of them.
+  const int n = size();
+  std::mutex mu;
+  std::condition_variable cv;
+  int started = 0;
+  std::function<void()> job = [&] {
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      ++started;
+      cv.notify_all();
+      cv.wait(lock, [&] { return started == n; });
+    }
+    fn();
+  };
+  std::vector<std::thread> callers;
+  for (int i = 0; i < n; ++i) callers.emplace_back([this, &job] { Run(job); });
+  for (auto& t : callers) t.join();
+}
+
 void InferenceExecutor::Loop(int intra_op_threads) {
   model::ConfigureInferenceThread(intra_op_threads);
   while (true) {

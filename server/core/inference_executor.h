@@ -35,6 +35,12 @@ class InferenceExecutor {
   // must not throw.
   void Run(const std::function<void()>& fn);
 
+  // Runs `fn` once on every executor thread (e.g. to warm each thread's
+  // OpenMP team and oneDNN state) and returns when all have finished.
+  void RunOnEach(const std::function<void()>& fn);
+
+  int size() const { return static_cast<int>(threads_.size()); }
+
  private:
   struct Job {
     const std::function<void()>* fn;
