@@ -1,5 +1,5 @@
 // gRPC plumbing shared by ghostserve-client's subcommands: channel setup,
-// deadlines and status code names.
+// deadlines, and (from proto/) status code names.
 #ifndef GHOSTSERVE_CLIENT_RPC_H_
 #define GHOSTSERVE_CLIENT_RPC_H_
 
@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+
+#include "proto/status_code_name.h"
 
 namespace ghostserve::client {
 
@@ -25,9 +27,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server, int index 
 // Sets the deadline of the call `context` is for to `timeout_ms` from now.
 void SetTimeout(grpc::ClientContext& context, int64_t timeout_ms);
 
-// The canonical upper-case name of a gRPC status code ("UNAVAILABLE", ...),
-// or "CODE_<n>" for a number outside the canonical set.
-std::string StatusCodeName(grpc::StatusCode code);
+using ::ghostserve::StatusCodeName;
 
 }  // namespace ghostserve::client
 

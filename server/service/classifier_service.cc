@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "proto/status_code_name.h"
 #include "server/service/status_map.h"
 
 namespace ghostserve::service {
@@ -39,7 +40,7 @@ void ClassifierService::RunClassify(const ClassifyRequest* request, int64_t dead
   auto finish = [this, model, start, done = std::move(done)](grpc::Status status,
                                                              ClassifyResponse response) {
     if (metrics_ != nullptr) {
-      metrics_->CountRequest(model, GrpcCodeName(status.error_code()));
+      metrics_->CountRequest(model, StatusCodeName(status.error_code()));
       metrics_->ForModel(model)->request_seconds->Observe((core_->clock()->NowMicros() - start) *
                                                           1e-6);
     }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "proto/status_code_name.h"
 #include "server/service/classifier_service.h"
 #include "server/service/status_map.h"
 
@@ -115,7 +116,7 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
   const int64_t start = core_->clock()->NowMicros();
   auto finish = [this, reactor, model, start](grpc::Status status) {
     if (metrics_ != nullptr) {
-      metrics_->CountRequest(model, GrpcCodeName(status.error_code()));
+      metrics_->CountRequest(model, StatusCodeName(status.error_code()));
       metrics_->ForModel(model)->request_seconds->Observe((core_->clock()->NowMicros() - start) *
                                                           1e-6);
     }

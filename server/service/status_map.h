@@ -18,9 +18,6 @@ namespace ghostserve::service {
 // failures) -> INTERNAL. The message is kept.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-// "OK", "INVALID_ARGUMENT", ... for metrics labels and logs.
-std::string GrpcCodeName(grpc::StatusCode code);
-
 }  // namespace ghostserve::service
 
 #endif  // GHOSTSERVE_SERVER_SERVICE_STATUS_MAP_H_

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "proto/status_code_name.h"
 
 namespace ghostserve::service {
 namespace {
@@ -12,7 +13,7 @@ namespace {
 // Maps `status` and checks the gRPC code and that the message is kept.
 void ExpectMapsTo(const absl::Status& status, grpc::StatusCode want) {
   const grpc::Status got = ToGrpcStatus(status);
-  EXPECT_EQ(got.error_code(), want) << status << " became " << GrpcCodeName(got.error_code());
+  EXPECT_EQ(got.error_code(), want) << status << " became " << StatusCodeName(got.error_code());
   EXPECT_EQ(got.error_message(), std::string(status.message())) << status;
 }
 
@@ -73,7 +74,7 @@ TEST(StatusMapTest, KeepsEmptyAndNonAsciiMessages) {
   ExpectMapsTo(absl::NotFoundError("modèle «ghostnet_999» inconnu"), grpc::StatusCode::NOT_FOUND);
 }
 
-TEST(StatusMapTest, GrpcCodeNameNamesEveryCode) {
+TEST(StatusMapTest, StatusCodeNameNamesEveryCode) {
   const std::pair<grpc::StatusCode, const char*> cases[] = {
       {grpc::StatusCode::OK, "OK"},
       {grpc::StatusCode::CANCELLED, "CANCELLED"},
@@ -94,14 +95,14 @@ TEST(StatusMapTest, GrpcCodeNameNamesEveryCode) {
       {grpc::StatusCode::UNAUTHENTICATED, "UNAUTHENTICATED"},
   };
   for (const auto& [code, name] : cases) {
-    EXPECT_EQ(GrpcCodeName(code), name) << static_cast<int>(code);
+    EXPECT_EQ(StatusCodeName(code), name) << static_cast<int>(code);
   }
 }
 
-TEST(StatusMapTest, GrpcCodeNameOfOutOfRangeValueIsUnknown) {
+TEST(StatusMapTest, StatusCodeNameOfOutOfRangeValueIsUnknown) {
   // Metric labels must come from a bounded set, whatever the code.
-  EXPECT_EQ(GrpcCodeName(static_cast<grpc::StatusCode>(99)), "UNKNOWN");
-  EXPECT_EQ(GrpcCodeName(static_cast<grpc::StatusCode>(-1)), "UNKNOWN");
+  EXPECT_EQ(StatusCodeName(static_cast<grpc::StatusCode>(99)), "UNKNOWN");
+  EXPECT_EQ(StatusCodeName(static_cast<grpc::StatusCode>(-1)), "UNKNOWN");
 }
 
 }  // namespace
