@@ -41,8 +41,6 @@ class InferenceGhostNet {
   // Internal if LibTorch throws (no exception leaves this call).
   absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& x) const;
 
-  const GhostNetOptions& net_options() const { return net_options_; }
-  const InferenceOptions& options() const { return options_; }
   // Bytes held by the compiled weights.
   int64_t WeightBytes() const;
 

@@ -26,7 +26,6 @@ class ThreadPool {
 
   // False if the queue is full or the pool is shutting down.
   bool TrySchedule(std::function<void()> fn);
-  int QueueDepth() const;
 
  private:
   void Loop();
@@ -66,11 +65,6 @@ inline bool ThreadPool::TrySchedule(std::function<void()> fn) {
   }
   cv_.notify_one();
   return true;
-}
-
-inline int ThreadPool::QueueDepth() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<int>(queue_.size());
 }
 
 inline void ThreadPool::Loop() {

@@ -658,16 +658,19 @@ TEST_F(QueueFullTest, OverflowIsUnavailableAndEveryCallIsAnswered) {
 
 // ---------------------------------------------------------------- Deadlines
 
-class DeadlineTest : public ServerTest {
+// One preprocessing thread and room for the slow 5000x5000 PNG: a slow image
+// holds up those behind it, so requests stay queued or in flight on demand.
+class SlowDecodeTest : public ServerTest {
  protected:
   TestServerOptions Options() const override {
     TestServerOptions o;
-    // One preprocessing thread, so a slow image holds up those behind it.
     o.preprocess_threads = 1;
     o.max_receive_message_bytes = 16 << 20;
     return o;
   }
 };
+
+using DeadlineTest = SlowDecodeTest;
 
 TEST_F(DeadlineTest, ExpiredRequestIsDeadlineExceededAndNeverRunsTheModel) {
   std::vector<std::unique_ptr<AsyncClassify>> slow;
@@ -1271,17 +1274,7 @@ TEST_F(MetricsTest, OtherPathsAreNotFound) {
 
 // ---------------------------------------------------------------- Drain
 
-class DrainTest : public ServerTest {
- protected:
-  TestServerOptions Options() const override {
-    TestServerOptions o;
-    // One preprocessing thread and slow images: requests stay in flight
-    // long enough to drain.
-    o.preprocess_threads = 1;
-    o.max_receive_message_bytes = 16 << 20;
-    return o;
-  }
-};
+using DrainTest = SlowDecodeTest;
 
 TEST_F(DrainTest, ShutdownFinishesAcceptedRequestsAndRefusesNewOnes) {
   // Two slow images with a quick one queued between them: when the drain
