@@ -2,6 +2,7 @@
 //
 //   ghostserve-client classify --model ghostnet_100 cat.jpg dog.png
 //   ghostserve-client bench --model ghostnet_100 --concurrency 8 --json cat.jpg
+//   ghostserve-client eval --model ghostnet_050_fashion fashion-mnist-test/
 //   ghostserve-client models
 //   ghostserve-client health
 //
@@ -27,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/bench.h"
+#include "client/eval.h"
 #include "client/flags.h"
 #include "client/health.h"
 #include "client/rpc.h"
@@ -51,6 +53,7 @@ constexpr char kUsage[] = R"(usage: ghostserve-client COMMAND [flags] [args]
 Commands:
   classify   classify image files and print the predictions
   bench      generate load and report throughput and latency
+  eval       top-1 accuracy of a model over a labelled image folder
   models     list the models the server serves
   health     ask the gRPC health service whether the server is serving
 
@@ -99,6 +102,24 @@ Flags:
 
 Exit code: 0 when at least one call succeeded in the measured window, 1
 otherwise, 2 on bad usage.
+)";
+
+constexpr char kEvalUsage[] = R"(usage: ghostserve-client eval [flags] DIR
+
+Sends every image of an ImageFolder tree, DIR/<class>/<file>.{png,jpg,jpeg},
+through Classify (top_k 1, the encoded file as it is) and prints one JSON
+line: images, correct, top1, errors by code, per-class accuracy, time. A
+class directory is named by the class index ("7") or by the exact label the
+model returns ("Sneaker"). A failed call counts as a wrong answer.
+
+Flags:
+  --server ADDR      server address (default localhost:50051)
+  --model NAME       model to evaluate (required)
+  --concurrency N    calls in flight (default 16)
+  --limit N          evaluate N images, taken evenly from the classes (default all)
+  --timeout-ms T     deadline of each call in milliseconds (default 30000)
+
+Exit code: 0 when every call succeeded, 1 otherwise, 2 on bad usage.
 )";
 
 constexpr char kModelsUsage[] = R"(usage: ghostserve-client models [flags]
@@ -391,6 +412,55 @@ int Bench(const std::vector<std::string>& args) {
   return result->successes > 0 ? kExitOk : kExitFailed;
 }
 
+int Eval(const std::vector<std::string>& args) {
+  EvalOptions options;
+  int64_t concurrency = options.concurrency;
+  int64_t limit = 0;
+  FlagSet flags;
+  flags.String("server", &options.server);
+  flags.String("model", &options.model);
+  flags.Int("concurrency", 1, 1024, &concurrency);
+  flags.Int("limit", 0, int64_t{1} << 40, &limit);
+  flags.Int("timeout-ms", 1, kMaxTimeoutMs, &options.timeout_ms);
+  absl::StatusOr<std::vector<std::string>> rest = flags.Parse(args);
+  if (!rest.ok()) return UsageError("eval", std::string(rest.status().message()));
+  if (flags.help()) {
+    std::cout << kEvalUsage;
+    return kExitOk;
+  }
+  if (options.model.empty()) return UsageError("eval", "--model is required");
+  if (rest->size() != 1) return UsageError("eval", "expects one image directory");
+  options.concurrency = static_cast<int>(concurrency);
+  auto files = ListImageFolder(rest->front(), limit);
+  if (!files.ok()) {
+    std::cerr << "ghostserve-client eval: " << files.status().message() << "\n";
+    return kExitFailed;
+  }
+  auto r = RunEval(options, *files);
+  if (!r.ok()) {
+    std::cerr << "ghostserve-client eval: " << r.status().message() << "\n";
+    return kExitFailed;
+  }
+  Json out;
+  out["model"] = options.model;
+  out["path"] = "grpc";
+  out["images"] = r->images;
+  out["correct"] = r->correct;
+  out["top1"] = r->images > 0 ? static_cast<double>(r->correct) / r->images : 0.0;
+  out["errors"] = r->errors;
+  out["errors_by_code"] = Json::object();
+  for (const auto& [code, n] : r->errors_by_code) out["errors_by_code"][code] = n;
+  out["per_class_top1"] = Json::object();
+  for (const auto& [label, counts] : r->per_class) {
+    out["per_class_top1"][label] =
+        std::round(1e4 * static_cast<double>(counts.second) / counts.first) / 1e4;
+  }
+  out["seconds"] = std::round(r->seconds * 100) / 100;
+  out["images_per_second"] = std::round(r->images / std::max(r->seconds, 1e-9) * 10) / 10;
+  std::cout << out.dump() << std::endl;
+  return r->errors == 0 ? kExitOk : kExitFailed;
+}
+
 int Models(const std::vector<std::string>& args) {
   std::string server = kDefaultServer;
   bool json = false;
@@ -518,6 +588,7 @@ int Main(int argc, char** argv) {
   }
   if (command == "classify") return Classify(args);
   if (command == "bench") return Bench(args);
+  if (command == "eval") return Eval(args);
   if (command == "models") return Models(args);
   if (command == "health") return Health(args);
   std::cerr << "ghostserve-client: unknown command \"" << command << "\"\n\n" << kUsage;

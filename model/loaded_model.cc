@@ -36,18 +36,21 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const LoadModelOptions& o
   loaded->options = options.net;
   try {
     GhostNet net(options.net);
-    if (options.weights_path.empty()) {
+    if (options.weights_path.empty() && options.weights_bytes.empty()) {
       InitializeDeterministic(net, options.seed);
       loaded->weights_source = absl::StrCat("untrained:seed=", options.seed);
     } else {
-      auto state = ReadWeightsFile(options.weights_path);
+      const bool from_file = !options.weights_path.empty();
+      const std::string what = from_file ? options.weights_path : options.weights_name;
+      auto state = from_file ? ReadWeightsFile(options.weights_path)
+                             : ParseSafetensorsBytes(options.weights_bytes, what);
       if (!state.ok()) return state.status();
       if (auto s = LoadStateDict(*net, *state); !s.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("model ", options.name, ": weights ", options.weights_path,
-                         " do not fit the architecture: ", s.message()));
+        return absl::InvalidArgumentError(absl::StrCat("model ", options.name, ": weights ", what,
+                                                       " do not fit the architecture: ",
+                                                       s.message()));
       }
-      loaded->weights_source = absl::StrCat("file:", options.weights_path);
+      loaded->weights_source = absl::StrCat(from_file ? "file:" : "builtin:", what);
       loaded->trained = true;
     }
     net->eval();

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -23,7 +24,8 @@ std::vector<std::string> BuiltinModelNames();
 struct LoadedModel {
   std::string name;
   GhostNetOptions options;
-  // "file:<path>" when weights were read from a file, or
+  // "file:<path>" when weights were read from a file, "builtin:<name>" for
+  // weights compiled into the binary, or
   // "untrained:seed=<n>" for deterministic initialisation.
   std::string weights_source;
   bool trained = false;
@@ -37,6 +39,11 @@ struct LoadModelOptions {
   GhostNetOptions net;
   // Empty: no file; the weights are initialised deterministically from seed.
   std::string weights_path;
+  // Safetensors bytes compiled into the binary (used when weights_path is
+  // empty and this is not); must outlive LoadModel. weights_name names them
+  // in weights_source ("builtin:<weights_name>").
+  std::string_view weights_bytes;
+  std::string weights_name;
   uint64_t seed = 0;
   InferenceOptions inference;
 };

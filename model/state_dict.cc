@@ -566,11 +566,32 @@ absl::StatusOr<StateDict> ReadTorchCheckpoint(const std::string& path) {
   }
 }
 
-absl::StatusOr<StateDict> ReadSafetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open weights file ", path));
-  const uint64_t file_size = static_cast<uint64_t>(in.tellg());
-  in.seekg(0);
+namespace {
+
+// A read-only istream over memory the caller keeps alive.
+struct MemoryBuf : std::streambuf {
+  explicit MemoryBuf(std::string_view bytes) {
+    char* p = const_cast<char*>(bytes.data());
+    setg(p, p, p + bytes.size());
+  }
+  pos_type seekoff(off_type off, std::ios_base::seekdir dir, std::ios_base::openmode) override {
+    char* target = (dir == std::ios_base::beg   ? eback()
+                    : dir == std::ios_base::cur ? gptr()
+                                                : egptr()) +
+                   off;
+    if (target < eback() || target > egptr()) return pos_type(off_type(-1));
+    setg(eback(), target, egptr());
+    return pos_type(target - eback());
+  }
+  pos_type seekpos(pos_type pos, std::ios_base::openmode mode) override {
+    return seekoff(off_type(pos), std::ios_base::beg, mode);
+  }
+};
+
+// Parses safetensors from `in`, which holds file_size bytes; `path` names
+// the source in errors.
+absl::StatusOr<StateDict> ParseSafetensors(std::istream& in, uint64_t file_size,
+                                           const std::string& path) {
   uint64_t header_len = 0;
   if (file_size < 8 || !in.read(reinterpret_cast<char*>(&header_len), 8)) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": too short for safetensors"));
@@ -647,6 +668,22 @@ absl::StatusOr<StateDict> ReadSafetensors(const std::string& path) {
     out.emplace_back(e.name, t);
   }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<StateDict> ReadSafetensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open weights file ", path));
+  const uint64_t file_size = static_cast<uint64_t>(in.tellg());
+  in.seekg(0);
+  return ParseSafetensors(in, file_size, path);
+}
+
+absl::StatusOr<StateDict> ParseSafetensorsBytes(std::string_view bytes, const std::string& name) {
+  MemoryBuf buf(bytes);
+  std::istream in(&buf);
+  return ParseSafetensors(in, bytes.size(), name);
 }
 
 absl::Status WriteSafetensors(const std::string& path, const StateDict& tensors,

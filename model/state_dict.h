@@ -15,6 +15,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -33,6 +34,10 @@ absl::StatusOr<StateDict> ReadTorchCheckpoint(const std::string& path);
 
 // Reads a .safetensors file.
 absl::StatusOr<StateDict> ReadSafetensors(const std::string& path);
+
+// Parses safetensors held in memory (weights compiled into the binary);
+// `name` identifies them in errors.
+absl::StatusOr<StateDict> ParseSafetensorsBytes(std::string_view bytes, const std::string& name);
 
 // Writes float/int tensors as .safetensors, with optional string metadata.
 absl::Status WriteSafetensors(

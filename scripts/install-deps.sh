@@ -19,11 +19,13 @@ BUILD_PACKAGES="
   libabsl-dev
   libgtest-dev googletest libgmock-dev
   libopenblas0-pthread
-  nlohmann-json3-dev
+  nlohmann-json3-dev zlib1g-dev
 "
 # Test-only: the independent PyTorch reference model and its benchmark.
 TEST_PACKAGES="
   python3 python3-torch python3-numpy
+  dataset-fashion-mnist
+  prometheus python3-grpcio python3-grpc-tools
 "
 
 packages="$BUILD_PACKAGES"

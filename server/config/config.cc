@@ -1,7 +1,9 @@
 #include "server/config/config.h"
 
 #include <fstream>
+#include <algorithm>
 #include <functional>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
@@ -60,14 +62,28 @@ const std::vector<Flag>& Flags() {
       {"metrics-listen", "HOST:PORT for Prometheus GET /metrics; empty disables [0.0.0.0:9464]",
        HostPort(&ServerConfig::metrics_listen, true)},
       {"models",
-       "comma-separated built-in models to serve [ghostnet_050,ghostnet_100,ghostnet_130]",
+       "comma-separated built-in models to serve; 'none' serves only --model-config models "
+       "[ghostnet_050,ghostnet_100,ghostnet_130,ghostnet_050_fashion]",
        [](ServerConfig* c, const std::string& v) -> absl::Status {
          std::vector<std::string> names = absl::StrSplit(v, ',', absl::SkipEmpty());
-         if (names.empty()) return absl::InvalidArgumentError("expects at least one model");
+         if (v == "none") names.clear();
+         else if (names.empty()) return absl::InvalidArgumentError("expects at least one model");
+         const std::vector<std::string> builtin = BuiltinModelNames();
          for (const auto& n : names) {
-           if (auto s = model::BuiltinModelOptions(n); !s.ok()) return s.status();
+           if (std::find(builtin.begin(), builtin.end(), n) == builtin.end()) {
+             return absl::InvalidArgumentError(absl::StrCat("unknown model '", n,
+                                                            "'; built-in models are ",
+                                                            absl::StrJoin(builtin, ", ")));
+           }
          }
          c->models = names;
+         return absl::OkStatus();
+       }},
+      {"model-config",
+       "model config file (JSON) of a custom GhostNet, or a directory of them; repeatable",
+       [](ServerConfig* c, const std::string& v) -> absl::Status {
+         if (v.empty()) return absl::InvalidArgumentError("expects a file or directory");
+         c->model_config_paths.push_back(v);
          return absl::OkStatus();
        }},
       {"weights", "NAME=PATH: weights for a model (.pth zip or .safetensors); repeatable",
@@ -224,8 +240,8 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::vector<std::string>& args,
   for (const auto& f : Flags()) {
     auto it = env.find(EnvName(f.name));
     if (it == env.end()) continue;
-    if (std::string(f.name) == "weights") {
-      // Several NAME=PATH pairs, comma-separated.
+    if (std::string(f.name) == "weights" || std::string(f.name) == "model-config") {
+      // Several values, comma-separated.
       for (absl::string_view w : absl::StrSplit(it->second, ',', absl::SkipEmpty())) {
         if (auto s = Apply(&c, f.name, std::string(w), EnvName(f.name)); !s.ok()) return s;
       }
@@ -239,12 +255,39 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::vector<std::string>& args,
   return c;
 }
 
+std::vector<std::string> BuiltinModelNames() {
+  std::vector<std::string> names = model::BuiltinModelNames();
+  for (const auto& m : BuiltinModelConfigs()) names.push_back(m.name);
+  return names;
+}
+
 absl::Status Finalize(ServerConfig* c, int cpus) {
+  c->custom_models.clear();
+  std::set<std::string> served(c->models.begin(), c->models.end());
+  for (const auto& path : c->model_config_paths) {
+    auto configs = ReadModelConfigs(path);
+    if (!configs.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--model-config ", path, ": ", configs.status().message()));
+    }
+    for (auto& m : *configs) {
+      if (!served.insert(m.name).second) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--model-config ", path, ": model '", m.name,
+            "' is already served (a built-in model in --models, or another config); "
+            "rename it or drop the other"));
+      }
+      c->custom_models.push_back(std::move(m));
+    }
+  }
+  if (served.empty()) {
+    return absl::InvalidArgumentError("no models to serve (--models none and no --model-config)");
+  }
   for (const auto& [name, path] : c->weights) {
-    if (std::find(c->models.begin(), c->models.end(), name) == c->models.end()) {
+    if (served.count(name) == 0) {
       return absl::InvalidArgumentError(absl::StrCat("--weights names model '", name,
-                                                     "', which is not served (--models is ",
-                                                     absl::StrJoin(c->models, ","), ")"));
+                                                     "', which is not served (served: ",
+                                                     absl::StrJoin(served, ","), ")"));
     }
   }
   // Throughput first: one single-threaded forward pass per CPU (no OpenMP
@@ -260,15 +303,39 @@ absl::Status Finalize(ServerConfig* c, int cpus) {
 
 std::vector<core::ModelSpec> ModelSpecs(const ServerConfig& c) {
   std::vector<core::ModelSpec> specs;
+  auto from_config = [&](const ModelConfig& m) {
+    core::ModelSpec spec;
+    spec.name = m.name;
+    spec.load.net = m.net;
+    spec.load.weights_path = m.weights_path;
+    spec.load.weights_bytes = m.weights_bytes;
+    spec.load.weights_name = m.weights_name;
+    spec.preprocess = m.preprocess;
+    spec.labels = m.labels;
+    return spec;
+  };
   for (const auto& name : c.models) {
     core::ModelSpec spec;
-    spec.name = name;
-    spec.load.net = *model::BuiltinModelOptions(name);
-    spec.load.seed = c.seed;
-    if (auto it = c.weights.find(name); it != c.weights.end()) spec.load.weights_path = it->second;
-    spec.preprocess = preprocess::PreprocessConfig::ImageNet();
-    spec.labels = ImageNetLabels();
+    if (auto net = model::BuiltinModelOptions(name); net.ok()) {
+      spec.name = name;
+      spec.load.net = *net;
+      spec.preprocess = preprocess::PreprocessConfig::ImageNet();
+      spec.labels = ImageNetLabels();
+    } else {
+      for (const auto& m : BuiltinModelConfigs()) {
+        if (m.name == name) spec = from_config(m);
+      }
+    }
     specs.push_back(std::move(spec));
+  }
+  for (const auto& m : c.custom_models) specs.push_back(from_config(m));
+  for (auto& spec : specs) {
+    spec.load.name = spec.name;
+    spec.load.seed = c.seed;
+    if (auto it = c.weights.find(spec.name); it != c.weights.end()) {
+      spec.load.weights_path = it->second;
+      spec.load.weights_bytes = {};
+    }
   }
   return specs;
 }

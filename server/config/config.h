@@ -9,15 +9,22 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/config/model_config.h"
 #include "server/core/inference_core.h"
 
 namespace ghostserve::config {
 
+// Names --models accepts: the ImageNet GhostNets (ghostnet_050/100/130) and
+// the custom models compiled into the binary (ghostnet_050_fashion).
+std::vector<std::string> BuiltinModelNames();
+
 struct ServerConfig {
   std::string listen = "0.0.0.0:50051";
   std::string metrics_listen = "0.0.0.0:9464";  // "" disables
-  // Built-in models to serve (default: all three).
-  std::vector<std::string> models = {"ghostnet_050", "ghostnet_100", "ghostnet_130"};
+  // Built-in models to serve (default: all of them).
+  std::vector<std::string> models = BuiltinModelNames();
+  // Model config files or directories of them (--model-config).
+  std::vector<std::string> model_config_paths;
   // model name -> weights file (.pth zip or .safetensors).
   std::map<std::string, std::string> weights;
   int max_batch_size = 8;
@@ -34,7 +41,11 @@ struct ServerConfig {
   int max_images_per_request = 64;
   int64_t drain_timeout_ms = 20000;
   uint64_t seed = 0;  // for models served without weights
+
+  // Filled in by Finalize: the models read from model_config_paths.
+  std::vector<ModelConfig> custom_models;
 };
+
 
 // The help text listing every flag, its environment variable and default.
 std::string Usage();
@@ -45,10 +56,12 @@ std::string Usage();
 absl::StatusOr<ServerConfig> ParseConfig(const std::vector<std::string>& args,
                                          const std::map<std::string, std::string>& env);
 
-// Resolves automatic thread counts for `cpus` CPUs and checks ranges.
+// Reads the model config files, checks that every served model name is
+// unique and every --weights names a served model, and resolves automatic
+// thread counts for `cpus` CPUs.
 absl::Status Finalize(ServerConfig* config, int cpus);
 
-// The models and core options the configuration describes.
+// The models and core options the configuration describes (after Finalize).
 std::vector<core::ModelSpec> ModelSpecs(const ServerConfig& config);
 core::CoreOptions CoreOptionsFrom(const ServerConfig& config);
 

@@ -111,42 +111,13 @@ absl::StatusOr<ImageHeader> ReadImageHeader(std::string_view bytes) {
   return absl::InvalidArgumentError("image is neither JPEG nor PNG (unrecognised magic bytes)");
 }
 
-absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& config,
-                            const ImageLimits& limits, float* dst) {
-  // The normalisation below indexes mean/std by channel and sizes rows by
-  // crop_size; an unchecked config would read or write out of bounds.
+absl::Status PreprocessDecoded(const cv::Mat& img, const PreprocessConfig& config, float* dst) {
   if (auto s = config.Validate(); !s.ok()) return s;
-  if (bytes.size() > limits.max_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("image is ", bytes.size(), " bytes; the limit is ", limits.max_bytes));
-  }
-  auto header = ReadImageHeader(bytes);
-  if (!header.ok()) return header.status();
-  if (header->width < 1 || header->height < 1) {
-    return absl::InvalidArgumentError("image header declares a zero size");
-  }
-  if (header->width > limits.max_side || header->height > limits.max_side ||
-      header->width * header->height > limits.max_pixels) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("image declares ", header->width, "x", header->height, "; limits are ",
-                     limits.max_side, " pixels per side and ", limits.max_pixels, " pixels"));
+  if (img.empty() || img.depth() != CV_8U || img.channels() != config.channels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "decoded image must be 8-bit with ", config.channels, " channel(s)"));
   }
   try {
-    const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
-    // IMREAD_COLOR / GRAYSCALE give 8-bit output for 16-bit PNGs, expand
-    // palettes, drop alpha, and apply EXIF orientation.
-    const int reduce = JpegDecodeReduction(*header, config);
-    int flags = config.channels == 3 ? cv::IMREAD_COLOR : cv::IMREAD_GRAYSCALE;
-    if (reduce == 2)
-      flags = config.channels == 3 ? cv::IMREAD_REDUCED_COLOR_2 : cv::IMREAD_REDUCED_GRAYSCALE_2;
-    if (reduce == 4)
-      flags = config.channels == 3 ? cv::IMREAD_REDUCED_COLOR_4 : cv::IMREAD_REDUCED_GRAYSCALE_4;
-    if (reduce == 8)
-      flags = config.channels == 3 ? cv::IMREAD_REDUCED_COLOR_8 : cv::IMREAD_REDUCED_GRAYSCALE_8;
-    cv::Mat img = cv::imdecode(raw, flags);
-    if (img.empty()) {
-      return absl::InvalidArgumentError("image could not be decoded (truncated or corrupt)");
-    }
     const int w = img.cols, h = img.rows;
     const int crop = static_cast<int>(config.crop_size);
     int rw, rh;
@@ -191,6 +162,48 @@ absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& conf
       }
     }
     return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("image could not be preprocessed: ", e.what()));
+  }
+}
+
+absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& config,
+                            const ImageLimits& limits, float* dst) {
+  // The normalisation below indexes mean/std by channel and sizes rows by
+  // crop_size; an unchecked config would read or write out of bounds.
+  if (auto s = config.Validate(); !s.ok()) return s;
+  if (bytes.size() > limits.max_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("image is ", bytes.size(), " bytes; the limit is ", limits.max_bytes));
+  }
+  auto header = ReadImageHeader(bytes);
+  if (!header.ok()) return header.status();
+  if (header->width < 1 || header->height < 1) {
+    return absl::InvalidArgumentError("image header declares a zero size");
+  }
+  if (header->width > limits.max_side || header->height > limits.max_side ||
+      header->width * header->height > limits.max_pixels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("image declares ", header->width, "x", header->height, "; limits are ",
+                     limits.max_side, " pixels per side and ", limits.max_pixels, " pixels"));
+  }
+  try {
+    const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
+    // IMREAD_COLOR / GRAYSCALE give 8-bit output for 16-bit PNGs, expand
+    // palettes, drop alpha, and apply EXIF orientation.
+    const int reduce = JpegDecodeReduction(*header, config);
+    int flags = config.channels == 3 ? cv::IMREAD_COLOR : cv::IMREAD_GRAYSCALE;
+    if (reduce == 2)
+      flags = config.channels == 3 ? cv::IMREAD_REDUCED_COLOR_2 : cv::IMREAD_REDUCED_GRAYSCALE_2;
+    if (reduce == 4)
+      flags = config.channels == 3 ? cv::IMREAD_REDUCED_COLOR_4 : cv::IMREAD_REDUCED_GRAYSCALE_4;
+    if (reduce == 8)
+      flags = config.channels == 3 ? cv::IMREAD_REDUCED_COLOR_8 : cv::IMREAD_REDUCED_GRAYSCALE_8;
+    cv::Mat img = cv::imdecode(raw, flags);
+    if (img.empty()) {
+      return absl::InvalidArgumentError("image could not be decoded (truncated or corrupt)");
+    }
+    return PreprocessDecoded(img, config, dst);
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("image could not be decoded: ", e.what()));
   }

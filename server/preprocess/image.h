@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include <opencv2/core.hpp>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -77,6 +79,12 @@ int JpegDecodeReduction(const ImageHeader& header, const PreprocessConfig& confi
 // become InvalidArgument.
 absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& config,
                             const ImageLimits& limits, float* dst);
+
+// The part of PreprocessInto after decoding: resizes, crops and normalises
+// an 8-bit image with config.channels channels (BGR when 3, as OpenCV
+// decodes) into `dst`. The trainer feeds raw dataset pixels through it, so
+// training and serving see identical inputs. Never throws.
+absl::Status PreprocessDecoded(const cv::Mat& img, const PreprocessConfig& config, float* dst);
 
 // PreprocessInto into a new [C, H, W] tensor whose memory is HWC (so copying
 // it into a channels-last batch is one contiguous copy).

@@ -1,0 +1,69 @@
+// Model config files: how a custom GhostNet is declared to the server
+// (--model-config) and what ghostserve-train writes next to the weights.
+//
+//   {
+//     "name": "ghostnet_050_fashion",
+//     "architecture": "ghostnet",
+//     "width": 0.5,
+//     "num_classes": 10,
+//     "input_channels": 1,
+//     "input_size": 32,
+//     "weights": "ghostnet_050_fashion.safetensors",
+//     "labels": ["T-shirt/top", "Trouser", ...],
+//     "preprocess": {"resize_shorter": 0, "crop_size": 32, "interpolation": "bilinear",
+//                    "mean": [0.286], "std": [0.353]},
+//     "training": {...}
+//   }
+//
+// "weights" is relative to the config file's directory (or absolute); without
+// it the model is served untrained. "training" and "description" are kept as
+// documentation and ignored; any other unknown key is an error, so typos do
+// not pass silently.
+#ifndef GHOSTSERVE_SERVER_CONFIG_MODEL_CONFIG_H_
+#define GHOSTSERVE_SERVER_CONFIG_MODEL_CONFIG_H_
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/ghostnet.h"
+#include "server/preprocess/image.h"
+
+namespace ghostserve::config {
+
+struct ModelConfig {
+  std::string name;
+  model::GhostNetOptions net;
+  // Resolved path of the weights file; empty when weights_bytes is used or
+  // the model is served untrained.
+  std::string weights_path;
+  // Weights compiled into the binary (built-in models only).
+  std::string_view weights_bytes;
+  std::string weights_name;
+  std::vector<std::string> labels;  // one per class
+  preprocess::PreprocessConfig preprocess;
+  std::string description;
+  // The "training" object as JSON text (provenance; not interpreted).
+  std::string training_json;
+};
+
+// Parses one config. `base_dir` resolves a relative "weights"; `source`
+// names the config in errors. InvalidArgument naming the key on any error.
+absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json, const std::string& base_dir,
+                                             const std::string& source);
+
+// Reads a config file, or every *.json file of a directory (sorted by name).
+absl::StatusOr<std::vector<ModelConfig>> ReadModelConfigs(const std::string& path);
+
+// The config as JSON (weights given as `weights_file`, relative to where the
+// config is written).
+std::string ModelConfigToJson(const ModelConfig& config, const std::string& weights_file);
+
+// Models compiled into the binary from models/*.json and their weights:
+// ghostnet_050_fashion.
+const std::vector<ModelConfig>& BuiltinModelConfigs();
+
+}  // namespace ghostserve::config
+
+#endif  // GHOSTSERVE_SERVER_CONFIG_MODEL_CONFIG_H_
