@@ -129,7 +129,9 @@ scrape_configs:
         assert rc == 1 and err.count("NOT_FOUND") == UNKNOWN_MODEL_CALLS, err
         cls._wait(lambda: cls.scalar('sum(ghostserve_requests_total{code="NOT_FOUND"})') ==
                   UNKNOWN_MODEL_CALLS, "the failed calls scraped")
-        time.sleep(2.5)  # two more scrapes: every rate() window has the change
+        # Two samples of the newest series, so rate() over it is defined.
+        cls._wait(lambda: (cls.scalar('sum(count_over_time(ghostserve_requests_total{code="NOT_FOUND"}[1m]))')
+                           or 0) >= 2, "a second scrape of the failed calls")
         return len(totals), sorted(totals)
 
     @classmethod
