@@ -7,7 +7,7 @@ Every test script takes the same command-line flags, which CTest passes
   --client PATH       ghostserve-client
   --source-dir DIR    the repository root
 
-Servers are started on loopback with ports picked free by the kernel, small
+Servers are started on loopback on ports the kernel picks (port 0), small
 (one model, one executor) and always killed in tearDown / finally.
 """
 import argparse
@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 import urllib.request
@@ -70,30 +71,53 @@ def stop(proc, timeout=30):
 
 
 class GhostServe:
-    """A ghostserve process on loopback with free gRPC and metrics ports."""
+    """A ghostserve process on loopback. It binds port 0 for gRPC and metrics
+    and the ports it got are read from its start-up log, so parallel tests
+    never race for a port."""
+
+    LISTENING_RE = re.compile(r"listening on \S+ \(port (\d+)\), metrics on \S+ \(port (\d+)\)")
 
     def __init__(self, extra_flags=(), log_path=None):
-        self.grpc_port = free_port()
-        self.metrics_port = free_port()
-        self.target = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_path
-        self.flags = ["--listen", self.target, "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+        self.flags = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
                       *SMALL_SERVER_FLAGS, *extra_flags]
         self.proc = None
+        self.grpc_port = self.metrics_port = self.target = None
 
     def start(self):
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen([ARGS.ghostserve, *self.flags], stdout=log, stderr=log)
-        if self.log_path:
-            log.close()
+        if self.log_path is None:
+            fd, self.log_path = tempfile.mkstemp(prefix="ghostserve-", suffix=".log")
+            os.close(fd)
+            self._own_log = True
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([ARGS.ghostserve, *self.flags], stdout=log, stderr=log)
+        return self
+
+    def _check_running(self, what):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"ghostserve exited with {self.proc.returncode} {what}{self._log_tail()}")
+
+    def wait_listening(self, timeout=START_TIMEOUT_S):
+        """Waits for the ports (logged once bound, before warm-up)."""
+        deadline = time.time() + timeout
+        while self.target is None:
+            self._check_running("before listening")
+            with open(self.log_path, errors="replace") as f:
+                m = self.LISTENING_RE.search(f.read())
+            if m:
+                self.grpc_port, self.metrics_port = int(m.group(1)), int(m.group(2))
+                self.target = f"127.0.0.1:{self.grpc_port}"
+                break
+            if time.time() > deadline:
+                raise RuntimeError(f"ghostserve not listening after {timeout} s{self._log_tail()}")
+            time.sleep(0.1)
         return self
 
     def wait_serving(self, timeout=START_TIMEOUT_S):
         deadline = time.time() + timeout
+        self.wait_listening(timeout)
         while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ghostserve exited with {self.proc.returncode} during start-up"
-                                   f"{self._log_tail()}")
+            self._check_running("during start-up")
             r = subprocess.run([ARGS.client, "health", "--server", self.target, "--timeout-ms", "1000"],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=10)
             if r.stdout.strip() == "SERVING":
@@ -112,6 +136,8 @@ class GhostServe:
 
     def stop(self):
         stop(self.proc)
+        if getattr(self, "_own_log", False) and os.path.exists(self.log_path):
+            os.remove(self.log_path)
 
 
 SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)")

@@ -56,8 +56,7 @@ class PrometheusTest(unittest.TestCase):
         cls.server = lib.GhostServe(log_path=os.path.join(cls.tmp, "ghostserve.log"))
         cls.prom = None
         try:
-            cls.server.start()
-            cls.prom_port = lib.free_port()
+            cls.server.start().wait_listening()
             config = os.path.join(cls.tmp, "prometheus.yml")
             with open(config, "w") as f:
                 f.write(f"""global:
@@ -71,25 +70,42 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:{cls.server.metrics_port}"]
 """)
-            cls.prom_log = open(os.path.join(cls.tmp, "prometheus.log"), "wb")
-            cls.prom = subprocess.Popen(
-                [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={cls.tmp}/data",
-                 f"--web.listen-address=127.0.0.1:{cls.prom_port}"],
-                stdout=cls.prom_log, stderr=cls.prom_log)
+            cls._start_prometheus(config)
             cls.server.wait_serving()
-            cls._wait(lambda: lib.http_get(f"{cls.base()}/-/ready", timeout=2) is not None,
-                      "Prometheus ready")
             cls.sent_ok, cls.totals_s = cls._send_requests()
         except BaseException:
             cls.tearDownClass()
             raise
 
     @classmethod
+    def _start_prometheus(cls, config, attempts=3):
+        """Prometheus cannot report a port it picked, so pick one free and
+        try again should another process take it first."""
+        for attempt in range(attempts):
+            cls.prom_port = lib.free_port()
+            log_path = os.path.join(cls.tmp, f"prometheus{attempt}.log")
+            with open(log_path, "wb") as log:
+                cls.prom = subprocess.Popen(
+                    [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={cls.tmp}/data",
+                     f"--web.listen-address=127.0.0.1:{cls.prom_port}"], stdout=log, stderr=log)
+            deadline = time.time() + 60
+            while cls.prom.poll() is None and time.time() < deadline:
+                try:
+                    lib.http_get(f"{cls.base()}/-/ready", timeout=2)
+                    return
+                except OSError:
+                    time.sleep(0.25)
+            lib.stop(cls.prom)
+            with open(log_path, errors="replace") as f:
+                log_text = f.read()
+            if "address already in use" not in log_text:
+                raise RuntimeError(f"Prometheus did not become ready:\n{log_text[-3000:]}")
+        raise RuntimeError(f"Prometheus found no free port in {attempts} attempts")
+
+    @classmethod
     def tearDownClass(cls):
         cls.server.stop()
         lib.stop(cls.prom)
-        if getattr(cls, "prom_log", None):
-            cls.prom_log.close()
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
