@@ -21,11 +21,12 @@ BUILD_PACKAGES="
   libopenblas0-pthread
   nlohmann-json3-dev zlib1g-dev
 "
-# Test-only: the independent PyTorch reference model and its benchmark.
+# Test-only: the independent PyTorch reference model and its benchmark; a
+# real Prometheus, gRPC for Python and YAML for the deploy tests (tests/deploy).
 TEST_PACKAGES="
   python3 python3-torch python3-numpy
   dataset-fashion-mnist
-  prometheus python3-grpcio python3-grpc-tools
+  prometheus python3-grpcio python3-grpc-tools python3-yaml
 "
 
 packages="$BUILD_PACKAGES"
