@@ -115,7 +115,11 @@ int main(int argc, char** argv) {
   auto net = ghostserve::model::BuiltinModelOptions(model);
   if (!net.ok()) Fail(std::string(net.status().message()));
   if (input_size > 0) net->input_size = input_size;
-  LoadModelOptions load{model, *net, weights, 0, inference};
+  LoadModelOptions load;
+  load.name = model;
+  load.net = *net;
+  load.weights_path = weights;
+  load.inference = inference;
   auto loaded = LoadModel(load);
   if (!loaded.ok()) {
     std::cerr << "ghostserve-model-bench: " << loaded.status().message() << "\n";

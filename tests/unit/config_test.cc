@@ -30,6 +30,7 @@ const char* const kAllFlags[] = {
     "listen",
     "metrics-listen",
     "models",
+    "model-config",
     "weights",
     "max-batch-size",
     "max-batch-delay-us",
@@ -81,7 +82,9 @@ TEST(ConfigTest, DefaultsWithoutFlagsEnvOrFile) {
   const ServerConfig c = ParseOk({});
   EXPECT_EQ(c.listen, "0.0.0.0:50051");
   EXPECT_EQ(c.metrics_listen, "0.0.0.0:9464");
-  EXPECT_THAT(c.models, ElementsAre("ghostnet_050", "ghostnet_100", "ghostnet_130"));
+  EXPECT_THAT(c.models, ElementsAre("ghostnet_050", "ghostnet_100", "ghostnet_130",
+                                    "ghostnet_050_fashion"));
+  EXPECT_TRUE(c.model_config_paths.empty());
   EXPECT_TRUE(c.weights.empty());
   EXPECT_EQ(c.max_batch_size, 8);
   EXPECT_EQ(c.max_batch_delay_us, 2000);
@@ -322,6 +325,7 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
       {"GHOSTSERVE_LISTEN", "127.0.0.1:1"},
       {"GHOSTSERVE_METRICS_LISTEN", ""},
       {"GHOSTSERVE_MODELS", "ghostnet_100"},
+      {"GHOSTSERVE_MODEL_CONFIG", "/a.json,/configs"},
       {"GHOSTSERVE_WEIGHTS", "ghostnet_100=/w.pth"},
       {"GHOSTSERVE_MAX_BATCH_SIZE", "2"},
       {"GHOSTSERVE_MAX_BATCH_DELAY_US", "3"},
@@ -343,6 +347,7 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
   EXPECT_EQ(c.listen, "127.0.0.1:1");
   EXPECT_EQ(c.metrics_listen, "");
   EXPECT_THAT(c.models, ElementsAre("ghostnet_100"));
+  EXPECT_THAT(c.model_config_paths, ElementsAre("/a.json", "/configs"));
   EXPECT_THAT(c.weights, ElementsAre(Pair("ghostnet_100", "/w.pth")));
   EXPECT_EQ(c.max_batch_size, 2);
   EXPECT_EQ(c.max_batch_delay_us, 3);
@@ -402,6 +407,70 @@ TEST(ConfigTest, FinalizeRejectsWeightsForModelNotServed) {
 
   ServerConfig ok = ParseOk({"--models", "ghostnet_050", "--weights", "ghostnet_050=/a.pth"});
   EXPECT_TRUE(Finalize(&ok, 2).ok());
+}
+
+TEST(ConfigTest, DefaultsServeTheFashionModelFromTheBinary) {
+  ServerConfig c = ParseOk({});
+  ASSERT_TRUE(Finalize(&c, 2).ok());
+  const std::vector<core::ModelSpec> specs = ModelSpecs(c);
+  ASSERT_EQ(specs.size(), 4u);
+  const core::ModelSpec& f = specs[3];
+  EXPECT_EQ(f.name, "ghostnet_050_fashion");
+  EXPECT_EQ(f.load.name, "ghostnet_050_fashion");
+  EXPECT_EQ(f.load.net.in_channels, 1);
+  EXPECT_EQ(f.load.net.num_classes, 10);
+  EXPECT_TRUE(f.load.weights_path.empty());
+  EXPECT_FALSE(f.load.weights_bytes.empty());
+  EXPECT_EQ(f.preprocess.channels, 1);
+  EXPECT_EQ(f.preprocess.resize_shorter, 0);
+  ASSERT_EQ(f.labels.size(), 10u);
+  EXPECT_EQ(f.labels[0], "T-shirt/top");
+  EXPECT_EQ(f.labels[9], "Ankle boot");
+
+  // --weights overrides the compiled-in weights.
+  ServerConfig w = ParseOk({"--models", "ghostnet_050_fashion", "--weights",
+                            "ghostnet_050_fashion=/retrained.safetensors"});
+  ASSERT_TRUE(Finalize(&w, 2).ok());
+  EXPECT_EQ(ModelSpecs(w)[0].load.weights_path, "/retrained.safetensors");
+  EXPECT_TRUE(ModelSpecs(w)[0].load.weights_bytes.empty());
+}
+
+TEST(ConfigTest, ModelConfigFilesAddModels) {
+  const TempFile a(R"({"name": "shoes", "num_classes": 2, "labels": ["left", "right"],
+                       "input_channels": 1, "preprocess": {"resize_shorter": 0, "crop_size": 32},
+                       "weights": "shoes.safetensors"})");
+  ServerConfig c = ParseOk({"--models", "ghostnet_050", "--model-config", a.path(), "--weights",
+                            "shoes=/elsewhere.pth"});
+  ASSERT_TRUE(Finalize(&c, 2).ok());
+  const std::vector<core::ModelSpec> specs = ModelSpecs(c);
+  ASSERT_EQ(specs.size(), 2u);
+  EXPECT_EQ(specs[1].name, "shoes");
+  EXPECT_EQ(specs[1].load.net.input_size, 32);
+  EXPECT_EQ(specs[1].load.weights_path, "/elsewhere.pth");
+  EXPECT_THAT(specs[1].labels, ElementsAre("left", "right"));
+
+  // Only custom models.
+  ServerConfig only = ParseOk({"--models", "none", "--model-config", a.path()});
+  ASSERT_TRUE(Finalize(&only, 2).ok());
+  ASSERT_EQ(ModelSpecs(only).size(), 1u);
+  ServerConfig nothing = ParseOk({"--models", "none"});
+  EXPECT_THAT(Finalize(&nothing, 2).message(), HasSubstr("no models to serve"));
+
+  // A name may be served once.
+  const TempFile clash(R"({"name": "ghostnet_050", "num_classes": 2})");
+  ServerConfig dup = ParseOk({"--models", "ghostnet_050", "--model-config", clash.path()});
+  EXPECT_THAT(Finalize(&dup, 2).message(), HasSubstr("already served"));
+  ServerConfig twice = ParseOk({"--models", "none", "--model-config", a.path(),
+                                "--model-config", a.path()});
+  EXPECT_THAT(Finalize(&twice, 2).message(), HasSubstr("already served"));
+
+  // Config errors name the flag and the file.
+  const TempFile bad(R"({"name": "x", "num_classes": 2, "colour": "red"})");
+  ServerConfig b = ParseOk({"--model-config", bad.path()});
+  const absl::Status s = Finalize(&b, 2);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("--model-config"));
+  EXPECT_THAT(s.message(), HasSubstr("\"colour\""));
 }
 
 TEST(ConfigTest, ImageNetLabelsRunFromTenchToToiletTissue) {

@@ -1,0 +1,170 @@
+#include "server/config/model_config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include "model/loaded_model.h"
+
+namespace ghostserve::config {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr char kConfig[] = R"({
+  "name": "my_ghostnet",
+  "architecture": "ghostnet",
+  "width": 0.5,
+  "num_classes": 3,
+  "input_channels": 1,
+  "input_size": 48,
+  "weights": "w.safetensors",
+  "labels": ["cat", "dog", "T-shirt/top"],
+  "preprocess": {"resize_shorter": 0, "crop_size": 48, "interpolation": "area",
+                 "mean": [0.25], "std": [0.5]},
+  "training": {"epochs": 3}
+})";
+
+absl::Status ParseError(const std::string& json) {
+  return ParseModelConfig(json, "/cfg", "test.json").status();
+}
+
+TEST(ModelConfigTest, ParsesEveryField) {
+  auto c = ParseModelConfig(kConfig, "/cfg", "test.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->name, "my_ghostnet");
+  EXPECT_DOUBLE_EQ(c->net.width, 0.5);
+  EXPECT_EQ(c->net.num_classes, 3);
+  EXPECT_EQ(c->net.in_channels, 1);
+  EXPECT_EQ(c->net.input_size, 48);
+  EXPECT_EQ(c->weights_path, "/cfg/w.safetensors");  // relative to the config's directory
+  EXPECT_THAT(c->labels, ElementsAre("cat", "dog", "T-shirt/top"));
+  EXPECT_EQ(c->preprocess.channels, 1);
+  EXPECT_EQ(c->preprocess.resize_shorter, 0);
+  EXPECT_EQ(c->preprocess.crop_size, 48);
+  EXPECT_EQ(c->preprocess.interpolation, preprocess::Interpolation::kArea);
+  EXPECT_THAT(c->preprocess.mean, ElementsAre(0.25f));
+  EXPECT_THAT(c->preprocess.std, ElementsAre(0.5f));
+  EXPECT_EQ(c->training_json, R"({"epochs":3})");
+}
+
+TEST(ModelConfigTest, DefaultsFollowTheChannels) {
+  auto rgb = ParseModelConfig(R"({"name": "m", "num_classes": 5})", "", "t");
+  ASSERT_TRUE(rgb.ok()) << rgb.status();
+  EXPECT_EQ(rgb->net.input_size, 224);
+  EXPECT_EQ(rgb->preprocess.resize_shorter, 256);
+  EXPECT_THAT(rgb->preprocess.mean, ElementsAre(0.485f, 0.456f, 0.406f));
+  EXPECT_TRUE(rgb->weights_path.empty());
+  auto gray = ParseModelConfig(R"({"name": "m", "num_classes": 5, "input_channels": 1})", "", "t");
+  ASSERT_TRUE(gray.ok()) << gray.status();
+  EXPECT_EQ(gray->preprocess.channels, 1);
+  EXPECT_EQ(gray->preprocess.mean.size(), 1u);
+  EXPECT_EQ(gray->preprocess.std.size(), 1u);
+}
+
+TEST(ModelConfigTest, RejectsBadConfigsNamingTheKey) {
+  struct Case {
+    std::string json;
+    std::string expect;
+  };
+  const Case cases[] = {
+      {"[1, 2]", "not a JSON object"},
+      {"{not json", "not a JSON object"},
+      {R"({"num_classes": 3})", "\"name\" is required"},
+      {R"({"name": "m"})", "\"num_classes\" is required"},
+      {R"({"name": "a b", "num_classes": 3})", "\"name\""},
+      {R"({"name": "m", "num_classes": 3, "widht": 1.0})", "\"widht\" is not a known key"},
+      {R"({"name": "m", "num_classes": 3, "architecture": "resnet"})", "\"architecture\""},
+      {R"({"name": "m", "num_classes": 0})", "\"num_classes\""},
+      {R"({"name": "m", "num_classes": 3, "input_channels": 4})", "\"input_channels\""},
+      {R"({"name": "m", "num_classes": 2, "labels": ["a", "b", "c"]})", "3 names for 2 classes"},
+      {R"({"name": "m", "num_classes": 2, "labels": "ab"})", "\"labels\""},
+      {R"({"name": "m", "num_classes": 2, "input_size": 64})", "must equal preprocess.crop_size"},
+      {R"({"name": "m", "num_classes": 2, "preprocess": {"crop": 64}})", "preprocess.crop"},
+      {R"({"name": "m", "num_classes": 2, "preprocess": {"mean": [0.5]}})", "mean and std"},
+      {R"({"name": "m", "num_classes": 2, "preprocess": {"std": [0, 1, 1]}})", "std"},
+      {R"({"name": "m", "num_classes": 2, "preprocess": {"interpolation": "cubic"}})",
+       "interpolation"},
+      {R"({"name": "m", "num_classes": 2, "width": 0})", "width"},
+      {R"({"name": "m", "num_classes": 2, "weights": ""})", "\"weights\""},
+  };
+  for (const Case& c : cases) {
+    const absl::Status s = ParseError(c.json);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.json;
+    EXPECT_THAT(s.message(), HasSubstr(c.expect)) << c.json;
+    EXPECT_THAT(s.message(), HasSubstr("test.json")) << c.json;
+  }
+}
+
+TEST(ModelConfigTest, JsonRoundTrip) {
+  auto c = ParseModelConfig(kConfig, "/cfg", "test.json");
+  ASSERT_TRUE(c.ok());
+  const std::string text = ModelConfigToJson(*c, "w.safetensors");
+  auto back = ParseModelConfig(text, "/elsewhere", "round-trip");
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << text;
+  EXPECT_EQ(back->name, c->name);
+  EXPECT_EQ(back->net.num_classes, c->net.num_classes);
+  EXPECT_EQ(back->net.in_channels, c->net.in_channels);
+  EXPECT_EQ(back->net.input_size, c->net.input_size);
+  EXPECT_DOUBLE_EQ(back->net.width, c->net.width);
+  EXPECT_EQ(back->labels, c->labels);
+  EXPECT_EQ(back->preprocess.mean, c->preprocess.mean);
+  EXPECT_EQ(back->preprocess.std, c->preprocess.std);
+  EXPECT_EQ(back->preprocess.interpolation, c->preprocess.interpolation);
+  EXPECT_EQ(back->weights_path, "/elsewhere/w.safetensors");
+  EXPECT_EQ(back->training_json, c->training_json);
+}
+
+TEST(ModelConfigTest, ReadsAFileOrEveryJsonOfADirectory) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("model_config_test_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "b.json") << R"({"name": "b", "num_classes": 2})";
+  std::ofstream(dir / "a.json") << R"({"name": "a", "num_classes": 3, "weights": "a.pth"})";
+  std::ofstream(dir / "notes.txt") << "not a config";
+  auto all = ReadModelConfigs(dir.string());
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].name, "a");
+  EXPECT_EQ((*all)[0].weights_path, (dir / "a.pth").string());
+  EXPECT_EQ((*all)[1].name, "b");
+  auto one = ReadModelConfigs((dir / "b.json").string());
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->size(), 1u);
+  EXPECT_EQ(ReadModelConfigs((dir / "missing.json").string()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::ofstream(dir / "c.json") << R"({"name": "c"})";
+  EXPECT_THAT(ReadModelConfigs(dir.string()).status().message(), HasSubstr("c.json"));
+  fs::remove_all(dir);
+}
+
+TEST(ModelConfigTest, TheFashionModelIsBuiltIn) {
+  const auto& builtin = BuiltinModelConfigs();
+  ASSERT_EQ(builtin.size(), 1u);
+  const ModelConfig& m = builtin[0];
+  EXPECT_EQ(m.name, "ghostnet_050_fashion");
+  EXPECT_DOUBLE_EQ(m.net.width, 0.5);
+  EXPECT_EQ(m.net.in_channels, 1);
+  EXPECT_THAT(m.labels, ElementsAre("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"));
+  EXPECT_EQ(m.preprocess.resize_shorter, 0);  // no ImageNet-style crop
+  EXPECT_TRUE(m.weights_path.empty());
+  EXPECT_GT(m.weights_bytes.size(), 1000000u);
+
+  model::LoadModelOptions o;
+  o.name = m.name;
+  o.net = m.net;
+  o.weights_bytes = m.weights_bytes;
+  o.weights_name = m.weights_name;
+  auto loaded = model::LoadModel(o);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE((*loaded)->trained);
+  EXPECT_EQ((*loaded)->weights_source, "builtin:ghostnet_050_fashion.safetensors");
+}
+
+}  // namespace
+}  // namespace ghostserve::config
