@@ -205,10 +205,9 @@ Split Limit(Split s, int64_t n) {
 }
 
 // IDX directory (train-* / t10k-*) or ImageFolder root (train/ + val/ or
-// test/). `preprocess` arrives with the size and channels set; mean/std are
-// filled in when "auto".
+// test/). `preprocess` arrives complete except that, for IDX data, an empty
+// mean or std is computed from the training pixels.
 absl::StatusOr<Data> LoadData(const std::string& dir, preprocess::PreprocessConfig preprocess,
-                              const std::string& mean, const std::string& std_dev,
                               std::vector<std::string> classes, bool need_train) {
   namespace fs = std::filesystem;
   Data d;
@@ -225,13 +224,11 @@ absl::StatusOr<Data> LoadData(const std::string& dir, preprocess::PreprocessConf
     auto val_raw = ReadIdxPair(val_pair->first, val_pair->second);
     if (!val_raw.ok()) return val_raw.status();
     preprocess.channels = 1;
-    if (mean == "auto" || std_dev == "auto") {
+    if (preprocess.mean.empty() || preprocess.std.empty()) {
       auto [m, s] = PixelStats(need_train ? train_raw.images : val_raw->images);
-      if (mean == "auto") preprocess.mean = {m};
-      if (std_dev == "auto") preprocess.std = {s};
+      if (preprocess.mean.empty()) preprocess.mean = {m};
+      if (preprocess.std.empty()) preprocess.std = {s};
     }
-    if (mean != "auto") preprocess.mean = ParseFloats(mean);
-    if (std_dev != "auto") preprocess.std = ParseFloats(std_dev);
     const int64_t num_classes = val_raw->labels.max().item<int64_t>() + 1;
     if (classes.empty()) {
       for (int64_t k = 0; k < num_classes; ++k) classes.push_back(absl::StrCat("class_", k));
@@ -262,8 +259,12 @@ absl::StatusOr<Data> LoadData(const std::string& dir, preprocess::PreprocessConf
           dir, " holds neither IDX files (train-images-idx3-ubyte[.gz], t10k-...) nor an "
                "ImageFolder tree with train/ and val/ (or test/) directories"));
     }
-    if (mean != "auto") preprocess.mean = ParseFloats(mean);
-    if (std_dev != "auto") preprocess.std = ParseFloats(std_dev);
+    if (preprocess.mean.empty() || preprocess.std.empty()) {  // ImageNet's
+      preprocess.mean = preprocess.channels == 3 ? std::vector<float>{0.485f, 0.456f, 0.406f}
+                                                 : std::vector<float>{0.449f};
+      preprocess.std = preprocess.channels == 3 ? std::vector<float>{0.229f, 0.224f, 0.225f}
+                                                : std::vector<float>{0.226f};
+    }
     if (need_train) {
       auto t = LoadImageFolder((fs::path(dir) / "train").string(), preprocess, classes);
       if (!t.ok()) return t.status();
@@ -422,13 +423,11 @@ int Train(const std::vector<std::string>& args, const std::string& command) {
   pre.channels = f.Int("input-channels") > 0 ? f.Int("input-channels") : (idx ? 1 : 3);
   const int64_t resize = f.Int("resize-shorter");
   pre.resize_shorter = resize >= 0 ? resize : (idx ? 0 : (pre.crop_size * 8 + 6) / 7);
-  if (pre.channels == 1) {
-    pre.mean = {0.449f};
-    pre.std = {0.226f};
-  }
+  // Empty = computed from the data (IDX) or ImageNet's (ImageFolder).
+  pre.mean = f.Str("mean") == "auto" ? std::vector<float>{} : ParseFloats(f.Str("mean"));
+  pre.std = f.Str("std") == "auto" ? std::vector<float>{} : ParseFloats(f.Str("std"));
   const auto load_start = Clock::now();
-  auto data = LoadData(f.Str("data"), pre, f.Str("mean"), f.Str("std"),
-                       SplitList(f.Str("class-names")), /*need_train=*/true);
+  auto data = LoadData(f.Str("data"), pre, SplitList(f.Str("class-names")), /*need_train=*/true);
   if (!data.ok()) {
     std::cerr << data.status().message() << "\n";
     return 1;
@@ -657,8 +656,7 @@ int Evaluate(const std::vector<std::string>& args) {
   }
   const config::ModelConfig& mc = configs->front();
   const auto& pre = mc.preprocess;
-  auto data = LoadData(f.Str("data"), pre, absl::StrJoin(pre.mean, ","),
-                       absl::StrJoin(pre.std, ","), mc.labels, /*need_train=*/false);
+  auto data = LoadData(f.Str("data"), pre, mc.labels, /*need_train=*/false);
   if (!data.ok()) {
     std::cerr << data.status().message() << "\n";
     return 1;
