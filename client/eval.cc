@@ -105,8 +105,7 @@ absl::StatusOr<EvalResult> RunEval(const EvalOptions& options,
   std::vector<std::thread> threads;
   for (int t = 0; t < std::max(1, options.concurrency); ++t) threads.emplace_back(worker, t);
   for (auto& t : threads) t.join();
-  result.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }
 

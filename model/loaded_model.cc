@@ -46,9 +46,9 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const LoadModelOptions& o
                              : ParseSafetensorsBytes(options.weights_bytes, what);
       if (!state.ok()) return state.status();
       if (auto s = LoadStateDict(*net, *state); !s.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("model ", options.name, ": weights ", what,
-                                                       " do not fit the architecture: ",
-                                                       s.message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("model ", options.name, ": weights ", what,
+                         " do not fit the architecture: ", s.message()));
       }
       loaded->weights_source = absl::StrCat(from_file ? "file:" : "builtin:", what);
       loaded->trained = true;

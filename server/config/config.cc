@@ -1,7 +1,7 @@
 #include "server/config/config.h"
 
-#include <fstream>
 #include <algorithm>
+#include <fstream>
 #include <functional>
 #include <set>
 #include <sstream>
@@ -66,14 +66,15 @@ const std::vector<Flag>& Flags() {
        "[ghostnet_050,ghostnet_100,ghostnet_130,ghostnet_050_fashion]",
        [](ServerConfig* c, const std::string& v) -> absl::Status {
          std::vector<std::string> names = absl::StrSplit(v, ',', absl::SkipEmpty());
-         if (v == "none") names.clear();
-         else if (names.empty()) return absl::InvalidArgumentError("expects at least one model");
+         if (v == "none")
+           names.clear();
+         else if (names.empty())
+           return absl::InvalidArgumentError("expects at least one model");
          const std::vector<std::string> builtin = BuiltinModelNames();
          for (const auto& n : names) {
            if (std::find(builtin.begin(), builtin.end(), n) == builtin.end()) {
-             return absl::InvalidArgumentError(absl::StrCat("unknown model '", n,
-                                                            "'; built-in models are ",
-                                                            absl::StrJoin(builtin, ", ")));
+             return absl::InvalidArgumentError(absl::StrCat(
+                 "unknown model '", n, "'; built-in models are ", absl::StrJoin(builtin, ", ")));
            }
          }
          c->models = names;
@@ -272,10 +273,10 @@ absl::Status Finalize(ServerConfig* c, int cpus) {
     }
     for (auto& m : *configs) {
       if (!served.insert(m.name).second) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "--model-config ", path, ": model '", m.name,
-            "' is already served (a built-in model in --models, or another config); "
-            "rename it or drop the other"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("--model-config ", path, ": model '", m.name,
+                         "' is already served (a built-in model in --models, or another config); "
+                         "rename it or drop the other"));
       }
       c->custom_models.push_back(std::move(m));
     }
@@ -285,9 +286,9 @@ absl::Status Finalize(ServerConfig* c, int cpus) {
   }
   for (const auto& [name, path] : c->weights) {
     if (served.count(name) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("--weights names model '", name,
-                                                     "', which is not served (served: ",
-                                                     absl::StrJoin(served, ","), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--weights names model '", name,
+                       "', which is not served (served: ", absl::StrJoin(served, ","), ")"));
     }
   }
   // Throughput first: one single-threaded forward pass per CPU (no OpenMP

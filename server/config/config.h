@@ -46,7 +46,6 @@ struct ServerConfig {
   std::vector<ModelConfig> custom_models;
 };
 
-
 // The help text listing every flag, its environment variable and default.
 std::string Usage();
 

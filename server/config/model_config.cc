@@ -3,10 +3,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -19,8 +18,8 @@ using nlohmann::json;
 bool ValidName(const std::string& name) {
   if (name.empty() || name.size() > 128) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-' || c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
   });
 }
 
@@ -126,7 +125,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view text, const std::s
         return Error(source, key, "must be a file name");
       }
       std::filesystem::path p(v.get<std::string>());
-      c.weights_path = p.is_absolute() ? p.string() : (std::filesystem::path(base_dir) / p).string();
+      c.weights_path =
+          p.is_absolute() ? p.string() : (std::filesystem::path(base_dir) / p).string();
     } else if (key == "labels") {
       if (!v.is_array()) return Error(source, key, "must be a list of strings");
       for (const auto& l : v) {
@@ -147,9 +147,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view text, const std::s
   if (c.name.empty()) return Error(source, "name", "is required");
   if (c.net.num_classes == 0) return Error(source, "num_classes", "is required");
   if (!c.labels.empty() && static_cast<int64_t>(c.labels.size()) != c.net.num_classes) {
-    return Error(source, "labels",
-                 absl::StrCat("has ", c.labels.size(), " names for ", c.net.num_classes,
-                              " classes"));
+    return Error(
+        source, "labels",
+        absl::StrCat("has ", c.labels.size(), " names for ", c.net.num_classes, " classes"));
   }
   c.preprocess.channels = c.net.in_channels;
   // Unset mean/std: ImageNet's per channel, or their average for grayscale.

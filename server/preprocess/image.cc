@@ -114,8 +114,8 @@ absl::StatusOr<ImageHeader> ReadImageHeader(std::string_view bytes) {
 absl::Status PreprocessDecoded(const cv::Mat& img, const PreprocessConfig& config, float* dst) {
   if (auto s = config.Validate(); !s.ok()) return s;
   if (img.empty() || img.depth() != CV_8U || img.channels() != config.channels) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "decoded image must be 8-bit with ", config.channels, " channel(s)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("decoded image must be 8-bit with ", config.channels, " channel(s)"));
   }
   try {
     const int w = img.cols, h = img.rows;

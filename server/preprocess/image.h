@@ -5,9 +5,8 @@
 
 #include <torch/torch.h>
 
-#include <opencv2/core.hpp>
-
 #include <cstdint>
+#include <opencv2/core.hpp>
 #include <string>
 #include <string_view>
 #include <vector>

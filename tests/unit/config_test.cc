@@ -82,8 +82,8 @@ TEST(ConfigTest, DefaultsWithoutFlagsEnvOrFile) {
   const ServerConfig c = ParseOk({});
   EXPECT_EQ(c.listen, "0.0.0.0:50051");
   EXPECT_EQ(c.metrics_listen, "0.0.0.0:9464");
-  EXPECT_THAT(c.models, ElementsAre("ghostnet_050", "ghostnet_100", "ghostnet_130",
-                                    "ghostnet_050_fashion"));
+  EXPECT_THAT(c.models,
+              ElementsAre("ghostnet_050", "ghostnet_100", "ghostnet_130", "ghostnet_050_fashion"));
   EXPECT_TRUE(c.model_config_paths.empty());
   EXPECT_TRUE(c.weights.empty());
   EXPECT_EQ(c.max_batch_size, 8);
@@ -460,8 +460,8 @@ TEST(ConfigTest, ModelConfigFilesAddModels) {
   const TempFile clash(R"({"name": "ghostnet_050", "num_classes": 2})");
   ServerConfig dup = ParseOk({"--models", "ghostnet_050", "--model-config", clash.path()});
   EXPECT_THAT(Finalize(&dup, 2).message(), HasSubstr("already served"));
-  ServerConfig twice = ParseOk({"--models", "none", "--model-config", a.path(),
-                                "--model-config", a.path()});
+  ServerConfig twice =
+      ParseOk({"--models", "none", "--model-config", a.path(), "--model-config", a.path()});
   EXPECT_THAT(Finalize(&twice, 2).message(), HasSubstr("already served"));
 
   // Config errors name the flag and the file.

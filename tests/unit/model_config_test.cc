@@ -2,10 +2,10 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 #include "model/loaded_model.h"
 
@@ -121,7 +121,8 @@ TEST(ModelConfigTest, JsonRoundTrip) {
 
 TEST(ModelConfigTest, ReadsAFileOrEveryJsonOfADirectory) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("model_config_test_" + std::to_string(getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("model_config_test_" + std::to_string(getpid()));
   fs::create_directories(dir);
   std::ofstream(dir / "b.json") << R"({"name": "b", "num_classes": 2})";
   std::ofstream(dir / "a.json") << R"({"name": "a", "num_classes": 3, "weights": "a.pth"})";
@@ -149,8 +150,8 @@ TEST(ModelConfigTest, TheFashionModelIsBuiltIn) {
   EXPECT_EQ(m.name, "ghostnet_050_fashion");
   EXPECT_DOUBLE_EQ(m.net.width, 0.5);
   EXPECT_EQ(m.net.in_channels, 1);
-  EXPECT_THAT(m.labels, ElementsAre("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"));
+  EXPECT_THAT(m.labels, ElementsAre("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                                    "Shirt", "Sneaker", "Bag", "Ankle boot"));
   EXPECT_EQ(m.preprocess.resize_shorter, 0);  // no ImageNet-style crop
   EXPECT_TRUE(m.weights_path.empty());
   EXPECT_GT(m.weights_bytes.size(), 1000000u);

@@ -1,5 +1,3 @@
-#include "tools/train/dataset.h"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -8,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
+
+#include "tools/train/dataset.h"
 
 namespace ghostserve::train {
 namespace {
@@ -19,8 +19,9 @@ using ::testing::HasSubstr;
 class DatasetTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("train_dataset_test_" + std::to_string(getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("train_dataset_test_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -80,8 +81,7 @@ TEST_F(DatasetTest, RejectsMalformedIdx) {
   Write("train-labels-idx1-ubyte", Idx({3}, {0, 1, 2}));
   auto pair = FindIdxPair(dir_.string(), "train");
   ASSERT_TRUE(pair.ok()) << pair.status();
-  EXPECT_THAT(ReadIdxPair(pair->first, pair->second).status().message(),
-              HasSubstr("same N"));
+  EXPECT_THAT(ReadIdxPair(pair->first, pair->second).status().message(), HasSubstr("same N"));
   EXPECT_EQ(FindIdxPair(dir_.string(), "t10k").status().code(), absl::StatusCode::kNotFound);
 }
 
@@ -135,8 +135,9 @@ TEST_F(DatasetTest, LoadsAnImageFolderWithSortedClasses) {
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_THAT(d->classes, ElementsAre("ant", "zebra"));
   ASSERT_EQ(d->size(), 4);
-  EXPECT_THAT(std::vector<int64_t>(d->labels.data_ptr<int64_t>(), d->labels.data_ptr<int64_t>() + 4),
-              ElementsAre(0, 0, 1, 1));
+  EXPECT_THAT(
+      std::vector<int64_t>(d->labels.data_ptr<int64_t>(), d->labels.data_ptr<int64_t>() + 4),
+      ElementsAre(0, 0, 1, 1));
   std::ifstream in(dir_ / "root" / "zebra" / "1.png", std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   auto served = preprocess::Preprocess(bytes, config, preprocess::ImageLimits{});

@@ -52,7 +52,8 @@ absl::StatusOr<torch::Tensor> ReadIdx(const std::string& path) {
   uint64_t count = 1;
   for (int i = 0; i < rank; ++i) {
     const unsigned char* d = p + 4 + 4 * i;
-    const uint64_t v = (uint64_t{d[0]} << 24) | (uint64_t{d[1]} << 16) | (uint64_t{d[2]} << 8) | d[3];
+    const uint64_t v =
+        (uint64_t{d[0]} << 24) | (uint64_t{d[1]} << 16) | (uint64_t{d[2]} << 8) | d[3];
     dims.push_back(static_cast<int64_t>(v));
     count *= v;
     if (count > (uint64_t{1} << 34)) {
@@ -61,8 +62,8 @@ absl::StatusOr<torch::Tensor> ReadIdx(const std::string& path) {
   }
   const size_t offset = 4 + 4 * static_cast<size_t>(rank);
   if (n - offset != count) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": IDX data holds ", n - offset,
-                                                   " bytes, dimensions need ", count));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": IDX data holds ", n - offset, " bytes, dimensions need ", count));
   }
   torch::Tensor t = torch::empty(dims, torch::kUInt8);
   std::memcpy(t.data_ptr<uint8_t>(), p + offset, count);
@@ -70,7 +71,7 @@ absl::StatusOr<torch::Tensor> ReadIdx(const std::string& path) {
 }
 
 absl::StatusOr<std::pair<std::string, std::string>> FindIdxPair(const std::string& dir,
-                                                               const std::string& prefix) {
+                                                                const std::string& prefix) {
   namespace fs = std::filesystem;
   auto find = [&](const std::string& stem) -> std::string {
     for (const char* ext : {"", ".gz"}) {
@@ -88,8 +89,7 @@ absl::StatusOr<std::pair<std::string, std::string>> FindIdxPair(const std::strin
   return std::make_pair(images, labels);
 }
 
-absl::StatusOr<RawIdx> ReadIdxPair(const std::string& images_path,
-                                   const std::string& labels_path) {
+absl::StatusOr<RawIdx> ReadIdxPair(const std::string& images_path, const std::string& labels_path) {
   auto images = ReadIdx(images_path);
   if (!images.ok()) return images.status();
   auto labels = ReadIdx(labels_path);
@@ -152,8 +152,8 @@ absl::StatusOr<Dataset> LoadImageFolder(const std::string& root,
   for (size_t k = 0; k < classes.size(); ++k) {
     const fs::path dir = fs::path(root) / classes[k];
     if (!fs::is_directory(dir, ec)) {
-      return absl::InvalidArgumentError(absl::StrCat(root, " has no directory for class '",
-                                                     classes[k], "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(root, " has no directory for class '", classes[k], "'"));
     }
     std::vector<std::string> names;
     for (const auto& e : fs::directory_iterator(dir, ec)) {
@@ -166,8 +166,7 @@ absl::StatusOr<Dataset> LoadImageFolder(const std::string& root,
     for (auto& n : names) files.emplace_back(std::move(n), static_cast<int64_t>(k));
   }
   if (files.empty()) return absl::InvalidArgumentError(absl::StrCat(root, " holds no images"));
-  const int64_t n = static_cast<int64_t>(files.size()), s = config.crop_size,
-                c = config.channels;
+  const int64_t n = static_cast<int64_t>(files.size()), s = config.crop_size, c = config.channels;
   torch::Tensor images = torch::empty({n, s, s, c});
   torch::Tensor labels = torch::empty({n}, torch::kInt64);
   preprocess::ImageLimits limits;

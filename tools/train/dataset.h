@@ -30,15 +30,14 @@ absl::StatusOr<torch::Tensor> ReadIdx(const std::string& path);
 // Finds "<prefix>-images-idx3-ubyte[.gz]" and "<prefix>-labels-idx1-ubyte[.gz]"
 // in `dir` (prefix "train" or "t10k", the MNIST / Fashion-MNIST names).
 absl::StatusOr<std::pair<std::string, std::string>> FindIdxPair(const std::string& dir,
-                                                               const std::string& prefix);
+                                                                const std::string& prefix);
 
 // Raw uint8 images [N, H, W] and int64 labels [N] from an IDX pair.
 struct RawIdx {
   torch::Tensor images;
   torch::Tensor labels;
 };
-absl::StatusOr<RawIdx> ReadIdxPair(const std::string& images_path,
-                                   const std::string& labels_path);
+absl::StatusOr<RawIdx> ReadIdxPair(const std::string& images_path, const std::string& labels_path);
 
 // Preprocesses raw grayscale images [N, H, W] with `config` (channels 1).
 absl::StatusOr<torch::Tensor> PreprocessRaw(const torch::Tensor& raw,

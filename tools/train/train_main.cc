@@ -19,12 +19,12 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -36,8 +36,6 @@
 #include "model/threading.h"
 #include "server/config/model_config.h"
 #include "tools/train/dataset.h"
-
-#include <opencv2/imgcodecs.hpp>
 
 namespace ghostserve::train {
 namespace {
@@ -64,8 +62,8 @@ class Flags {
       if (auto eq = a.find('='); eq != std::string::npos) {
         v = a.substr(eq + 1);
         a.resize(eq);
-      } else if (values_.count(a) && IsBool(a) && (i + 1 >= args.size() ||
-                                                   args[i + 1].rfind("--", 0) == 0)) {
+      } else if (values_.count(a) && IsBool(a) &&
+                 (i + 1 >= args.size() || args[i + 1].rfind("--", 0) == 0)) {
         v = "true";
       } else {
         if (i + 1 >= args.size()) return absl::InvalidArgumentError("--" + a + " needs a value");
@@ -104,9 +102,9 @@ class Flags {
   std::string Help() const {
     std::string h;
     for (const auto& [name, help] : order_) {
-      absl::StrAppend(&h, "  --", name, " (default: ",
-                      values_.at(name).empty() ? "none" : values_.at(name), ")\n      ", help,
-                      "\n");
+      absl::StrAppend(&h, "  --", name,
+                      " (default: ", values_.at(name).empty() ? "none" : values_.at(name),
+                      ")\n      ", help, "\n");
     }
     return h;
   }
@@ -255,9 +253,10 @@ absl::StatusOr<Data> LoadData(const std::string& dir, preprocess::PreprocessConf
       }
     }
     if (val_dir.empty() || (need_train && !fs::is_directory(fs::path(dir) / "train"))) {
-      return absl::NotFoundError(absl::StrCat(
-          dir, " holds neither IDX files (train-images-idx3-ubyte[.gz], t10k-...) nor an "
-               "ImageFolder tree with train/ and val/ (or test/) directories"));
+      return absl::NotFoundError(
+          absl::StrCat(dir,
+                       " holds neither IDX files (train-images-idx3-ubyte[.gz], t10k-...) nor an "
+                       "ImageFolder tree with train/ and val/ (or test/) directories"));
     }
     if (preprocess.mean.empty() || preprocess.std.empty()) {  // ImageNet's
       preprocess.mean = preprocess.channels == 3 ? std::vector<float>{0.485f, 0.456f, 0.406f}
@@ -319,10 +318,10 @@ EvalResult EvaluateModule(model::GhostNet& net, const Split& split, int64_t batc
     const int64_t b = std::min(batch, split.labels.numel() - i);
     torch::Tensor logits = net->forward(split.images.narrow(0, i, b));
     torch::Tensor y = split.labels.narrow(0, i, b);
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(
-                                   torch::kSum))
-                    .item<double>();
+    loss_sum +=
+        torch::nn::functional::cross_entropy(
+            logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+            .item<double>();
     r.correct += logits.argmax(1).eq(y).sum().item<int64_t>();
     r.count += b;
   }
@@ -343,8 +342,8 @@ absl::Status LoadInit(model::GhostNet& net, const std::string& path, bool replac
     for (auto& [name, t] : *state) {
       auto it = mine.find(name);
       if (it == mine.end()) continue;
-      if (name == "conv_stem.weight" && t.dim() == 4 && it->second.dim() == 4 &&
-          t.size(1) == 3 && it->second.size(1) == 1) {
+      if (name == "conv_stem.weight" && t.dim() == 4 && it->second.dim() == 4 && t.size(1) == 3 &&
+          it->second.size(1) == 1) {
         t = t.sum(1, /*keepdim=*/true);
       }
       if (name.rfind("classifier.", 0) == 0 && !t.sizes().equals(it->second.sizes())) {
@@ -376,8 +375,9 @@ int Train(const std::vector<std::string>& args, const std::string& command) {
   f.Define("resize-shorter", "-1",
            "shorter side before the centre crop; 0 = resize straight to the input size; "
            "-1 = 0 for IDX data, input-size * 8/7 for ImageFolder");
-  f.Define("mean", "auto", "per-channel mean, comma-separated; auto = from the training data "
-                           "(IDX) or ImageNet's (ImageFolder)");
+  f.Define("mean", "auto",
+           "per-channel mean, comma-separated; auto = from the training data "
+           "(IDX) or ImageNet's (ImageFolder)");
   f.Define("std", "auto", "per-channel std, as --mean");
   f.Define("class-names", "", "comma-separated class names in label order, or @FILE");
   f.Define("epochs", "20", "training epochs");
@@ -434,8 +434,9 @@ int Train(const std::vector<std::string>& args, const std::string& command) {
   }
   Split train = Limit(data->train, f.Int("limit-train"));
   Split val = Limit(data->val, f.Int("limit-val"));
-  std::fprintf(stderr, "data: %lld training, %lld validation images, %zu classes, %lldx%lld x%lld, "
-                       "loaded in %.1f s\n",
+  std::fprintf(stderr,
+               "data: %lld training, %lld validation images, %zu classes, %lldx%lld x%lld, "
+               "loaded in %.1f s\n",
                static_cast<long long>(train.labels.numel()),
                static_cast<long long>(val.labels.numel()), data->classes.size(),
                static_cast<long long>(pre.crop_size), static_cast<long long>(pre.crop_size),
@@ -474,12 +475,16 @@ int Train(const std::vector<std::string>& args, const std::string& command) {
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   if (sgd) {
     std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(decay, std::make_unique<torch::optim::SGDOptions>(
-                                   torch::optim::SGDOptions(lr).momentum(f.Num("momentum"))
-                                       .nesterov(true).weight_decay(wd)));
-    groups.emplace_back(no_decay, std::make_unique<torch::optim::SGDOptions>(
-                                      torch::optim::SGDOptions(lr).momentum(f.Num("momentum"))
-                                          .nesterov(true).weight_decay(0)));
+    groups.emplace_back(decay,
+                        std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(lr)
+                                                                       .momentum(f.Num("momentum"))
+                                                                       .nesterov(true)
+                                                                       .weight_decay(wd)));
+    groups.emplace_back(no_decay,
+                        std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(lr)
+                                                                       .momentum(f.Num("momentum"))
+                                                                       .nesterov(true)
+                                                                       .weight_decay(0)));
     optimizer = std::make_unique<torch::optim::SGD>(groups, torch::optim::SGDOptions(lr));
   } else {
     std::vector<torch::optim::OptimizerParamGroup> groups;
@@ -650,8 +655,7 @@ int Evaluate(const std::vector<std::string>& args) {
   model::ConfigureInferenceThread(static_cast<int>(f.Int("threads")));
   auto configs = config::ReadModelConfigs(f.Str("model-config"));
   if (!configs.ok() || configs->size() != 1) {
-    std::cerr << (configs.ok() ? "expected one model config" : configs.status().message())
-              << "\n";
+    std::cerr << (configs.ok() ? "expected one model config" : configs.status().message()) << "\n";
     return 1;
   }
   const config::ModelConfig& mc = configs->front();
@@ -756,7 +760,8 @@ int Export(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   using namespace ghostserve::train;
   const std::string usage =
-      "usage: ghostserve-train train|evaluate|export [flags]   (--help after a command lists flags)\n";
+      "usage: ghostserve-train train|evaluate|export [flags]   (--help after a command lists "
+      "flags)\n";
   if (argc < 2) {
     std::cerr << usage;
     return 2;
