@@ -32,6 +32,8 @@ COPY --from=build /out/bin/ /usr/local/bin/
 
 # Weights (.pth or .safetensors) and model configs are mounted here, e.g.
 #   -v $PWD/weights:/models:ro -e GHOSTSERVE_WEIGHTS=ghostnet_100=/models/ghostnet_1x.pth
+#   -v $PWD/my-models:/models:ro -e GHOSTSERVE_MODEL_CONFIG=/models   (every *.json there)
+# ghostnet_050_fashion is compiled into the binary and needs no files.
 VOLUME ["/models"]
 # Thread settings: the server sizes LibTorch's OpenMP team itself
 # (--inference-threads, default: the CPUs the container may use, from its
