@@ -25,7 +25,8 @@ absl::StatusOr<std::string> ReadFlagFile(const std::string& flag, const std::str
   }
   std::ostringstream bytes;
   bytes << in.rdbuf();
-  if (in.bad()) return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", path, ": read error"));
+  if (in.bad())
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", path, ": read error"));
   return bytes.str();
 }
 
@@ -85,7 +86,8 @@ void AddConnectionFlags(FlagSet& flags, ConnectionOptions* options) {
 absl::StatusOr<Connection> Connection::Create(const ConnectionOptions& options) {
   if (options.server.empty()) return absl::InvalidArgumentError("--server is empty");
   if (options.tls_cert.empty() != options.tls_key.empty()) {
-    return absl::InvalidArgumentError("--tls-cert and --tls-key go together (give both or neither)");
+    return absl::InvalidArgumentError(
+        "--tls-cert and --tls-key go together (give both or neither)");
   }
   if (options.tls_ca.empty() && !options.tls_cert.empty()) {
     return absl::InvalidArgumentError("--tls-cert needs --tls-ca (mutual TLS is TLS)");

@@ -121,8 +121,8 @@ int main(int argc, char** argv) {
        : cfg.tls_client_ca.empty()
            ? "TLS (cert " + cfg.tls_cert + ")"
            : "mutual TLS (cert " + cfg.tls_cert + ", client CA " + cfg.tls_client_ca + ")") +
-      "; bearer token " + (cfg.auth_token.empty() ? "off" : "required (from " +
-                                                                cfg.auth_token_file + ")"));
+      "; bearer token " +
+      (cfg.auth_token.empty() ? "off" : "required (from " + cfg.auth_token_file + ")"));
   if (!cfg.auth_token.empty() && cfg.tls_cert.empty()) {
     Log("WARNING: --auth-token-file without --tls-cert: the token travels in plaintext; "
         "only do this behind a TLS-terminating proxy or mesh");

@@ -78,8 +78,10 @@ const std::vector<Flag>& Flags() {
        "[ghostnet_050,ghostnet_100,ghostnet_130,ghostnet_050_fashion]",
        [](ServerConfig* c, const std::string& v) -> absl::Status {
          std::vector<std::string> names = absl::StrSplit(v, ',', absl::SkipEmpty());
-         if (v == "none") names.clear();
-         else if (names.empty()) return absl::InvalidArgumentError("expects at least one model");
+         if (v == "none")
+           names.clear();
+         else if (names.empty())
+           return absl::InvalidArgumentError("expects at least one model");
          const std::vector<std::string> builtin = BuiltinModelNames();
          for (const auto& n : names) {
            if (std::find(builtin.begin(), builtin.end(), n) == builtin.end()) {
@@ -166,7 +168,8 @@ const std::vector<Flag>& Flags() {
       {"max-connection-age-grace-ms",
        "how long calls of an aged-out connection may still run, ms [30000]",
        Int(&ServerConfig::max_connection_age_grace_ms, 0, 2'000'000'000)},
-      {"max-connection-idle-ms", "close a connection with no calls for this long; 0 = never [120000]",
+      {"max-connection-idle-ms",
+       "close a connection with no calls for this long; 0 = never [120000]",
        Int(&ServerConfig::max_connection_idle_ms, 0, 2'000'000'000)},
       {"grpc-memory-bytes",
        "gRPC resource quota: memory its transport may hold; 0 = unlimited [536870912]",
@@ -276,9 +279,9 @@ absl::Status FinalizeSecurity(ServerConfig* c) {
   c->tls_client_ca_pem.clear();
   c->auth_token.clear();
   if (c->tls_cert.empty() != c->tls_key.empty()) {
-    return absl::InvalidArgumentError(
-        c->tls_cert.empty() ? "--tls-key needs --tls-cert (give both or neither)"
-                            : "--tls-cert needs --tls-key (give both or neither)");
+    return absl::InvalidArgumentError(c->tls_cert.empty()
+                                          ? "--tls-key needs --tls-cert (give both or neither)"
+                                          : "--tls-cert needs --tls-key (give both or neither)");
   }
   if (!c->tls_client_ca.empty() && c->tls_cert.empty()) {
     return absl::InvalidArgumentError(

@@ -38,8 +38,7 @@ void ApplyConnectionLimits(const ServerOptions& o, grpc::ServerBuilder* builder)
   builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, o.max_concurrent_streams);
   builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, OrInfinite(o.max_connection_age_ms));
-  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
-                              o.max_connection_age_grace_ms);
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, o.max_connection_age_grace_ms);
   builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
                               OrInfinite(o.max_connection_idle_ms));
   if (o.grpc_memory_bytes > 0 || o.grpc_max_threads > 0) {

@@ -143,8 +143,8 @@ class SecurityTest : public ::testing::Test {
   // Starts a server with `so` (listen and metrics addresses are filled in).
   void StartServer(service::ServerOptions so) {
     registry_ = std::make_shared<prometheus::Registry>();
-    metrics_ = std::make_unique<metrics::ServerMetrics>(registry_.get(),
-                                                        std::vector<std::string>{kModel});
+    metrics_ =
+        std::make_unique<metrics::ServerMetrics>(registry_.get(), std::vector<std::string>{kModel});
     core::CoreOptions co;
     co.preprocess_threads = 1;
     auto core =
@@ -413,8 +413,8 @@ class AuthTest : public SecurityTest {
         {"empty token", {{"authorization", "Bearer "}}},
         {"no scheme", {{"authorization", token}}},
         {"Basic scheme", {{"authorization", "Basic " + token}}},
-        {"two authorization entries", {{"authorization", "Bearer " + token},
-                                       {"authorization", "Bearer wrong"}}},
+        {"two authorization entries",
+         {{"authorization", "Bearer " + token}, {"authorization", "Bearer wrong"}}},
     };
   }
 
@@ -560,8 +560,7 @@ TEST_F(SecurityTest, TokenOverMutualTlsNeedsBoth) {
   service::ServerOptions so = TlsOptions(/*mutual=*/true);
   so.auth_token = kToken;
   StartServer(so);
-  EXPECT_EQ(Classify(Channel(Tls("ca", "client"))).error_code(),
-            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(Classify(Channel(Tls("ca", "client"))).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(Classify(Channel(Tls("ca")), Bearer(kToken), kFailTimeoutMs).error_code(),
             grpc::StatusCode::UNAVAILABLE);
   EXPECT_TRUE(Classify(Channel(Tls("ca", "client")), Bearer(kToken)).ok());

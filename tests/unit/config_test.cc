@@ -595,8 +595,7 @@ namespace {
 
 // PEM-looking files: Finalize checks the block type, not the cryptography
 // (gRPC does that when the port opens).
-constexpr char kCertPem[] =
-    "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+constexpr char kCertPem[] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 constexpr char kKeyPem[] = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
 
 absl::Status FinalizeError(const std::vector<std::string>& args, const Env& env = {}) {
@@ -629,8 +628,8 @@ TEST(ConfigSecurityTest, ClientCaNeedsTls) {
   const TempFile cert(kCertPem), key(kKeyPem), ca(kCertPem);
   EXPECT_THAT(FinalizeError({"--tls-client-ca", ca.path()}).message(),
               HasSubstr("--tls-client-ca"));
-  ServerConfig c = ParseOk(
-      {"--tls-cert", cert.path(), "--tls-key", key.path(), "--tls-client-ca", ca.path()});
+  ServerConfig c =
+      ParseOk({"--tls-cert", cert.path(), "--tls-key", key.path(), "--tls-client-ca", ca.path()});
   ASSERT_TRUE(Finalize(&c, 2).ok());
   EXPECT_EQ(c.tls_client_ca_pem, kCertPem);
 }
@@ -650,16 +649,16 @@ TEST(ConfigSecurityTest, UnreadableOrNonPemFilesNameTheFlag) {
               HasSubstr("--tls-cert"));
   EXPECT_THAT(FinalizeError({"--tls-cert", cert.path(), "--tls-key", cert.path()}).message(),
               HasSubstr("--tls-key"));
-  EXPECT_THAT(FinalizeError({"--tls-cert", cert.path(), "--tls-key", key.path(),
-                             "--tls-client-ca", junk.path()})
+  EXPECT_THAT(FinalizeError({"--tls-cert", cert.path(), "--tls-key", key.path(), "--tls-client-ca",
+                             junk.path()})
                   .message(),
               HasSubstr("--tls-client-ca"));
 }
 
 TEST(ConfigSecurityTest, TlsFlagsComeFromEnvironmentAndConfigFile) {
   const TempFile cert(kCertPem), key(kKeyPem);
-  ServerConfig env = ParseOk({}, {{"GHOSTSERVE_TLS_CERT", cert.path()},
-                                  {"GHOSTSERVE_TLS_KEY", key.path()}});
+  ServerConfig env =
+      ParseOk({}, {{"GHOSTSERVE_TLS_CERT", cert.path()}, {"GHOSTSERVE_TLS_KEY", key.path()}});
   ASSERT_TRUE(Finalize(&env, 2).ok());
   EXPECT_EQ(env.tls_cert_pem, kCertPem);
   const TempFile file("tls-cert = " + cert.path() + "\ntls-key = " + key.path() + "\n");
@@ -667,8 +666,7 @@ TEST(ConfigSecurityTest, TlsFlagsComeFromEnvironmentAndConfigFile) {
   ASSERT_TRUE(Finalize(&from_file, 2).ok());
   EXPECT_EQ(from_file.tls_key_pem, kKeyPem);
   // An empty variable (as a ConfigMap may carry) means "off".
-  ServerConfig off =
-      ParseOk({}, {{"GHOSTSERVE_TLS_CERT", ""}, {"GHOSTSERVE_AUTH_TOKEN_FILE", ""}});
+  ServerConfig off = ParseOk({}, {{"GHOSTSERVE_TLS_CERT", ""}, {"GHOSTSERVE_AUTH_TOKEN_FILE", ""}});
   ASSERT_TRUE(Finalize(&off, 2).ok());
   EXPECT_EQ(off.tls_cert_pem, "");
   EXPECT_EQ(off.auth_token, "");
@@ -697,12 +695,11 @@ TEST(ConfigSecurityTest, EmptyOrBlankTokenIsRefusedWithoutShowingIt) {
 }
 
 TEST(ConfigSecurityTest, LimitFlagsAreRangeChecked) {
-  const ServerConfig c = ParseOk({"--keepalive-time-ms=30000", "--keepalive-timeout-ms=5000",
-                                  "--keepalive-min-ping-interval-ms=0",
-                                  "--keepalive-max-ping-strikes=0", "--max-concurrent-streams=1",
-                                  "--max-connection-age-ms=0", "--max-connection-age-grace-ms=0",
-                                  "--max-connection-idle-ms=0", "--grpc-memory-bytes=0",
-                                  "--grpc-max-threads=8"});
+  const ServerConfig c = ParseOk(
+      {"--keepalive-time-ms=30000", "--keepalive-timeout-ms=5000",
+       "--keepalive-min-ping-interval-ms=0", "--keepalive-max-ping-strikes=0",
+       "--max-concurrent-streams=1", "--max-connection-age-ms=0", "--max-connection-age-grace-ms=0",
+       "--max-connection-idle-ms=0", "--grpc-memory-bytes=0", "--grpc-max-threads=8"});
   EXPECT_EQ(c.keepalive_time_ms, 30000);
   EXPECT_EQ(c.keepalive_timeout_ms, 5000);
   EXPECT_EQ(c.keepalive_min_ping_interval_ms, 0);
@@ -713,14 +710,14 @@ TEST(ConfigSecurityTest, LimitFlagsAreRangeChecked) {
   EXPECT_EQ(c.max_connection_idle_ms, 0);
   EXPECT_EQ(c.grpc_memory_bytes, 0);
   EXPECT_EQ(c.grpc_max_threads, 8);
-  for (const auto& [flag, bad] : std::vector<std::pair<std::string, std::string>>{
-           {"keepalive-time-ms", "0"},
-           {"keepalive-timeout-ms", "-1"},
-           {"keepalive-max-ping-strikes", "1001"},
-           {"max-concurrent-streams", "0"},
-           {"max-connection-age-ms", "3000000000"},
-           {"grpc-memory-bytes", "-5"},
-           {"grpc-max-threads", "lots"}}) {
+  for (const auto& [flag, bad] :
+       std::vector<std::pair<std::string, std::string>>{{"keepalive-time-ms", "0"},
+                                                        {"keepalive-timeout-ms", "-1"},
+                                                        {"keepalive-max-ping-strikes", "1001"},
+                                                        {"max-concurrent-streams", "0"},
+                                                        {"max-connection-age-ms", "3000000000"},
+                                                        {"grpc-memory-bytes", "-5"},
+                                                        {"grpc-max-threads", "lots"}}) {
     EXPECT_THAT(ParseError({"--" + flag, bad}).message(), HasSubstr("--" + flag)) << flag;
   }
 }
