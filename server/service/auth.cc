@@ -18,7 +18,7 @@ bool ConstantTimeEquals(absl::string_view expected, absl::string_view got) {
   volatile unsigned char diff = expected.size() == got.size() ? 0 : 1;
   for (size_t i = 0; i < expected.size(); ++i) {
     const unsigned char g = i < got.size() ? static_cast<unsigned char>(got[i]) : 0;
-    diff = diff | (static_cast<unsigned char>(expected[i]) ^ g);
+    diff = static_cast<unsigned char>(diff | (static_cast<unsigned char>(expected[i]) ^ g));
   }
   return diff == 0;
 }

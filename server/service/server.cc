@@ -13,7 +13,7 @@
 namespace ghostserve::service {
 namespace {
 
-std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const ServerOptions& o) {
+std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const ServerOptions& o) {
   if (o.tls_cert_pem.empty()) return grpc::InsecureServerCredentials();
   grpc::SslServerCredentialsOptions ssl(
       o.tls_client_ca_pem.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
@@ -65,7 +65,7 @@ absl::StatusOr<std::unique_ptr<GhostServer>> GhostServer::Create(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   const bool tls = !options.tls_cert_pem.empty();
-  builder.AddListeningPort(options.listen, ServerCredentials(options), &s->port_);
+  builder.AddListeningPort(options.listen, MakeServerCredentials(options), &s->port_);
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   builder.SetMaxSendMessageSize(64 << 20);
   ApplyConnectionLimits(options, &builder);

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <map>
@@ -97,7 +98,8 @@ class Certs : public ::testing::Environment {
     WriteFile(Path("token"), std::string(kToken) + "\n");
   }
   void TearDown() override {
-    if (!dir_.empty()) std::system(("rm -rf " + dir_).c_str());
+    std::error_code ignored;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ignored);
   }
 
   // "ca.pem", "server.key", "client.pem", "other-ca.pem", ...
@@ -110,7 +112,7 @@ class Certs : public ::testing::Environment {
 };
 Certs* Certs::instance_ = nullptr;
 
-const bool kCertsRegistered = [] {
+[[maybe_unused]] const bool kCertsRegistered = [] {
   Certs::Register();
   ::testing::AddGlobalTestEnvironment(Certs::Get());
   return true;
@@ -474,7 +476,10 @@ TEST_F(AuthTest, EveryClassifierAndKServeMethodNeedsTheToken) {
         grpc::ClientContext ctx;
         SetTimeout(ctx, kCallTimeoutMs);
         if (with_token) ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
-        grpc::ByteBuffer request;  // an empty message: every field at its default
+        // An empty message: every field at its default.
+        const std::string empty;
+        grpc::Slice slice(empty);
+        grpc::ByteBuffer request(&slice, 1);
         grpc::ByteBuffer response;
         std::promise<grpc::Status> done;
         stub.UnaryCall(&ctx, path, grpc::StubOptions(), &request, &response,
