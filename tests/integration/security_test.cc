@@ -214,7 +214,9 @@ class SecurityTest : public ::testing::Test {
     for (const auto& [k, v] : md) ctx.AddMetadata(k, v);
     v1::ClassifyResponse response;
     const grpc::Status s = v1::Classifier::NewStub(channel)->Classify(&ctx, Request(), &response);
-    if (s.ok()) EXPECT_EQ(response.predictions_size(), 3);
+    if (s.ok()) {
+      EXPECT_EQ(response.predictions_size(), 3);
+    }
     if (out != nullptr) *out = response;
     return s;
   }
@@ -234,7 +236,9 @@ class SecurityTest : public ::testing::Test {
     inference::ModelInferResponse response;
     const grpc::Status s =
         inference::GRPCInferenceService::NewStub(channel)->ModelInfer(&ctx, req, &response);
-    if (s.ok()) EXPECT_EQ(response.outputs_size(), 2);
+    if (s.ok()) {
+      EXPECT_EQ(response.outputs_size(), 2);
+    }
     return s;
   }
 
@@ -426,7 +430,9 @@ class AuthTest : public SecurityTest {
     EXPECT_EQ(s.error_message().find(kToken), std::string::npos) << what;
     for (const auto& [k, v] : sent) {
       const std::string value = v.substr(v.find(' ') + 1);
-      if (value.size() >= 4) EXPECT_EQ(s.error_message().find(value), std::string::npos) << what;
+      if (value.size() >= 4) {
+        EXPECT_EQ(s.error_message().find(value), std::string::npos) << what;
+      }
     }
     EXPECT_EQ(s.error_message(), service::kUnauthenticatedMessage) << what;
   }
