@@ -173,7 +173,8 @@ const std::vector<Flag>& Flags() {
        "gRPC resource quota: memory its transport may hold; 0 = unlimited [536870912]",
        Int(&ServerConfig::grpc_memory_bytes, 0, int64_t{1} << 40)},
       {"grpc-max-threads",
-       "gRPC resource quota: threads of its synchronous-API pool; 0 = unlimited [0]",
+       "gRPC resource quota: threads of its synchronous-API pool (reflection); 0 = unlimited, "
+       "else at least 2 [0]",
        Int(&ServerConfig::grpc_max_threads, 0, 100'000)},
   };
   return *kFlags;
@@ -272,6 +273,14 @@ absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& 
 }
 
 absl::Status FinalizeSecurity(ServerConfig* c) {
+  // One thread is the sync server's poller alone: reflection (gRPC's
+  // synchronous API) then answers RESOURCE_EXHAUSTED "Server Threadpool
+  // Exhausted" (seen with gRPC 1.51); 2 serves it.
+  if (c->grpc_max_threads == 1) {
+    return absl::InvalidArgumentError(
+        "--grpc-max-threads 1 leaves gRPC's reflection service no worker thread; use 0 (no cap) "
+        "or at least 2");
+  }
   c->tls_cert_pem.clear();
   c->tls_key_pem.clear();
   c->tls_client_ca_pem.clear();

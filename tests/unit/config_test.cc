@@ -720,6 +720,11 @@ TEST(ConfigSecurityTest, LimitFlagsAreRangeChecked) {
                                                         {"grpc-max-threads", "lots"}}) {
     EXPECT_THAT(ParseError({"--" + flag, bad}).message(), HasSubstr("--" + flag)) << flag;
   }
+  // One thread would leave reflection none to run on.
+  EXPECT_THAT(FinalizeError({"--grpc-max-threads", "1"}).message(),
+              HasSubstr("--grpc-max-threads"));
+  ServerConfig two = ParseOk({"--grpc-max-threads", "2"});
+  EXPECT_TRUE(Finalize(&two, 2).ok());
 }
 
 }  // namespace
