@@ -78,10 +78,8 @@ const std::vector<Flag>& Flags() {
        "[ghostnet_050,ghostnet_100,ghostnet_130,ghostnet_050_fashion]",
        [](ServerConfig* c, const std::string& v) -> absl::Status {
          std::vector<std::string> names = absl::StrSplit(v, ',', absl::SkipEmpty());
-         if (v == "none")
-           names.clear();
-         else if (names.empty())
-           return absl::InvalidArgumentError("expects at least one model");
+         if (v == "none") names.clear();
+         else if (names.empty()) return absl::InvalidArgumentError("expects at least one model");
          const std::vector<std::string> builtin = BuiltinModelNames();
          for (const auto& n : names) {
            if (std::find(builtin.begin(), builtin.end(), n) == builtin.end()) {
