@@ -47,7 +47,8 @@ struct Slot {
 // is in flight any more, so the object can then be destroyed.
 class Bench {
  public:
-  Bench(const BenchOptions& options, const std::vector<std::string>& images);
+  Bench(const BenchOptions& options, const Connection& connection,
+        const std::vector<std::string>& images);
   ~Bench();
 
   BenchResult Run();
@@ -94,7 +95,8 @@ class Bench {
   std::thread dispatcher_;
 };
 
-Bench::Bench(const BenchOptions& options, const std::vector<std::string>& images)
+Bench::Bench(const BenchOptions& options, const Connection& connection,
+             const std::vector<std::string>& images)
     : options_(options) {
   requests_.resize(images.size());
   for (size_t i = 0; i < images.size(); ++i) {
@@ -105,7 +107,7 @@ Bench::Bench(const BenchOptions& options, const std::vector<std::string>& images
   const int channels = options_.channels > 0 ? options_.channels
                                              : std::min(options_.concurrency, kMaxDefaultChannels);
   for (int i = 0; i < channels; ++i) {
-    channels_.push_back(MakeChannel(options_.server, i));
+    channels_.push_back(connection.MakeChannel(i));
     stubs_.push_back(pb::Classifier::NewStub(channels_.back()));
   }
   for (int i = 0; i < options_.concurrency; ++i) {
@@ -319,7 +321,9 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& options,
   if (options.timeout_ms < 1 || options.channels < 0) {
     return absl::InvalidArgumentError("bad timeout or channel count");
   }
-  Bench bench(options, images);
+  auto connection = Connection::Create(options.connection);
+  if (!connection.ok()) return connection.status();
+  Bench bench(options, *connection, images);
   return bench.Run();
 }
 

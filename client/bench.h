@@ -38,7 +38,8 @@ struct BenchProgress {
 };
 
 struct BenchOptions {
-  std::string server = kDefaultServer;
+  // Server address, TLS and token.
+  ConnectionOptions connection;
   std::string model;
   // Predictions asked for per call.
   uint32_t top_k = 5;

@@ -66,6 +66,8 @@ absl::StatusOr<EvalResult> RunEval(const EvalOptions& options,
     ss << in.rdbuf();
     images[i] = ss.str();
   }
+  auto connection = Connection::Create(options.connection);
+  if (!connection.ok()) return connection.status();
   EvalResult result;
   result.images = static_cast<int64_t>(files.size());
   std::mutex mu;
@@ -73,7 +75,7 @@ absl::StatusOr<EvalResult> RunEval(const EvalOptions& options,
   const auto start = std::chrono::steady_clock::now();
   auto worker = [&](int index) {
     // A few connections, so calls are not serialised on one HTTP/2 stream limit.
-    auto stub = ::ghostserve::v1::Classifier::NewStub(MakeChannel(options.server, index % 4));
+    auto stub = ::ghostserve::v1::Classifier::NewStub(connection->MakeChannel(index % 4));
     for (size_t i = next++; i < files.size(); i = next++) {
       ::ghostserve::v1::ClassifyRequest request;
       request.set_model(options.model);

@@ -28,7 +28,8 @@ struct LabelledFile {
 absl::StatusOr<std::vector<LabelledFile>> ListImageFolder(const std::string& root, int64_t limit);
 
 struct EvalOptions {
-  std::string server = kDefaultServer;
+  // Server address, TLS and token.
+  ConnectionOptions connection;
   std::string model;
   int concurrency = 16;
   int64_t timeout_ms = kDefaultTimeoutMs;

@@ -57,6 +57,8 @@ Commands:
   models     list the models the server serves
   health     ask the gRPC health service whether the server is serving
 
+Every command takes the connection flags --server, --tls-ca, --tls-cert,
+--tls-key, --tls-server-name and --auth-token-file.
 Run 'ghostserve-client COMMAND --help' for a command's flags.
 )";
 
@@ -68,7 +70,6 @@ image, or one JSON line per image with --json. A failed call is reported on
 stderr as "FILE: CODE: message"; the others still run.
 
 Flags:
-  --server ADDR      server address (default localhost:50051)
   --model NAME       model to use, e.g. ghostnet_100 (required; see 'models')
   --top-k K          predictions per image (default 5)
   --json             one JSON object per image on stdout
@@ -90,7 +91,6 @@ count. Latency percentiles are of successful calls. A progress line goes to
 stderr once a second.
 
 Flags:
-  --server ADDR      server address (default localhost:50051)
   --model NAME       model to use (required)
   --concurrency C    calls in flight, or the cap on them with --rate (default 1)
   --duration S       measured seconds (default 10)
@@ -113,7 +113,6 @@ class directory is named by the class index ("7") or by the exact label the
 model returns ("Sneaker"). A failed call counts as a wrong answer.
 
 Flags:
-  --server ADDR      server address (default localhost:50051)
   --model NAME       model to evaluate (required)
   --concurrency N    calls in flight (default 16)
   --limit N          evaluate N images, taken evenly from the classes (default all)
@@ -127,7 +126,6 @@ constexpr char kModelsUsage[] = R"(usage: ghostserve-client models [flags]
 Lists the models the server serves (ListModels).
 
 Flags:
-  --server ADDR      server address (default localhost:50051)
   --json             print the full model descriptions as one JSON object
   --timeout-ms T     deadline of the call in milliseconds (default 30000)
 
@@ -140,12 +138,24 @@ Calls grpc.health.v1.Health/Check and prints the serving status: SERVING,
 NOT_SERVING, SERVICE_UNKNOWN or UNKNOWN. Meant for container health checks.
 
 Flags:
-  --server ADDR      server address (default localhost:50051)
   --service NAME     service to ask about (default "": the whole server)
   --timeout-ms T     deadline of the call in milliseconds (default 30000)
 
 Exit code: 0 only when the answer is SERVING, 1 otherwise, 2 on bad usage.
 )";
+
+// Prints a subcommand's usage text with the connection flags every
+// subcommand shares inserted at the top of its "Flags:" list.
+void PrintUsage(const std::string& usage) {
+  const std::string marker = "Flags:\n";
+  const size_t pos = usage.find(marker);
+  if (pos == std::string::npos) {
+    std::cout << usage;
+    return;
+  }
+  std::cout << usage.substr(0, pos + marker.size()) << kConnectionFlagsUsage
+            << usage.substr(pos + marker.size());
+}
 
 // Prints a usage error the way every subcommand does, and returns its code.
 int UsageError(const std::string& command, const std::string& message) {
@@ -189,13 +199,13 @@ std::string RpcError(const grpc::Status& status) {
 }
 
 int Classify(const std::vector<std::string>& args) {
-  std::string server = kDefaultServer;
+  ConnectionOptions connection;
   std::string model;
   int64_t top_k = 5;
   bool json = false;
   int64_t timeout_ms = kDefaultTimeoutMs;
   FlagSet flags;
-  flags.String("server", &server);
+  AddConnectionFlags(flags, &connection);
   flags.String("model", &model);
   flags.Int("top-k", 1, kMaxTopK, &top_k);
   flags.Bool("json", &json);
@@ -205,14 +215,15 @@ int Classify(const std::vector<std::string>& args) {
     return UsageError("classify", std::string(files.status().message()));
   }
   if (flags.help()) {
-    std::cout << kClassifyUsage;
+    PrintUsage(kClassifyUsage);
     return kExitOk;
   }
-  if (server.empty()) return UsageError("classify", "--server is empty");
+  absl::StatusOr<Connection> conn = Connection::Create(connection);
+  if (!conn.ok()) return UsageError("classify", std::string(conn.status().message()));
   if (model.empty()) return UsageError("classify", "--model is required");
   if (files->empty()) return UsageError("classify", "no image files given");
 
-  auto stub = pb::Classifier::NewStub(MakeChannel(server));
+  auto stub = pb::Classifier::NewStub(conn->MakeChannel());
   int failures = 0;
   for (size_t i = 0; i < files->size(); ++i) {
     const std::string& file = (*files)[i];
@@ -356,7 +367,7 @@ int Bench(const std::vector<std::string>& args) {
   int64_t top_k = options.top_k;
   bool json = false;
   FlagSet flags;
-  flags.String("server", &options.server);
+  AddConnectionFlags(flags, &options.connection);
   flags.String("model", &options.model);
   flags.Int("concurrency", 1, 100000, &concurrency);
   flags.Double("duration", 0.001, 7 * 24 * 3600, &options.duration_s);
@@ -370,10 +381,12 @@ int Bench(const std::vector<std::string>& args) {
     return UsageError("bench", std::string(files.status().message()));
   }
   if (flags.help()) {
-    std::cout << kBenchUsage;
+    PrintUsage(kBenchUsage);
     return kExitOk;
   }
-  if (options.server.empty()) return UsageError("bench", "--server is empty");
+  if (auto conn = Connection::Create(options.connection); !conn.ok()) {
+    return UsageError("bench", std::string(conn.status().message()));
+  }
   if (options.model.empty()) return UsageError("bench", "--model is required");
   if (files->empty()) return UsageError("bench", "no image files given");
   options.concurrency = static_cast<int>(concurrency);
@@ -417,7 +430,7 @@ int Eval(const std::vector<std::string>& args) {
   int64_t concurrency = options.concurrency;
   int64_t limit = 0;
   FlagSet flags;
-  flags.String("server", &options.server);
+  AddConnectionFlags(flags, &options.connection);
   flags.String("model", &options.model);
   flags.Int("concurrency", 1, 1024, &concurrency);
   flags.Int("limit", 0, int64_t{1} << 40, &limit);
@@ -425,8 +438,11 @@ int Eval(const std::vector<std::string>& args) {
   absl::StatusOr<std::vector<std::string>> rest = flags.Parse(args);
   if (!rest.ok()) return UsageError("eval", std::string(rest.status().message()));
   if (flags.help()) {
-    std::cout << kEvalUsage;
+    PrintUsage(kEvalUsage);
     return kExitOk;
+  }
+  if (auto conn = Connection::Create(options.connection); !conn.ok()) {
+    return UsageError("eval", std::string(conn.status().message()));
   }
   if (options.model.empty()) return UsageError("eval", "--model is required");
   if (rest->size() != 1) return UsageError("eval", "expects one image directory");
@@ -462,11 +478,11 @@ int Eval(const std::vector<std::string>& args) {
 }
 
 int Models(const std::vector<std::string>& args) {
-  std::string server = kDefaultServer;
+  ConnectionOptions connection;
   bool json = false;
   int64_t timeout_ms = kDefaultTimeoutMs;
   FlagSet flags;
-  flags.String("server", &server);
+  AddConnectionFlags(flags, &connection);
   flags.Bool("json", &json);
   flags.Int("timeout-ms", 1, kMaxTimeoutMs, &timeout_ms);
   absl::StatusOr<std::vector<std::string>> rest = flags.Parse(args);
@@ -474,15 +490,16 @@ int Models(const std::vector<std::string>& args) {
     return UsageError("models", std::string(rest.status().message()));
   }
   if (flags.help()) {
-    std::cout << kModelsUsage;
+    PrintUsage(kModelsUsage);
     return kExitOk;
   }
-  if (server.empty()) return UsageError("models", "--server is empty");
+  absl::StatusOr<Connection> conn = Connection::Create(connection);
+  if (!conn.ok()) return UsageError("models", std::string(conn.status().message()));
   if (!rest->empty()) {
     return UsageError("models", "unexpected argument " + rest->front());
   }
 
-  auto stub = pb::Classifier::NewStub(MakeChannel(server));
+  auto stub = pb::Classifier::NewStub(conn->MakeChannel());
   grpc::ClientContext context;
   SetTimeout(context, timeout_ms);
   pb::ListModelsResponse response;
@@ -540,11 +557,11 @@ int Models(const std::vector<std::string>& args) {
 }
 
 int Health(const std::vector<std::string>& args) {
-  std::string server = kDefaultServer;
+  ConnectionOptions connection;
   std::string service;
   int64_t timeout_ms = kDefaultTimeoutMs;
   FlagSet flags;
-  flags.String("server", &server);
+  AddConnectionFlags(flags, &connection);
   flags.String("service", &service);
   flags.Int("timeout-ms", 1, kMaxTimeoutMs, &timeout_ms);
   absl::StatusOr<std::vector<std::string>> rest = flags.Parse(args);
@@ -552,15 +569,16 @@ int Health(const std::vector<std::string>& args) {
     return UsageError("health", std::string(rest.status().message()));
   }
   if (flags.help()) {
-    std::cout << kHealthUsage;
+    PrintUsage(kHealthUsage);
     return kExitOk;
   }
-  if (server.empty()) return UsageError("health", "--server is empty");
+  absl::StatusOr<Connection> conn = Connection::Create(connection);
+  if (!conn.ok()) return UsageError("health", std::string(conn.status().message()));
   if (!rest->empty()) {
     return UsageError("health", "unexpected argument " + rest->front());
   }
 
-  const HealthCheckResult result = CheckHealth(MakeChannel(server), service, timeout_ms);
+  const HealthCheckResult result = CheckHealth(conn->MakeChannel(), service, timeout_ms);
   // The health protocol answers NOT_FOUND for a service it does not know
   // rather than SERVICE_UNKNOWN, which only Watch uses.
   if (result.rpc_status.error_code() == grpc::StatusCode::NOT_FOUND) {

@@ -22,11 +22,13 @@ BUILD_PACKAGES="
   nlohmann-json3-dev zlib1g-dev
 "
 # Test-only: the independent PyTorch reference model and its benchmark; a
-# real Prometheus, gRPC for Python and YAML for the deploy tests (tests/deploy).
+# real Prometheus, gRPC for Python and YAML for the deploy tests (tests/deploy);
+# the openssl CLI makes throwaway certificates for tests/integration/security_test.
 TEST_PACKAGES="
   python3 python3-torch python3-numpy
   dataset-fashion-mnist
   prometheus python3-grpcio python3-grpc-tools python3-yaml
+  openssl
 "
 
 packages="$BUILD_PACKAGES"

@@ -92,6 +92,20 @@ int main(int argc, char** argv) {
   so.listen = cfg.listen;
   so.metrics_listen = cfg.metrics_listen;
   so.max_receive_message_bytes = cfg.max_message_bytes;
+  so.tls_cert_pem = cfg.tls_cert_pem;
+  so.tls_key_pem = cfg.tls_key_pem;
+  so.tls_client_ca_pem = cfg.tls_client_ca_pem;
+  so.auth_token = cfg.auth_token;
+  so.keepalive_time_ms = cfg.keepalive_time_ms;
+  so.keepalive_timeout_ms = cfg.keepalive_timeout_ms;
+  so.keepalive_min_ping_interval_ms = cfg.keepalive_min_ping_interval_ms;
+  so.keepalive_max_ping_strikes = cfg.keepalive_max_ping_strikes;
+  so.max_concurrent_streams = cfg.max_concurrent_streams;
+  so.max_connection_age_ms = cfg.max_connection_age_ms;
+  so.max_connection_age_grace_ms = cfg.max_connection_age_grace_ms;
+  so.max_connection_idle_ms = cfg.max_connection_idle_ms;
+  so.grpc_memory_bytes = cfg.grpc_memory_bytes;
+  so.grpc_max_threads = cfg.grpc_max_threads;
   auto server = service::GhostServer::Create(so, core->get(), registry, &metrics);
   if (!server.ok()) {
     std::cerr << "ghostserve: " << server.status().message() << "\n";
@@ -101,6 +115,18 @@ int main(int argc, char** argv) {
       (cfg.metrics_listen.empty() ? std::string()
                                   : ", metrics on " + cfg.metrics_listen + " (port " +
                                         std::to_string((*server)->metrics_port()) + ")"));
+  // Names the mode and the files, never their contents or the token.
+  Log(std::string("gRPC transport: ") +
+      (cfg.tls_cert.empty() ? "plaintext"
+       : cfg.tls_client_ca.empty()
+           ? "TLS (cert " + cfg.tls_cert + ")"
+           : "mutual TLS (cert " + cfg.tls_cert + ", client CA " + cfg.tls_client_ca + ")") +
+      "; bearer token " +
+      (cfg.auth_token.empty() ? "off" : "required (from " + cfg.auth_token_file + ")"));
+  if (!cfg.auth_token.empty() && cfg.tls_cert.empty()) {
+    Log("WARNING: --auth-token-file without --tls-cert: the token travels in plaintext; "
+        "only do this behind a TLS-terminating proxy or mesh");
+  }
   if (auto s = (*core)->Warmup(); !s.ok()) {
     std::cerr << "ghostserve: " << s.message() << "\n";
     return 1;

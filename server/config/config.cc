@@ -1,12 +1,15 @@
 #include "server/config/config.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <set>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -50,6 +53,15 @@ std::function<absl::Status(ServerConfig*, const std::string&)> HostPort(
         port < 0 || port > 65535) {
       return absl::InvalidArgumentError(absl::StrCat("expects HOST:PORT, got '", v, "'"));
     }
+    c->*field = v;
+    return absl::OkStatus();
+  };
+}
+
+// A file path; empty unsets it (so an empty GHOSTSERVE_* variable is "off").
+std::function<absl::Status(ServerConfig*, const std::string&)> Path(
+    std::string ServerConfig::*field) {
+  return [field](ServerConfig* c, const std::string& v) -> absl::Status {
     c->*field = v;
     return absl::OkStatus();
   };
@@ -125,6 +137,46 @@ const std::vector<Flag>& Flags() {
        Int(&ServerConfig::drain_timeout_ms, 0, 3'600'000)},
       {"seed", "seed of the untrained initialisation of models without weights [0]",
        Int(&ServerConfig::seed, 0, int64_t{1} << 62)},
+      {"tls-cert", "PEM certificate chain of the gRPC port; with --tls-key serves TLS only [off]",
+       Path(&ServerConfig::tls_cert)},
+      {"tls-key", "PEM private key of --tls-cert [off]", Path(&ServerConfig::tls_key)},
+      {"tls-client-ca",
+       "PEM CA certificates; clients must present a certificate they signed (mutual TLS; "
+       "needs --tls-cert) [off]",
+       Path(&ServerConfig::tls_client_ca)},
+      {"auth-token-file",
+       "file whose contents (trailing whitespace stripped) every Classifier and KServe call "
+       "must send as 'authorization: Bearer <token>'; health and reflection stay open [off]",
+       Path(&ServerConfig::auth_token_file)},
+      {"keepalive-time-ms", "server keepalive ping after this long without activity, ms [60000]",
+       Int(&ServerConfig::keepalive_time_ms, 10, 86'400'000)},
+      {"keepalive-timeout-ms",
+       "close a connection whose keepalive ping is not acknowledged within this, ms [20000]",
+       Int(&ServerConfig::keepalive_timeout_ms, 10, 3'600'000)},
+      {"keepalive-min-ping-interval-ms",
+       "client pings closer together than this (without data) are strikes, ms [10000]",
+       Int(&ServerConfig::keepalive_min_ping_interval_ms, 0, 86'400'000)},
+      {"keepalive-max-ping-strikes",
+       "strikes before GOAWAY too_many_pings closes the connection; 0 = unlimited [2]",
+       Int(&ServerConfig::keepalive_max_ping_strikes, 0, 1000)},
+      {"max-concurrent-streams", "calls open at once on one connection [100]",
+       Int(&ServerConfig::max_concurrent_streams, 1, 1'000'000)},
+      {"max-connection-age-ms",
+       "GOAWAY a connection this old (+-10% jitter) so clients re-resolve; 0 = never [300000]",
+       Int(&ServerConfig::max_connection_age_ms, 0, 2'000'000'000)},
+      {"max-connection-age-grace-ms",
+       "how long calls of an aged-out connection may still run, ms [30000]",
+       Int(&ServerConfig::max_connection_age_grace_ms, 0, 2'000'000'000)},
+      {"max-connection-idle-ms",
+       "close a connection with no calls for this long; 0 = never [120000]",
+       Int(&ServerConfig::max_connection_idle_ms, 0, 2'000'000'000)},
+      {"grpc-memory-bytes",
+       "gRPC resource quota: memory its transport may hold; 0 = unlimited [536870912]",
+       Int(&ServerConfig::grpc_memory_bytes, 0, int64_t{1} << 40)},
+      {"grpc-max-threads",
+       "gRPC resource quota: threads of its synchronous-API pool (reflection); 0 = unlimited, "
+       "else at least 2 [0]",
+       Int(&ServerConfig::grpc_max_threads, 0, 100'000)},
   };
   return *kFlags;
 }
@@ -180,6 +232,101 @@ absl::Status ApplyFile(ServerConfig* c, const std::string& path) {
     std::string value(absl::StripAsciiWhitespace(rest));
     if (absl::StartsWith(name, "--")) name = name.substr(2);
     if (auto s = Apply(c, name, value, absl::StrCat(path, ":", lineno)); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadSmallFile(const std::string& flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " ", path, ": cannot read: ", std::strerror(errno)));
+  }
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  if (in.bad()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", path, ": read error"));
+  }
+  return bytes.str();
+}
+
+// Reads a PEM file and checks it holds a `what` block ("CERTIFICATE" or
+// "PRIVATE KEY"), so a swapped or empty file fails here with the flag's name
+// rather than later inside gRPC's TLS setup.
+absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path,
+                                    absl::string_view what) {
+  auto pem = ReadSmallFile(flag, path);
+  if (!pem.ok()) return pem.status();
+  bool found = false;
+  for (size_t pos = pem->find("-----BEGIN "); pos != std::string::npos;
+       pos = pem->find("-----BEGIN ", pos + 1)) {
+    const size_t end = pem->find("-----", pos + 11);
+    if (end != std::string::npos && absl::EndsWith(pem->substr(pos + 11, end - pos - 11), what)) {
+      found = true;
+      break;
+    }
+  }
+  if (!found) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " ", path, ": no PEM ", what, " block in the file"));
+  }
+  return pem;
+}
+
+absl::Status FinalizeSecurity(ServerConfig* c) {
+  // One thread is the sync server's poller alone: reflection (gRPC's
+  // synchronous API) then answers RESOURCE_EXHAUSTED "Server Threadpool
+  // Exhausted" (seen with gRPC 1.51); 2 serves it.
+  if (c->grpc_max_threads == 1) {
+    return absl::InvalidArgumentError(
+        "--grpc-max-threads 1 leaves gRPC's reflection service no worker thread; use 0 (no cap) "
+        "or at least 2");
+  }
+  c->tls_cert_pem.clear();
+  c->tls_key_pem.clear();
+  c->tls_client_ca_pem.clear();
+  c->auth_token.clear();
+  if (c->tls_cert.empty() != c->tls_key.empty()) {
+    return absl::InvalidArgumentError(c->tls_cert.empty()
+                                          ? "--tls-key needs --tls-cert (give both or neither)"
+                                          : "--tls-cert needs --tls-key (give both or neither)");
+  }
+  if (!c->tls_client_ca.empty() && c->tls_cert.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS with client "
+        "certificates");
+  }
+  if (!c->tls_cert.empty()) {
+    auto cert = ReadPem("tls-cert", c->tls_cert, "CERTIFICATE");
+    if (!cert.ok()) return cert.status();
+    auto key = ReadPem("tls-key", c->tls_key, "PRIVATE KEY");
+    if (!key.ok()) return key.status();
+    c->tls_cert_pem = std::move(*cert);
+    c->tls_key_pem = std::move(*key);
+  }
+  if (!c->tls_client_ca.empty()) {
+    auto ca = ReadPem("tls-client-ca", c->tls_client_ca, "CERTIFICATE");
+    if (!ca.ok()) return ca.status();
+    c->tls_client_ca_pem = std::move(*ca);
+  }
+  if (!c->auth_token_file.empty()) {
+    auto token = ReadSmallFile("auth-token-file", c->auth_token_file);
+    if (!token.ok()) return token.status();
+    absl::string_view t = absl::StripTrailingAsciiWhitespace(*token);
+    if (t.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--auth-token-file ", c->auth_token_file, ": the token is empty"));
+    }
+    // A gRPC metadata value is printable ASCII; a blank inside the token
+    // would make "Bearer <token>" ambiguous. The message never shows it.
+    for (const char ch : t) {
+      if (ch < 0x21 || ch > 0x7e) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--auth-token-file ", c->auth_token_file,
+                         ": the token may only hold printable ASCII without blanks"));
+      }
+    }
+    c->auth_token = std::string(t);
   }
   return absl::OkStatus();
 }
@@ -291,6 +438,7 @@ absl::Status Finalize(ServerConfig* c, int cpus) {
                        "', which is not served (served: ", absl::StrJoin(served, ","), ")"));
     }
   }
+  if (auto s = FinalizeSecurity(c); !s.ok()) return s;
   // Throughput first: one single-threaded forward pass per CPU (no OpenMP
   // barriers to stall when decoding or gRPC preempts a thread). On 2 CPUs
   // this served 341 img/s against 216-292 with one 2-thread executor; one

@@ -42,8 +42,34 @@ struct ServerConfig {
   int64_t drain_timeout_ms = 20000;
   uint64_t seed = 0;  // for models served without weights
 
+  // Transport security (files; "" = not set). tls_cert and tls_key together
+  // turn on TLS; tls_client_ca (only with them) requires client certificates.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  // File holding the bearer token every Classifier/KServe call must send.
+  std::string auth_token_file;
+
+  // gRPC connection limits, in ms unless noted; see service::ServerOptions.
+  int keepalive_time_ms = 60'000;
+  int keepalive_timeout_ms = 20'000;
+  int keepalive_min_ping_interval_ms = 10'000;
+  int keepalive_max_ping_strikes = 2;  // 0 = unlimited
+  int max_concurrent_streams = 100;
+  int max_connection_age_ms = 300'000;  // 0 = unlimited
+  int max_connection_age_grace_ms = 30'000;
+  int max_connection_idle_ms = 120'000;            // 0 = unlimited
+  int64_t grpc_memory_bytes = int64_t{512} << 20;  // 0 = unlimited
+  int grpc_max_threads = 0;                        // 0 = unlimited
+
   // Filled in by Finalize: the models read from model_config_paths.
   std::vector<ModelConfig> custom_models;
+  // Filled in by Finalize: the contents of the TLS files and the token
+  // (trailing whitespace stripped). Secrets: never log these.
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
+  std::string tls_client_ca_pem;
+  std::string auth_token;
 };
 
 // The help text listing every flag, its environment variable and default.
@@ -56,8 +82,10 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::vector<std::string>& args,
                                          const std::map<std::string, std::string>& env);
 
 // Reads the model config files, checks that every served model name is
-// unique and every --weights names a served model, and resolves automatic
-// thread counts for `cpus` CPUs.
+// unique and every --weights names a served model, reads and checks the TLS
+// and token files (cert and key together, client CA only with them, PEM
+// contents, a non-empty printable token), and resolves automatic thread
+// counts for `cpus` CPUs. Errors name the flag, never a file's contents.
 absl::Status Finalize(ServerConfig* config, int cpus);
 
 // The models and core options the configuration describes (after Finalize).

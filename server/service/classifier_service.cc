@@ -104,6 +104,7 @@ void ClassifierService::RunClassify(const ClassifyRequest* request, int64_t dead
 grpc::ServerUnaryReactor* ClassifierService::Classify(grpc::CallbackServerContext* ctx,
                                                       const ClassifyRequest* request,
                                                       ClassifyResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   // The context outlives the call: OnDone follows Finish.
   RunClassify(
@@ -258,12 +259,18 @@ class StreamReactor : public grpc::ServerBidiReactor<ClassifyRequest, ClassifyRe
 
 grpc::ServerBidiReactor<ClassifyRequest, ClassifyResponse>* ClassifierService::ClassifyStream(
     grpc::CallbackServerContext* ctx) {
+  if (auth_ != nullptr) {
+    if (grpc::Status status = auth_->Check(*ctx); !status.ok()) {
+      return new RefusedBidiReactor<ClassifyRequest, ClassifyResponse>(std::move(status));
+    }
+  }
   return new StreamReactor(this, core_, ctx);
 }
 
 grpc::ServerUnaryReactor* ClassifierService::ListModels(
     grpc::CallbackServerContext* ctx, const ghostserve::v1::ListModelsRequest*,
     ghostserve::v1::ListModelsResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   for (const core::Servable* s : core_->servables()) {
     const auto& m = s->model();
     auto* info = response->add_models();

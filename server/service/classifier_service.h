@@ -8,18 +8,21 @@
 #include "ghostserve/v1/classifier.grpc.pb.h"
 #include "server/core/inference_core.h"
 #include "server/metrics/metrics.h"
+#include "server/service/auth.h"
 
 namespace ghostserve::service {
 
 // Deadline of a call as an absolute time on `clock`, 0 if it has none.
 int64_t DeadlineOnClock(const grpc::CallbackServerContext& ctx, const batcher::Clock& clock);
 
-// Thread-safe. `core` and `metrics` (may be null) are borrowed and must
-// outlive the gRPC server this service is registered with.
+// Thread-safe. `core`, `metrics` and `auth` (both may be null; null auth
+// admits every call) are borrowed and must outlive the gRPC server this
+// service is registered with. Every method checks `auth` first.
 class ClassifierService final : public ghostserve::v1::Classifier::CallbackService {
  public:
-  ClassifierService(core::InferenceCore* core, metrics::ServerMetrics* metrics)
-      : core_(core), metrics_(metrics) {}
+  ClassifierService(core::InferenceCore* core, metrics::ServerMetrics* metrics,
+                    const BearerAuth* auth = nullptr)
+      : core_(core), metrics_(metrics), auth_(auth) {}
 
   grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* ctx,
                                      const ghostserve::v1::ClassifyRequest* request,
@@ -41,6 +44,7 @@ class ClassifierService final : public ghostserve::v1::Classifier::CallbackServi
  private:
   core::InferenceCore* const core_;
   metrics::ServerMetrics* const metrics_;
+  const BearerAuth* const auth_;
 };
 
 }  // namespace ghostserve::service

@@ -51,6 +51,7 @@ absl::StatusOr<std::vector<std::string_view>> SplitRawBytes(const std::string& r
 grpc::ServerUnaryReactor* KServeService::ServerLive(grpc::CallbackServerContext* ctx,
                                                     const inference::ServerLiveRequest*,
                                                     inference::ServerLiveResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   response->set_live(true);
   return Done(ctx, grpc::Status::OK);
 }
@@ -58,6 +59,7 @@ grpc::ServerUnaryReactor* KServeService::ServerLive(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* KServeService::ServerReady(grpc::CallbackServerContext* ctx,
                                                      const inference::ServerReadyRequest*,
                                                      inference::ServerReadyResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   response->set_ready(core_->ready() && core_->accepting());
   return Done(ctx, grpc::Status::OK);
 }
@@ -65,6 +67,7 @@ grpc::ServerUnaryReactor* KServeService::ServerReady(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* KServeService::ModelReady(grpc::CallbackServerContext* ctx,
                                                     const inference::ModelReadyRequest* request,
                                                     inference::ModelReadyResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   auto s = core_->Find(request->name());
   if (!s.ok()) return Done(ctx, ToGrpcStatus(s.status()));
   response->set_ready(core_->ready() && core_->accepting());
@@ -74,6 +77,7 @@ grpc::ServerUnaryReactor* KServeService::ModelReady(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* KServeService::ServerMetadata(
     grpc::CallbackServerContext* ctx, const inference::ServerMetadataRequest*,
     inference::ServerMetadataResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   response->set_name("ghostserve");
   response->set_version(version_);
   return Done(ctx, grpc::Status::OK);
@@ -82,6 +86,7 @@ grpc::ServerUnaryReactor* KServeService::ServerMetadata(
 grpc::ServerUnaryReactor* KServeService::ModelMetadata(
     grpc::CallbackServerContext* ctx, const inference::ModelMetadataRequest* request,
     inference::ModelMetadataResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   auto found = core_->Find(request->name());
   if (!found.ok()) return Done(ctx, ToGrpcStatus(found.status()));
   const core::Servable* s = *found;
@@ -111,6 +116,7 @@ grpc::ServerUnaryReactor* KServeService::ModelMetadata(
 grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext* ctx,
                                                     const inference::ModelInferRequest* request,
                                                     inference::ModelInferResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   auto* reactor = ctx->DefaultReactor();
   const std::string model = request->model_name();
   const int64_t start = core_->clock()->NowMicros();

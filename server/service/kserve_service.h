@@ -19,15 +19,18 @@
 #include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "server/core/inference_core.h"
 #include "server/metrics/metrics.h"
+#include "server/service/auth.h"
 
 namespace ghostserve::service {
 
-// Thread-safe. `core` and `metrics` (may be null) are borrowed and must
-// outlive the gRPC server.
+// Thread-safe. `core`, `metrics` and `auth` (both may be null; null auth
+// admits every call) are borrowed and must outlive the gRPC server. Every
+// method, ServerLive and ServerReady included, checks `auth` first.
 class KServeService final : public inference::GRPCInferenceService::CallbackService {
  public:
-  KServeService(core::InferenceCore* core, metrics::ServerMetrics* metrics, std::string version)
-      : core_(core), metrics_(metrics), version_(std::move(version)) {}
+  KServeService(core::InferenceCore* core, metrics::ServerMetrics* metrics, std::string version,
+                const BearerAuth* auth = nullptr)
+      : core_(core), metrics_(metrics), version_(std::move(version)), auth_(auth) {}
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* ctx,
                                        const inference::ServerLiveRequest* request,
@@ -52,6 +55,7 @@ class KServeService final : public inference::GRPCInferenceService::CallbackServ
   core::InferenceCore* const core_;
   metrics::ServerMetrics* const metrics_;
   const std::string version_;
+  const BearerAuth* const auth_;
 };
 
 }  // namespace ghostserve::service

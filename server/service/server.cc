@@ -2,12 +2,54 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
+#include <grpcpp/security/server_credentials.h>
 
 #include <chrono>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
 namespace ghostserve::service {
+namespace {
+
+std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const ServerOptions& o) {
+  if (o.tls_cert_pem.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions ssl(
+      o.tls_client_ca_pem.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                  : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  ssl.pem_root_certs = o.tls_client_ca_pem;
+  ssl.pem_key_cert_pairs.push_back({o.tls_key_pem, o.tls_cert_pem});
+  return grpc::SslServerCredentials(ssl);
+}
+
+// gRPC takes "infinite" as INT_MAX.
+int OrInfinite(int ms) { return ms == 0 ? std::numeric_limits<int>::max() : ms; }
+
+void ApplyConnectionLimits(const ServerOptions& o, grpc::ServerBuilder* builder) {
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, o.keepalive_time_ms);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, o.keepalive_timeout_ms);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                              o.keepalive_min_ping_interval_ms);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, o.keepalive_max_ping_strikes);
+  // Without this, gRPC allows a client at most one ping per two hours while
+  // it has no call open, so the common client setting (keepalive pings on
+  // idle pooled connections every 10-60 s) would get GOAWAY too_many_pings.
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, o.max_concurrent_streams);
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, OrInfinite(o.max_connection_age_ms));
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, o.max_connection_age_grace_ms);
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                              OrInfinite(o.max_connection_idle_ms));
+  if (o.grpc_memory_bytes > 0 || o.grpc_max_threads > 0) {
+    grpc::ResourceQuota quota("ghostserve");
+    if (o.grpc_memory_bytes > 0) quota.Resize(static_cast<size_t>(o.grpc_memory_bytes));
+    if (o.grpc_max_threads > 0) quota.SetMaxThreads(o.grpc_max_threads);
+    builder->SetResourceQuota(quota);
+  }
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<GhostServer>> GhostServer::Create(
     const ServerOptions& options, core::InferenceCore* core,
@@ -15,20 +57,26 @@ absl::StatusOr<std::unique_ptr<GhostServer>> GhostServer::Create(
   std::unique_ptr<GhostServer> s(new GhostServer());
   s->core_ = core;
   s->registry_ = std::move(registry);
-  s->classifier_ = std::make_unique<ClassifierService>(core, metrics);
-  s->kserve_ = std::make_unique<KServeService>(core, metrics, options.version);
+  s->auth_ = std::make_unique<BearerAuth>(options.auth_token, metrics);
+  s->classifier_ = std::make_unique<ClassifierService>(core, metrics, s->auth_.get());
+  s->kserve_ = std::make_unique<KServeService>(core, metrics, options.version, s->auth_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &s->port_);
+  const bool tls = !options.tls_cert_pem.empty();
+  builder.AddListeningPort(options.listen, MakeServerCredentials(options), &s->port_);
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   builder.SetMaxSendMessageSize(64 << 20);
+  ApplyConnectionLimits(options, &builder);
   builder.RegisterService(s->classifier_.get());
   builder.RegisterService(s->kserve_.get());
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", options.listen,
+        tls ? " (with TLS: check that --tls-key belongs to --tls-cert and both are valid PEM)"
+            : ""));
   }
   s->SetServing(false);  // until the models are warm
 

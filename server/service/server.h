@@ -14,6 +14,7 @@
 #include "server/core/inference_core.h"
 #include "server/metrics/http_exporter.h"
 #include "server/metrics/metrics.h"
+#include "server/service/auth.h"
 #include "server/service/classifier_service.h"
 #include "server/service/kserve_service.h"
 
@@ -29,6 +30,43 @@ struct ServerOptions {
   int max_receive_message_bytes = 16 << 20;
   // Reported by ServerMetadata.
   std::string version = "0.1.0";
+
+  // Transport security. An empty tls_cert_pem serves plaintext. With
+  // tls_cert_pem and tls_key_pem (PEM contents, not paths) the port speaks
+  // TLS only; a non-empty tls_client_ca_pem also requires every client to
+  // present a certificate signed by one of those CAs (mutual TLS).
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
+  std::string tls_client_ca_pem;
+  // When non-empty, every Classifier and KServe call must carry
+  // "authorization: Bearer <auth_token>" (see auth.h); health and reflection
+  // stay open.
+  std::string auth_token;
+
+  // gRPC connection limits (milliseconds unless noted; defaults as in the
+  // README's flag table). 0 disables the age and idle limits.
+  // Server keepalive pings: sent after keepalive_time_ms without activity;
+  // the connection closes if one is not acknowledged in keepalive_timeout_ms.
+  int keepalive_time_ms = 60'000;
+  int keepalive_timeout_ms = 20'000;
+  // Client pings closer together than this (with no data in between) are
+  // strikes; after keepalive_max_ping_strikes of them (0 = unlimited) the
+  // server sends GOAWAY ENHANCE_YOUR_CALM ("too_many_pings") and closes.
+  int keepalive_min_ping_interval_ms = 10'000;
+  int keepalive_max_ping_strikes = 2;
+  // Streams (calls) open at once on one connection; more wait in the client.
+  int max_concurrent_streams = 100;
+  // A connection is sent GOAWAY after max_connection_age_ms (gRPC adds
+  // +-10% jitter), so clients re-resolve and reach new pods; its calls then
+  // get max_connection_age_grace_ms to finish.
+  int max_connection_age_ms = 300'000;
+  int max_connection_age_grace_ms = 30'000;
+  // A connection with no calls for this long is closed.
+  int max_connection_idle_ms = 120'000;
+  // gRPC's resource quota: memory its transport may hold, in bytes (0 = no
+  // limit), and threads of its synchronous-API pool (0 = no limit).
+  int64_t grpc_memory_bytes = int64_t{512} << 20;
+  int grpc_max_threads = 0;
 };
 
 // Starts serving in Create. Thread-safe. The core, registry and metrics are
@@ -59,6 +97,7 @@ class GhostServer {
   GhostServer() = default;
 
   core::InferenceCore* core_ = nullptr;
+  std::unique_ptr<BearerAuth> auth_;
   std::unique_ptr<ClassifierService> classifier_;
   std::unique_ptr<KServeService> kserve_;
   std::unique_ptr<grpc::Server> server_;

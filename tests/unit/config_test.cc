@@ -46,6 +46,20 @@ const char* const kAllFlags[] = {
     "max-images-per-request",
     "drain-timeout-ms",
     "seed",
+    "tls-cert",
+    "tls-key",
+    "tls-client-ca",
+    "auth-token-file",
+    "keepalive-time-ms",
+    "keepalive-timeout-ms",
+    "keepalive-min-ping-interval-ms",
+    "keepalive-max-ping-strikes",
+    "max-concurrent-streams",
+    "max-connection-age-ms",
+    "max-connection-age-grace-ms",
+    "max-connection-idle-ms",
+    "grpc-memory-bytes",
+    "grpc-max-threads",
 };
 
 // A config file in the test's temporary directory, removed afterwards.
@@ -100,6 +114,20 @@ TEST(ConfigTest, DefaultsWithoutFlagsEnvOrFile) {
   EXPECT_EQ(c.max_images_per_request, 64);
   EXPECT_EQ(c.drain_timeout_ms, 20000);
   EXPECT_EQ(c.seed, 0u);
+  EXPECT_EQ(c.tls_cert, "");
+  EXPECT_EQ(c.tls_key, "");
+  EXPECT_EQ(c.tls_client_ca, "");
+  EXPECT_EQ(c.auth_token_file, "");
+  EXPECT_EQ(c.keepalive_time_ms, 60'000);
+  EXPECT_EQ(c.keepalive_timeout_ms, 20'000);
+  EXPECT_EQ(c.keepalive_min_ping_interval_ms, 10'000);
+  EXPECT_EQ(c.keepalive_max_ping_strikes, 2);
+  EXPECT_EQ(c.max_concurrent_streams, 100);
+  EXPECT_EQ(c.max_connection_age_ms, 300'000);
+  EXPECT_EQ(c.max_connection_age_grace_ms, 30'000);
+  EXPECT_EQ(c.max_connection_idle_ms, 120'000);
+  EXPECT_EQ(c.grpc_memory_bytes, int64_t{512} << 20);
+  EXPECT_EQ(c.grpc_max_threads, 0);
 }
 
 TEST(ConfigTest, UnrelatedEnvironmentIsIgnored) {
@@ -341,6 +369,20 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
       {"GHOSTSERVE_MAX_IMAGES_PER_REQUEST", "12"},
       {"GHOSTSERVE_DRAIN_TIMEOUT_MS", "13"},
       {"GHOSTSERVE_SEED", "14"},
+      {"GHOSTSERVE_TLS_CERT", "/tls/server.pem"},
+      {"GHOSTSERVE_TLS_KEY", "/tls/server.key"},
+      {"GHOSTSERVE_TLS_CLIENT_CA", "/tls/ca.pem"},
+      {"GHOSTSERVE_AUTH_TOKEN_FILE", "/secrets/token"},
+      {"GHOSTSERVE_KEEPALIVE_TIME_MS", "15"},
+      {"GHOSTSERVE_KEEPALIVE_TIMEOUT_MS", "16"},
+      {"GHOSTSERVE_KEEPALIVE_MIN_PING_INTERVAL_MS", "17"},
+      {"GHOSTSERVE_KEEPALIVE_MAX_PING_STRIKES", "18"},
+      {"GHOSTSERVE_MAX_CONCURRENT_STREAMS", "19"},
+      {"GHOSTSERVE_MAX_CONNECTION_AGE_MS", "20"},
+      {"GHOSTSERVE_MAX_CONNECTION_AGE_GRACE_MS", "21"},
+      {"GHOSTSERVE_MAX_CONNECTION_IDLE_MS", "22"},
+      {"GHOSTSERVE_GRPC_MEMORY_BYTES", "23"},
+      {"GHOSTSERVE_GRPC_MAX_THREADS", "24"},
   };
   ASSERT_EQ(values.size(), std::size(kAllFlags));
   const ServerConfig c = ParseOk({}, values);
@@ -363,6 +405,20 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
   EXPECT_EQ(c.max_images_per_request, 12);
   EXPECT_EQ(c.drain_timeout_ms, 13);
   EXPECT_EQ(c.seed, 14u);
+  EXPECT_EQ(c.tls_cert, "/tls/server.pem");
+  EXPECT_EQ(c.tls_key, "/tls/server.key");
+  EXPECT_EQ(c.tls_client_ca, "/tls/ca.pem");
+  EXPECT_EQ(c.auth_token_file, "/secrets/token");
+  EXPECT_EQ(c.keepalive_time_ms, 15);
+  EXPECT_EQ(c.keepalive_timeout_ms, 16);
+  EXPECT_EQ(c.keepalive_min_ping_interval_ms, 17);
+  EXPECT_EQ(c.keepalive_max_ping_strikes, 18);
+  EXPECT_EQ(c.max_concurrent_streams, 19);
+  EXPECT_EQ(c.max_connection_age_ms, 20);
+  EXPECT_EQ(c.max_connection_age_grace_ms, 21);
+  EXPECT_EQ(c.max_connection_idle_ms, 22);
+  EXPECT_EQ(c.grpc_memory_bytes, 23);
+  EXPECT_EQ(c.grpc_max_threads, 24);
 }
 
 TEST(ConfigTest, FinalizeResolvesAutomaticThreadCountsForTwoCpus) {
@@ -527,6 +583,148 @@ TEST(ConfigTest, CoreOptionsFromCopiesBatchingAndLimits) {
   EXPECT_EQ(o.limits.max_side, 300);
   EXPECT_EQ(o.max_images_per_request, 3);
   EXPECT_TRUE(o.Validate().ok()) << o.Validate();
+}
+
+}  // namespace
+}  // namespace ghostserve::config
+
+namespace ghostserve::config {
+namespace {
+
+// ------------------------------------------------------------ security flags
+
+// PEM-looking files: Finalize checks the block type, not the cryptography
+// (gRPC does that when the port opens).
+constexpr char kCertPem[] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+constexpr char kKeyPem[] = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+
+absl::Status FinalizeError(const std::vector<std::string>& args, const Env& env = {}) {
+  ServerConfig c = ParseOk(args, env);
+  const absl::Status s = Finalize(&c, 2);
+  EXPECT_FALSE(s.ok()) << "expected an error";
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  return s;
+}
+
+TEST(ConfigSecurityTest, TlsCertAndKeyGoTogether) {
+  const TempFile cert(kCertPem), key(kKeyPem);
+  EXPECT_THAT(FinalizeError({"--tls-cert", cert.path()}).message(), HasSubstr("--tls-key"));
+  EXPECT_THAT(FinalizeError({"--tls-key", key.path()}).message(), HasSubstr("--tls-cert"));
+
+  ServerConfig c = ParseOk({"--tls-cert", cert.path(), "--tls-key", key.path()});
+  ASSERT_TRUE(Finalize(&c, 2).ok());
+  EXPECT_EQ(c.tls_cert_pem, kCertPem);
+  EXPECT_EQ(c.tls_key_pem, kKeyPem);
+  EXPECT_EQ(c.tls_client_ca_pem, "");
+
+  // No TLS flags: plaintext, nothing read.
+  ServerConfig plain = ParseOk({});
+  ASSERT_TRUE(Finalize(&plain, 2).ok());
+  EXPECT_EQ(plain.tls_cert_pem, "");
+  EXPECT_EQ(plain.auth_token, "");
+}
+
+TEST(ConfigSecurityTest, ClientCaNeedsTls) {
+  const TempFile cert(kCertPem), key(kKeyPem), ca(kCertPem);
+  EXPECT_THAT(FinalizeError({"--tls-client-ca", ca.path()}).message(),
+              HasSubstr("--tls-client-ca"));
+  ServerConfig c =
+      ParseOk({"--tls-cert", cert.path(), "--tls-key", key.path(), "--tls-client-ca", ca.path()});
+  ASSERT_TRUE(Finalize(&c, 2).ok());
+  EXPECT_EQ(c.tls_client_ca_pem, kCertPem);
+}
+
+TEST(ConfigSecurityTest, UnreadableOrNonPemFilesNameTheFlag) {
+  const TempFile cert(kCertPem), key(kKeyPem), junk("not a certificate\n");
+  const absl::Status missing =
+      FinalizeError({"--tls-cert", "/nonexistent/cert.pem", "--tls-key", key.path()});
+  EXPECT_THAT(missing.message(), HasSubstr("--tls-cert /nonexistent/cert.pem"));
+  EXPECT_THAT(missing.message(), HasSubstr("cannot read"));
+  EXPECT_THAT(FinalizeError({"--tls-cert", cert.path(), "--tls-key", "/nonexistent/k"}).message(),
+              HasSubstr("--tls-key"));
+  EXPECT_THAT(FinalizeError({"--tls-cert", junk.path(), "--tls-key", key.path()}).message(),
+              HasSubstr("--tls-cert"));
+  // Key and certificate swapped.
+  EXPECT_THAT(FinalizeError({"--tls-cert", key.path(), "--tls-key", cert.path()}).message(),
+              HasSubstr("--tls-cert"));
+  EXPECT_THAT(FinalizeError({"--tls-cert", cert.path(), "--tls-key", cert.path()}).message(),
+              HasSubstr("--tls-key"));
+  EXPECT_THAT(FinalizeError({"--tls-cert", cert.path(), "--tls-key", key.path(), "--tls-client-ca",
+                             junk.path()})
+                  .message(),
+              HasSubstr("--tls-client-ca"));
+}
+
+TEST(ConfigSecurityTest, TlsFlagsComeFromEnvironmentAndConfigFile) {
+  const TempFile cert(kCertPem), key(kKeyPem);
+  ServerConfig env =
+      ParseOk({}, {{"GHOSTSERVE_TLS_CERT", cert.path()}, {"GHOSTSERVE_TLS_KEY", key.path()}});
+  ASSERT_TRUE(Finalize(&env, 2).ok());
+  EXPECT_EQ(env.tls_cert_pem, kCertPem);
+  const TempFile file("tls-cert = " + cert.path() + "\ntls-key = " + key.path() + "\n");
+  ServerConfig from_file = ParseOk({"--config", file.path()});
+  ASSERT_TRUE(Finalize(&from_file, 2).ok());
+  EXPECT_EQ(from_file.tls_key_pem, kKeyPem);
+  // An empty variable (as a ConfigMap may carry) means "off".
+  ServerConfig off = ParseOk({}, {{"GHOSTSERVE_TLS_CERT", ""}, {"GHOSTSERVE_AUTH_TOKEN_FILE", ""}});
+  ASSERT_TRUE(Finalize(&off, 2).ok());
+  EXPECT_EQ(off.tls_cert_pem, "");
+  EXPECT_EQ(off.auth_token, "");
+}
+
+TEST(ConfigSecurityTest, AuthTokenFileIsStrippedOfTrailingWhitespace) {
+  const TempFile token("abc.DEF-123_~+/=\n\n  \t\n");
+  ServerConfig c = ParseOk({"--auth-token-file", token.path()});
+  ASSERT_TRUE(Finalize(&c, 2).ok());
+  EXPECT_EQ(c.auth_token, "abc.DEF-123_~+/=");
+}
+
+TEST(ConfigSecurityTest, EmptyOrBlankTokenIsRefusedWithoutShowingIt) {
+  for (const std::string& contents : {std::string(""), std::string("\n"), std::string(" \t\n")}) {
+    const TempFile token(contents);
+    const absl::Status s = FinalizeError({"--auth-token-file", token.path()});
+    EXPECT_THAT(s.message(), HasSubstr("--auth-token-file"));
+    EXPECT_THAT(s.message(), HasSubstr("empty"));
+  }
+  const TempFile inner_blank("secret-part other-part\n");
+  const absl::Status s = FinalizeError({"--auth-token-file", inner_blank.path()});
+  EXPECT_THAT(s.message(), HasSubstr("--auth-token-file"));
+  EXPECT_THAT(s.message(), Not(HasSubstr("secret-part")));
+  EXPECT_THAT(FinalizeError({"--auth-token-file", "/nonexistent/token"}).message(),
+              HasSubstr("--auth-token-file /nonexistent/token"));
+}
+
+TEST(ConfigSecurityTest, LimitFlagsAreRangeChecked) {
+  const ServerConfig c = ParseOk(
+      {"--keepalive-time-ms=30000", "--keepalive-timeout-ms=5000",
+       "--keepalive-min-ping-interval-ms=0", "--keepalive-max-ping-strikes=0",
+       "--max-concurrent-streams=1", "--max-connection-age-ms=0", "--max-connection-age-grace-ms=0",
+       "--max-connection-idle-ms=0", "--grpc-memory-bytes=0", "--grpc-max-threads=8"});
+  EXPECT_EQ(c.keepalive_time_ms, 30000);
+  EXPECT_EQ(c.keepalive_timeout_ms, 5000);
+  EXPECT_EQ(c.keepalive_min_ping_interval_ms, 0);
+  EXPECT_EQ(c.keepalive_max_ping_strikes, 0);
+  EXPECT_EQ(c.max_concurrent_streams, 1);
+  EXPECT_EQ(c.max_connection_age_ms, 0);
+  EXPECT_EQ(c.max_connection_age_grace_ms, 0);
+  EXPECT_EQ(c.max_connection_idle_ms, 0);
+  EXPECT_EQ(c.grpc_memory_bytes, 0);
+  EXPECT_EQ(c.grpc_max_threads, 8);
+  for (const auto& [flag, bad] :
+       std::vector<std::pair<std::string, std::string>>{{"keepalive-time-ms", "0"},
+                                                        {"keepalive-timeout-ms", "-1"},
+                                                        {"keepalive-max-ping-strikes", "1001"},
+                                                        {"max-concurrent-streams", "0"},
+                                                        {"max-connection-age-ms", "3000000000"},
+                                                        {"grpc-memory-bytes", "-5"},
+                                                        {"grpc-max-threads", "lots"}}) {
+    EXPECT_THAT(ParseError({"--" + flag, bad}).message(), HasSubstr("--" + flag)) << flag;
+  }
+  // One thread would leave reflection none to run on.
+  EXPECT_THAT(FinalizeError({"--grpc-max-threads", "1"}).message(),
+              HasSubstr("--grpc-max-threads"));
+  ServerConfig two = ParseOk({"--grpc-max-threads", "2"});
+  EXPECT_TRUE(Finalize(&two, 2).ok());
 }
 
 }  // namespace
