@@ -680,17 +680,21 @@ TEST_F(SecurityTest, ClientPingingWithinTheAllowedIntervalKeepsItsCall) {
 // finish within the grace period and is then cut off.
 TEST_F(SecurityTest, MaxConnectionAgeEndsLongCallsAfterTheGrace) {
   service::ServerOptions so;
-  so.max_connection_age_ms = 300;
-  so.max_connection_age_grace_ms = 300;
+  so.max_connection_age_ms = 1000;
+  so.max_connection_age_grace_ms = 500;
   StartServer(so);
   auto channel = Channel(grpc::InsecureChannelCredentials());
   const auto start = std::chrono::steady_clock::now();
-  const grpc::Status s = HoldIdleStream(channel, std::chrono::milliseconds(5000));
+  const grpc::Status s = HoldIdleStream(channel, std::chrono::milliseconds(8000));
   const auto held = std::chrono::steady_clock::now() - start;
   EXPECT_FALSE(s.ok());
-  EXPECT_LT(held, std::chrono::milliseconds(4000));
-  // New calls on the same channel reconnect and succeed.
-  EXPECT_TRUE(Classify(channel).ok());
+  EXPECT_LT(held, std::chrono::milliseconds(6000));
+  // New calls on the same channel reconnect and succeed. A call that itself
+  // outlives a connection's age plus grace (a heavily loaded test machine)
+  // is cut off too, so allow a retry on the next connection.
+  bool served = false;
+  for (int attempt = 0; attempt < 3 && !served; ++attempt) served = Classify(channel).ok();
+  EXPECT_TRUE(served);
 }
 
 }  // namespace
