@@ -1,12 +1,12 @@
-#include "server/preprocess/image.h"
-
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "server/preprocess/image_decode.h"
 
 namespace ghostserve::preprocess {
 namespace {
@@ -114,8 +114,8 @@ absl::StatusOr<ImageHeader> ReadImageHeader(std::string_view bytes) {
 absl::Status PreprocessDecoded(const cv::Mat& img, const PreprocessConfig& config, float* dst) {
   if (auto s = config.Validate(); !s.ok()) return s;
   if (img.empty() || img.depth() != CV_8U || img.channels() != config.channels) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "decoded image must be 8-bit with ", config.channels, " channel(s)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("decoded image must be 8-bit with ", config.channels, " channel(s)"));
   }
   try {
     const int w = img.cols, h = img.rows;
@@ -207,18 +207,6 @@ absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& conf
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("image could not be decoded: ", e.what()));
   }
-}
-
-absl::StatusOr<torch::Tensor> Preprocess(std::string_view bytes, const PreprocessConfig& config,
-                                         const ImageLimits& limits) {
-  // Before allocating: torch::empty throws on a negative size.
-  if (auto st = config.Validate(); !st.ok()) return st;
-  const int64_t s = config.crop_size;
-  torch::Tensor hwc = torch::empty({s, s, config.channels});
-  if (auto st = PreprocessInto(bytes, config, limits, hwc.data_ptr<float>()); !st.ok()) {
-    return st;
-  }
-  return hwc.permute({2, 0, 1});
 }
 
 }  // namespace ghostserve::preprocess
