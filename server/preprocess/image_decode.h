@@ -80,6 +80,12 @@ int JpegDecodeReduction(const ImageHeader& header, const PreprocessConfig& confi
 absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& config,
                             const ImageLimits& limits, float* dst);
 
+// Beyond this ratio of longer to shorter side, PreprocessDecoded first cuts
+// the longer side to its centred kMaxResizeAspect:1 part (which holds the
+// whole centre crop), so an extreme aspect ratio cannot make the resize
+// allocate gigabytes. Only with resize_shorter != 0.
+inline constexpr int kMaxResizeAspect = 16;
+
 // The part of PreprocessInto after decoding: resizes, crops and normalises
 // an 8-bit image with config.channels channels (BGR when 3, as OpenCV
 // decodes) into `dst`. The trainer feeds raw dataset pixels through it, so
