@@ -555,7 +555,7 @@ def main():
                 failures.append(f"hostile kind {kind} was never sent (duration too short?)")
         if result["rss_growth_mb"] is not None and result["rss_growth_mb"] > args.max_rss_growth_mb:
             failures.append(f"RSS grew {result['rss_growth_mb']} MB")
-        if "threads" in start and end["threads"] > start["threads"] + 4:
+        if "threads" in start and end["threads"] > start["threads"] + 8:
             failures.append(f"threads {start['threads']} -> {end['threads']}")
         if "open_fds" in start and end["open_fds"] > start["open_fds"] + 4:
             failures.append(f"open fds {start['open_fds']} -> {end['open_fds']}")

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -162,6 +163,50 @@ TEST(FuzzCorpusTest, ExtremeAspectRatioGivesSameCropAsFullResize) {
   // One 8-bit level is 0.017 in these units; the cut is chosen so that the
   // sampling positions are the same, so the result should match exactly.
   EXPECT_LT(max_diff, 1e-4);
+}
+
+// Wraps OpenCV's default allocator and records the largest Mat it was asked
+// for (frees go to the wrapped allocator, which owns each buffer).
+class PeakAllocator : public cv::MatAllocator {
+ public:
+  explicit PeakAllocator(cv::MatAllocator* base) : base_(base) {}
+  cv::UMatData* allocate(int dims, const int* sizes, int type, void* data, size_t* step,
+                         cv::AccessFlag flags, cv::UMatUsageFlags usage) const override {
+    size_t bytes = CV_ELEM_SIZE(type);
+    for (int i = 0; i < dims; ++i) bytes *= static_cast<size_t>(sizes[i]);
+    size_t seen = peak_.load();
+    while (bytes > seen && !peak_.compare_exchange_weak(seen, bytes)) {
+    }
+    return base_->allocate(dims, sizes, type, data, step, flags, usage);
+  }
+  bool allocate(cv::UMatData* data, cv::AccessFlag flags, cv::UMatUsageFlags usage) const override {
+    return base_->allocate(data, flags, usage);
+  }
+  void deallocate(cv::UMatData* data) const override { base_->deallocate(data); }
+  size_t peak() const { return peak_.load(); }
+
+ private:
+  cv::MatAllocator* const base_;
+  mutable std::atomic<size_t> peak_{0};
+};
+
+// The bug's symptom itself: before the fix a 1 x 4000 PNG made OpenCV
+// allocate a 256 x 1024000 RGB image (786 MB).
+TEST(FuzzCorpusTest, ExtremeAspectRatioAllocatesOnlyWhatTheCropNeeds) {
+  cv::Mat img(4000, 1, CV_8UC3, cv::Scalar(1, 2, 3));
+  std::vector<unsigned char> png;
+  ASSERT_TRUE(cv::imencode(".png", img, png));
+  cv::MatAllocator* const base = cv::Mat::getDefaultAllocator();
+  PeakAllocator peak(base);
+  cv::Mat::setDefaultAllocator(&peak);
+  std::vector<float> out(224 * 224 * 3);
+  const absl::Status s = PreprocessInto(std::string(png.begin(), png.end()),
+                                        PreprocessConfig::ImageNet(), ImageLimits(), out.data());
+  cv::Mat::setDefaultAllocator(base);
+  ASSERT_TRUE(s.ok()) << s;
+  // 256 x (256 * kMaxResizeAspect) x 3 bytes = 3 MB at most.
+  EXPECT_LE(peak.peak(), size_t{256} * 256 * kMaxResizeAspect * 3);
+  EXPECT_GT(peak.peak(), 0u) << "the allocator was not used; the test proves nothing";
 }
 
 TEST(FuzzCorpusTest, ExtremeAspectRatioAtTheServerLimitsIsServed) {
