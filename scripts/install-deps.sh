@@ -5,6 +5,11 @@
 #
 #   scripts/install-deps.sh          build + runtime + test dependencies
 #   scripts/install-deps.sh --build  build + runtime only (Docker build stage)
+#   scripts/install-deps.sh --sanitizers
+#                                    build + test dependencies plus clang and
+#                                    its sanitizer/libFuzzer runtimes (make
+#                                    fuzz / asan / tsan); not in the default
+#                                    install, which never needs them
 #
 # Idempotent: when every package is already installed it returns without
 # touching apt.
@@ -31,10 +36,18 @@ TEST_PACKAGES="
   openssl
 "
 
+# Hardening only: clang for the libFuzzer target (GCC has no libFuzzer) and
+# the compiler-rt runtimes; python3-pil regenerates the fuzz seed corpus.
+SANITIZER_PACKAGES="
+  clang-14 libclang-rt-14-dev python3-pil
+"
+
 packages="$BUILD_PACKAGES"
-if [ "${1:-}" != "--build" ]; then
-  packages="$packages $TEST_PACKAGES"
-fi
+case "${1:-}" in
+  --build) ;;
+  --sanitizers) packages="$packages $TEST_PACKAGES $SANITIZER_PACKAGES" ;;
+  *) packages="$packages $TEST_PACKAGES" ;;
+esac
 
 missing=""
 for p in $packages; do

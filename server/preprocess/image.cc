@@ -1,12 +1,12 @@
-#include "server/preprocess/image.h"
-
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "server/preprocess/image_decode.h"
 
 namespace ghostserve::preprocess {
 namespace {
@@ -34,6 +34,13 @@ absl::StatusOr<ImageHeader> ReadJpegHeader(const unsigned char* p, size_t n) {
     if (marker == 0xFF) {  // fill byte
       ++i;
       continue;
+    }
+    // "FF 00" is a stuffed zero, not a marker: libjpeg skips it as garbage and
+    // scans on for the next marker. Reading a length after it would let a
+    // decoy frame header hidden in a segment libjpeg skips pass the size
+    // limits while libjpeg decodes a different, huge frame.
+    if (marker == 0x00) {
+      return absl::InvalidArgumentError("JPEG image has a stuffed byte outside scan data");
     }
     if (marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) {
       i += 2;  // markers without a length
@@ -118,7 +125,23 @@ absl::Status PreprocessDecoded(const cv::Mat& img, const PreprocessConfig& confi
         absl::StrCat("decoded image must be 8-bit with ", config.channels, " channel(s)"));
   }
   try {
-    const int w = img.cols, h = img.rows;
+    // Resizing the shorter side of a 1 x 16384 image to 256 would make a
+    // 256 x 4194304 image (3 GB) to keep a 224 x 224 crop of it. The scale is
+    // set by the shorter side, so cutting the longer side to the centred
+    // kMaxResizeAspect:1 part first keeps every pixel the crop uses (up to a
+    // sub-pixel shift from rounding) and bounds the resize. Images up to that
+    // aspect ratio are untouched.
+    cv::Mat src = img;
+    if (config.resize_shorter != 0) {
+      if (img.rows > static_cast<int64_t>(img.cols) * kMaxResizeAspect) {
+        const int keep = img.cols * kMaxResizeAspect;
+        src = img(cv::Rect(0, (img.rows - keep) / 2, img.cols, keep));
+      } else if (img.cols > static_cast<int64_t>(img.rows) * kMaxResizeAspect) {
+        const int keep = img.rows * kMaxResizeAspect;
+        src = img(cv::Rect((img.cols - keep) / 2, 0, keep, img.rows));
+      }
+    }
+    const int w = src.cols, h = src.rows;
     const int crop = static_cast<int>(config.crop_size);
     int rw, rh;
     if (config.resize_shorter == 0) {
@@ -134,9 +157,9 @@ absl::Status PreprocessDecoded(const cv::Mat& img, const PreprocessConfig& confi
     rh = std::max(rh, crop);
     cv::Mat resized;
     if (rw == w && rh == h) {
-      resized = img;
+      resized = src;
     } else {
-      cv::resize(img, resized, cv::Size(rw, rh), 0, 0,
+      cv::resize(src, resized, cv::Size(rw, rh), 0, 0,
                  config.interpolation == Interpolation::kArea ? cv::INTER_AREA : cv::INTER_LINEAR);
     }
     const int top = CenterCropOffset(rh - crop);
@@ -207,18 +230,6 @@ absl::Status PreprocessInto(std::string_view bytes, const PreprocessConfig& conf
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("image could not be decoded: ", e.what()));
   }
-}
-
-absl::StatusOr<torch::Tensor> Preprocess(std::string_view bytes, const PreprocessConfig& config,
-                                         const ImageLimits& limits) {
-  // Before allocating: torch::empty throws on a negative size.
-  if (auto st = config.Validate(); !st.ok()) return st;
-  const int64_t s = config.crop_size;
-  torch::Tensor hwc = torch::empty({s, s, config.channels});
-  if (auto st = PreprocessInto(bytes, config, limits, hwc.data_ptr<float>()); !st.ok()) {
-    return st;
-  }
-  return hwc.permute({2, 0, 1});
 }
 
 }  // namespace ghostserve::preprocess

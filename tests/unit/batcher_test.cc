@@ -120,10 +120,16 @@ class FakeModel {
 
 class FakeTask : public BatchTask {
  public:
-  FakeTask(int id, FakeModel* model, int64_t group = -1) : id_(id), model_(model), group_(group) {}
+  // `external_cancel`, when given, is a flag another thread may set at any
+  // time; it must outlive the task.
+  FakeTask(int id, FakeModel* model, int64_t group = -1,
+           const std::atomic<bool>* external_cancel = nullptr)
+      : id_(id), model_(model), group_(group), external_cancel_(external_cancel) {}
 
   int64_t group() const override { return group_; }
-  bool IsCancelled() const override { return cancelled_.load(); }
+  bool IsCancelled() const override {
+    return cancelled_.load() || (external_cancel_ != nullptr && external_cancel_->load());
+  }
   void Fail(const absl::Status& status) override { model_->RecordFail(id_, status); }
 
   int id() const { return id_; }
@@ -133,6 +139,7 @@ class FakeTask : public BatchTask {
   const int id_;
   FakeModel* const model_;
   const int64_t group_;
+  const std::atomic<bool>* const external_cancel_;
   std::atomic<bool> cancelled_{false};
 };
 
@@ -613,6 +620,76 @@ TEST(BatcherTest, CreateRejectsMissingClockOrProcessFunction) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Batcher::Create(BatcherOptions{}, &clock, ProcessBatchFn()).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Mostly for `make tsan`: submitting threads, a thread cancelling tasks at
+// random, two workers and StopAccepting all race on one batcher. Every
+// accepted task is answered exactly once (run, or failed with CANCELLED);
+// every refused one stays with its caller and is never answered.
+TEST(BatcherTest, ConcurrentSubmitCancelAndDrainAnswerEveryAcceptedTaskOnce) {
+  FakeModel model;
+  BatcherOptions options;
+  options.max_batch_size = 4;
+  options.max_delay_us = 100;
+  options.max_queue_size = 32;
+  options.num_workers = 2;
+  auto batcher = MakeBatcher(options, RealClock::Get(), &model);
+  ASSERT_NE(batcher, nullptr);
+
+  constexpr int kThreads = 4, kPerThread = 250, kTasks = kThreads * kPerThread;
+  std::unique_ptr<std::atomic<bool>[]> cancel(new std::atomic<bool>[kTasks]());
+  std::vector<std::vector<int>> accepted(kThreads), refused(kThreads);
+  std::atomic<int> submitted{0};
+  std::atomic<bool> done{false};
+
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int k = 0; k < kPerThread; ++k) {
+        const int id = t * kPerThread + k;
+        std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(id, &model, -1, &cancel[id]);
+        if (batcher->Submit(&task).ok()) {
+          accepted[t].push_back(id);
+        } else {
+          EXPECT_NE(task, nullptr) << "a refused task must stay with the caller";
+          refused[t].push_back(id);
+        }
+        ++submitted;
+        if (k % 16 == 0) std::this_thread::yield();
+      }
+    });
+  }
+  std::thread canceller([&] {
+    unsigned x = 12345;
+    while (!done.load()) {
+      x = x * 1103515245u + 12345u;
+      cancel[(x >> 8) % kTasks].store(true);
+      std::this_thread::yield();
+    }
+  });
+  while (submitted.load() < kTasks / 2) std::this_thread::yield();
+  batcher->StopAccepting();
+  for (auto& th : threads) th.join();
+  done = true;
+  canceller.join();
+
+  int n_accepted = 0;
+  for (const auto& a : accepted) n_accepted += static_cast<int>(a.size());
+  ASSERT_TRUE(model.WaitForAnswers(n_accepted));
+  batcher.reset();  // joins the workers
+  const auto answers = model.answers();
+  const auto failures = model.failures();
+  for (const auto& ids : accepted) {
+    for (int id : ids) EXPECT_EQ(answers.count(id) ? answers.at(id) : 0, 1) << "task " << id;
+  }
+  for (const auto& ids : refused) {
+    for (int id : ids) EXPECT_EQ(answers.count(id), 0u) << "refused task " << id << " answered";
+  }
+  for (const auto& [id, status] : failures) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << "task " << id << ": " << status;
+  }
+  EXPECT_GT(n_accepted, 0);
+  EXPECT_LT(n_accepted, kTasks) << "StopAccepting halfway should refuse some tasks";
 }
 
 }  // namespace
