@@ -455,10 +455,7 @@ std::vector<core::ModelSpec> ModelSpecs(const ServerConfig& c) {
   auto from_config = [&](const ModelConfig& m) {
     core::ModelSpec spec;
     spec.name = m.name;
-    spec.load.net = m.net;
-    spec.load.weights_path = m.weights_path;
-    spec.load.weights_bytes = m.weights_bytes;
-    spec.load.weights_name = m.weights_name;
+    spec.load = LoadOptions(m);
     spec.preprocess = m.preprocess;
     spec.labels = m.labels;
     return spec;

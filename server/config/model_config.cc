@@ -84,6 +84,16 @@ absl::Status ParsePreprocess(const json& p, const std::string& source,
 
 }  // namespace
 
+model::LoadModelOptions LoadOptions(const ModelConfig& c) {
+  model::LoadModelOptions o;
+  o.name = c.name;
+  o.net = c.net;
+  o.weights_path = c.weights_path;
+  o.weights_bytes = c.weights_bytes;
+  o.weights_name = c.weights_name;
+  return o;
+}
+
 absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view text, const std::string& base_dir,
                                              const std::string& source) {
   const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);

@@ -28,6 +28,7 @@
 
 #include "absl/status/statusor.h"
 #include "model/ghostnet.h"
+#include "model/loaded_model.h"
 #include "server/preprocess/image.h"
 
 namespace ghostserve::config {
@@ -47,6 +48,10 @@ struct ModelConfig {
   // The "training" object as JSON text (provenance; not interpreted).
   std::string training_json;
 };
+
+// How LoadModel builds this model (weights from the file or the compiled-in
+// bytes; the seed and inference options stay at their defaults).
+model::LoadModelOptions LoadOptions(const ModelConfig& config);
 
 // Parses one config. `base_dir` resolves a relative "weights"; `source`
 // names the config in errors. InvalidArgument naming the key on any error.

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "server/preprocess/image_decode.h"
+#include "tests/fuzz/fuzz_configs.h"
 
 namespace {
 
@@ -30,24 +31,8 @@ using ghostserve::preprocess::PreprocessConfig;
 using ghostserve::preprocess::PreprocessInto;
 using ghostserve::preprocess::ReadImageHeader;
 
-ImageLimits FuzzLimits() {
-  ImageLimits limits;
-  limits.max_bytes = 1 << 20;
-  limits.max_pixels = 1 << 20;  // 1 MP: 3 MB decoded at most
-  limits.max_side = 2048;
-  return limits;
-}
-
-PreprocessConfig GrayConfig() {
-  PreprocessConfig c;
-  c.channels = 1;
-  c.resize_shorter = 32;
-  c.crop_size = 28;
-  c.mean = {0.286f};
-  c.std = {0.353f};
-  c.interpolation = ghostserve::preprocess::Interpolation::kArea;
-  return c;
-}
+using ghostserve::fuzz::FuzzLimits;
+using ghostserve::fuzz::GrayConfig;
 
 [[noreturn]] void Fail(const char* what) {
   std::fprintf(stderr, "preprocess_fuzzer: %s\n", what);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "server/preprocess/image_decode.h"
+#include "tests/fuzz/fuzz_configs.h"
 
 namespace ghostserve::preprocess {
 namespace {
@@ -41,25 +42,9 @@ std::vector<fs::path> FilesIn(const std::string& subdir) {
   return files;
 }
 
-// The fuzzer's limits (tests/fuzz/preprocess_fuzzer.cc) and the server's.
-ImageLimits FuzzLimits() {
-  ImageLimits limits;
-  limits.max_bytes = 1 << 20;
-  limits.max_pixels = 1 << 20;
-  limits.max_side = 2048;
-  return limits;
-}
-
-PreprocessConfig GrayConfig() {
-  PreprocessConfig c;
-  c.channels = 1;
-  c.resize_shorter = 32;
-  c.crop_size = 28;
-  c.mean = {0.286f};
-  c.std = {0.353f};
-  c.interpolation = Interpolation::kArea;
-  return c;
-}
+// The fuzzer's limits and grayscale config (tests/fuzz/fuzz_configs.h).
+using ghostserve::fuzz::FuzzLimits;
+using ghostserve::fuzz::GrayConfig;
 
 // OK or InvalidArgument, and on OK every value finite and in range.
 void ExpectHandled(const fs::path& file, const PreprocessConfig& config,

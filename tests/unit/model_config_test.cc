@@ -156,12 +156,7 @@ TEST(ModelConfigTest, TheFashionModelIsBuiltIn) {
   EXPECT_TRUE(m.weights_path.empty());
   EXPECT_GT(m.weights_bytes.size(), 1000000u);
 
-  model::LoadModelOptions o;
-  o.name = m.name;
-  o.net = m.net;
-  o.weights_bytes = m.weights_bytes;
-  o.weights_name = m.weights_name;
-  auto loaded = model::LoadModel(o);
+  auto loaded = model::LoadModel(LoadOptions(m));
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_TRUE((*loaded)->trained);
   EXPECT_EQ((*loaded)->weights_source, "builtin:ghostnet_050_fashion.safetensors");

@@ -665,11 +665,7 @@ int Evaluate(const std::vector<std::string>& args) {
     std::cerr << data.status().message() << "\n";
     return 1;
   }
-  model::LoadModelOptions lo;
-  lo.name = mc.name;
-  lo.net = mc.net;
-  lo.weights_path = mc.weights_path;
-  auto loaded = model::LoadModel(lo);
+  auto loaded = model::LoadModel(config::LoadOptions(mc));
   if (!loaded.ok()) {
     std::cerr << loaded.status().message() << "\n";
     return 1;
