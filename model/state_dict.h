@@ -1,14 +1,16 @@
-// Reading and writing GhostNet weights as named tensors.
+// Reading and writing GhostNet weights as named tensors, and loading them
+// into a module.
 //
 // Two file formats are read, told apart by their first bytes:
 //  - the published checkpoint format: a torch.save zip archive whose
 //    data.pkl holds a (collections.OrderedDict) state dict of tensors stored
-//    in data/N records. LibTorch's own unpickler turns an OrderedDict into
-//    None, so this file carries a small pickle reader that understands just
-//    the opcodes and globals torch.save emits for state dicts and refuses
-//    everything else (no arbitrary callables are ever invoked);
-//  - safetensors (the format timm's GhostNet weights use).
-// Both readers bound every size by the file's own length before allocating.
+//    in data/N records, parsed by the restricted pickle reader in
+//    model/pickle_reader.h (LibTorch's own unpickler turns an OrderedDict
+//    into None);
+//  - safetensors (the format timm's GhostNet weights use), parsed by
+//    model/safetensors.h.
+// Both readers are Torch-free and bound every size by the file's own length
+// before allocating; this file turns what they describe into tensors.
 #ifndef GHOSTSERVE_MODEL_STATE_DICT_H_
 #define GHOSTSERVE_MODEL_STATE_DICT_H_
 
