@@ -8,8 +8,9 @@
 #
 # Hardening (each in its own build directory; the sanitizer ones also install
 # clang and the sanitizer runtimes: scripts/install-deps.sh --sanitizers):
-#   make fuzz   libFuzzer + ASan/UBSan on the image preprocessing for
-#               FUZZ_SECONDS (60); prints executions and findings
+#   make fuzz   libFuzzer + ASan/UBSan on the image preprocessing, the pickle
+#               reader and the safetensors reader, FUZZ_SECONDS (60) each;
+#               prints executions and findings per fuzzer
 #   make asan   unit + integration tests and a quick soak under ASan + UBSan
 #   make tsan   the batcher tests under ThreadSanitizer
 #   make soak   SOAK_SECONDS (60) of mixed and hostile load on a real server,
@@ -51,7 +52,13 @@ FUZZ_BUILD_DIR ?= build-fuzz
 fuzz: sanitizer-deps
 	cmake -S tests/fuzz -B $(FUZZ_BUILD_DIR) -DCMAKE_CXX_COMPILER=clang++-14
 	cmake --build $(FUZZ_BUILD_DIR) -j $(JOBS)
-	tests/fuzz/run.sh $(FUZZ_BUILD_DIR)/preprocess_fuzzer $(FUZZ_SECONDS) $(FUZZ_BUILD_DIR)
+	rc=0; \
+	tests/fuzz/run.sh $(FUZZ_BUILD_DIR)/preprocess_fuzzer $(FUZZ_SECONDS) $(FUZZ_BUILD_DIR) || rc=1; \
+	tests/fuzz/run.sh $(FUZZ_BUILD_DIR)/pickle_fuzzer $(FUZZ_SECONDS) $(FUZZ_BUILD_DIR)/pickle \
+	  tests/fuzz/pickle || rc=1; \
+	tests/fuzz/run.sh $(FUZZ_BUILD_DIR)/safetensors_fuzzer $(FUZZ_SECONDS) \
+	  $(FUZZ_BUILD_DIR)/safetensors tests/fuzz/safetensors || rc=1; \
+	exit $$rc
 
 # GCC's ASan + UBSan on our code; LibTorch, OpenCV, gRPC stay uninstrumented.
 # Suppressions and why: tests/sanitizers/. A 64 MB quarantine keeps the soak's
