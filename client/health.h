@@ -1,7 +1,5 @@
-// Client for the standard gRPC health service (grpc.health.v1.Health/Check).
-// Debian ships no generated C++ stubs of health.proto for clients, and the
-// two messages are one field each, so they are encoded by hand and sent
-// through grpc::GenericStub.
+// Client for the standard gRPC health service (grpc.health.v1.Health/Check),
+// through the stub generated from proto/grpc/health/v1/health.proto.
 #ifndef GHOSTSERVE_CLIENT_HEALTH_H_
 #define GHOSTSERVE_CLIENT_HEALTH_H_
 
@@ -10,8 +8,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-
-#include "absl/status/statusor.h"
 
 namespace ghostserve::client {
 
@@ -26,14 +22,6 @@ enum class ServingStatus {
 // "UNKNOWN", "SERVING", "NOT_SERVING" or "SERVICE_UNKNOWN"; the name of the
 // nearest case for values a newer server might send.
 std::string ServingStatusName(ServingStatus status);
-
-// Serialised HealthCheckRequest{service = service}.
-std::string EncodeHealthCheckRequest(const std::string& service);
-
-// Parses a serialised HealthCheckResponse. Unknown fields are skipped, as
-// protobuf does; a missing status field means UNKNOWN (proto3 default).
-// InvalidArgument when the bytes are not a well-formed message.
-absl::StatusOr<ServingStatus> DecodeHealthCheckResponse(const std::string& bytes);
 
 struct HealthCheckResult {
   // Not OK when the call failed (e.g. UNAVAILABLE when nothing listens);
