@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -198,106 +199,130 @@ std::string RpcError(const grpc::Status& status) {
   return absl::StrCat(StatusCodeName(status.error_code()), ": ", status.error_message());
 }
 
+// The prologue every subcommand shares: declares the connection flags and
+// the command's own (`declare`), parses `args`, prints the usage text on
+// --help, reports a bad flag or connection file as a usage error (exit 2),
+// and then runs the command with the connection and the positional
+// arguments; `run` returns the exit code.
+int RunCommand(const std::string& name, const char* usage, const std::vector<std::string>& args,
+               ConnectionOptions* connection, const std::function<void(FlagSet&)>& declare,
+               const std::function<int(const Connection&, const std::vector<std::string>&)>& run) {
+  FlagSet flags;
+  AddConnectionFlags(flags, connection);
+  declare(flags);
+  absl::StatusOr<std::vector<std::string>> rest = flags.Parse(args);
+  if (!rest.ok()) return UsageError(name, std::string(rest.status().message()));
+  if (flags.help()) {
+    PrintUsage(usage);
+    return kExitOk;
+  }
+  absl::StatusOr<Connection> conn = Connection::Create(*connection);
+  if (!conn.ok()) return UsageError(name, std::string(conn.status().message()));
+  return run(*conn, *rest);
+}
+
+// A command's failure after parsing: "ghostserve-client NAME: message" on
+// stderr, exit code 1.
+int Failed(const std::string& name, const std::string& message) {
+  std::cerr << "ghostserve-client " << name << ": " << message << "\n";
+  return kExitFailed;
+}
+
 int Classify(const std::vector<std::string>& args) {
   ConnectionOptions connection;
   std::string model;
   int64_t top_k = 5;
   bool json = false;
   int64_t timeout_ms = kDefaultTimeoutMs;
-  FlagSet flags;
-  AddConnectionFlags(flags, &connection);
-  flags.String("model", &model);
-  flags.Int("top-k", 1, kMaxTopK, &top_k);
-  flags.Bool("json", &json);
-  flags.Int("timeout-ms", 1, kMaxTimeoutMs, &timeout_ms);
-  absl::StatusOr<std::vector<std::string>> files = flags.Parse(args);
-  if (!files.ok()) {
-    return UsageError("classify", std::string(files.status().message()));
-  }
-  if (flags.help()) {
-    PrintUsage(kClassifyUsage);
-    return kExitOk;
-  }
-  absl::StatusOr<Connection> conn = Connection::Create(connection);
-  if (!conn.ok()) return UsageError("classify", std::string(conn.status().message()));
-  if (model.empty()) return UsageError("classify", "--model is required");
-  if (files->empty()) return UsageError("classify", "no image files given");
+  return RunCommand(
+      "classify", kClassifyUsage, args, &connection,
+      [&](FlagSet& flags) {
+        flags.String("model", &model);
+        flags.Int("top-k", 1, kMaxTopK, &top_k);
+        flags.Bool("json", &json);
+        flags.Int("timeout-ms", 1, kMaxTimeoutMs, &timeout_ms);
+      },
+      [&](const Connection& conn, const std::vector<std::string>& files) {
+        if (model.empty()) return UsageError("classify", "--model is required");
+        if (files.empty()) return UsageError("classify", "no image files given");
 
-  auto stub = pb::Classifier::NewStub(conn->MakeChannel());
-  int failures = 0;
-  for (size_t i = 0; i < files->size(); ++i) {
-    const std::string& file = (*files)[i];
-    absl::StatusOr<std::string> image = ReadFile(file);
-    if (!image.ok()) {
-      std::cerr << file << ": " << image.status().message() << "\n";
-      ++failures;
-      continue;
-    }
-    pb::ClassifyRequest request;
-    request.set_image(*std::move(image));
-    request.set_model(model);
-    request.set_top_k(static_cast<uint32_t>(top_k));
-    // Lets a caller find this call in the server's logs.
-    request.set_request_id(absl::StrCat("ghostserve-client-", getpid(), "-", i));
-    pb::ClassifyResponse response;
-    grpc::ClientContext context;
-    SetTimeout(context, timeout_ms);
-    const auto sent = std::chrono::steady_clock::now();
-    const grpc::Status status = stub->Classify(&context, request, &response);
-    const double round_trip_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - sent).count();
-    if (!status.ok()) {
-      std::cerr << file << ": " << RpcError(status) << "\n";
-      ++failures;
-      continue;
-    }
+        auto stub = pb::Classifier::NewStub(conn.MakeChannel());
+        int failures = 0;
+        for (size_t i = 0; i < files.size(); ++i) {
+          const std::string& file = files[i];
+          absl::StatusOr<std::string> image = ReadFile(file);
+          if (!image.ok()) {
+            std::cerr << file << ": " << image.status().message() << "\n";
+            ++failures;
+            continue;
+          }
+          pb::ClassifyRequest request;
+          request.set_image(*std::move(image));
+          request.set_model(model);
+          request.set_top_k(static_cast<uint32_t>(top_k));
+          // Lets a caller find this call in the server's logs.
+          request.set_request_id(absl::StrCat("ghostserve-client-", getpid(), "-", i));
+          pb::ClassifyResponse response;
+          grpc::ClientContext context;
+          SetTimeout(context, timeout_ms);
+          const auto sent = std::chrono::steady_clock::now();
+          const grpc::Status status = stub->Classify(&context, request, &response);
+          const double round_trip_ms =
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - sent)
+                  .count();
+          if (!status.ok()) {
+            std::cerr << file << ": " << RpcError(status) << "\n";
+            ++failures;
+            continue;
+          }
 
-    const pb::Timing& t = response.timing();
-    if (json) {
-      Json out;
-      out["file"] = file;
-      out["model"] = response.model();
-      out["request_id"] = response.request_id();
-      out["batch_size"] = response.batch_size();
-      out["timing_us"] = {{"preprocess", t.preprocess_us()},
-                          {"queue", t.queue_us()},
-                          {"inference", t.inference_us()},
-                          {"total", t.total_us()}};
-      out["predictions"] = Json::array();
-      for (const pb::Prediction& p : response.predictions()) {
-        out["predictions"].push_back({{"class_index", p.class_index()},
-                                      {"label", p.label()},
-                                      {"score", ShortestDouble(p.score())}});
-      }
-      std::cout << out.dump() << "\n" << std::flush;
-      continue;
-    }
+          const pb::Timing& t = response.timing();
+          if (json) {
+            Json out;
+            out["file"] = file;
+            out["model"] = response.model();
+            out["request_id"] = response.request_id();
+            out["batch_size"] = response.batch_size();
+            out["timing_us"] = {{"preprocess", t.preprocess_us()},
+                                {"queue", t.queue_us()},
+                                {"inference", t.inference_us()},
+                                {"total", t.total_us()}};
+            out["predictions"] = Json::array();
+            for (const pb::Prediction& p : response.predictions()) {
+              out["predictions"].push_back({{"class_index", p.class_index()},
+                                            {"label", p.label()},
+                                            {"score", ShortestDouble(p.score())}});
+            }
+            std::cout << out.dump() << "\n" << std::flush;
+            continue;
+          }
 
-    size_t label_width = 5;
-    for (const pb::Prediction& p : response.predictions()) {
-      label_width = std::max(label_width, p.label().size());
-    }
-    label_width = std::min<size_t>(label_width, 48);
-    const int label_cols = static_cast<int>(label_width);
-    std::cout << file << "\n"
-              << absl::StrFormat(
-                     "  model %s, batch size %u, request id %s\n"
-                     "  server ms: preprocess %.2f, queue %.2f, inference "
-                     "%.2f, total %.2f (round trip %.2f)\n",
-                     response.model(), response.batch_size(), response.request_id(),
-                     t.preprocess_us() / 1e3, t.queue_us() / 1e3, t.inference_us() / 1e3,
-                     t.total_us() / 1e3, round_trip_ms)
-              << absl::StrFormat("  %4s  %5s  %-*s  %7s\n", "rank", "class", label_cols, "label",
-                                 "score");
-    int rank = 0;
-    for (const pb::Prediction& p : response.predictions()) {
-      std::cout << absl::StrFormat("  %4d  %5u  %-*s  %7.4f\n", ++rank, p.class_index(), label_cols,
-                                   p.label(), p.score());
-    }
-    if (i + 1 < files->size()) std::cout << "\n";
-    std::cout << std::flush;
-  }
-  return failures == 0 ? kExitOk : kExitFailed;
+          size_t label_width = 5;
+          for (const pb::Prediction& p : response.predictions()) {
+            label_width = std::max(label_width, p.label().size());
+          }
+          label_width = std::min<size_t>(label_width, 48);
+          const int label_cols = static_cast<int>(label_width);
+          std::cout << file << "\n"
+                    << absl::StrFormat(
+                           "  model %s, batch size %u, request id %s\n"
+                           "  server ms: preprocess %.2f, queue %.2f, inference "
+                           "%.2f, total %.2f (round trip %.2f)\n",
+                           response.model(), response.batch_size(), response.request_id(),
+                           t.preprocess_us() / 1e3, t.queue_us() / 1e3, t.inference_us() / 1e3,
+                           t.total_us() / 1e3, round_trip_ms)
+                    << absl::StrFormat("  %4s  %5s  %-*s  %7s\n", "rank", "class", label_cols,
+                                       "label", "score");
+          int rank = 0;
+          for (const pb::Prediction& p : response.predictions()) {
+            std::cout << absl::StrFormat("  %4d  %5u  %-*s  %7.4f\n", ++rank, p.class_index(),
+                                         label_cols, p.label(), p.score());
+          }
+          if (i + 1 < files.size()) std::cout << "\n";
+          std::cout << std::flush;
+        }
+        return failures == 0 ? kExitOk : kExitFailed;
+      });
 }
 
 Json BenchJson(const BenchOptions& options, const BenchResult& r, size_t files) {
@@ -366,231 +391,204 @@ int Bench(const std::vector<std::string>& args) {
   int64_t concurrency = options.concurrency;
   int64_t top_k = options.top_k;
   bool json = false;
-  FlagSet flags;
-  AddConnectionFlags(flags, &options.connection);
-  flags.String("model", &options.model);
-  flags.Int("concurrency", 1, 100000, &concurrency);
-  flags.Double("duration", 0.001, 7 * 24 * 3600, &options.duration_s);
-  flags.Double("warmup", 0, 24 * 3600, &options.warmup_s);
-  flags.Double("rate", 0.001, 1e7, &options.rate);
-  flags.Int("top-k", 1, kMaxTopK, &top_k);
-  flags.Bool("json", &json);
-  flags.Int("timeout-ms", 1, kMaxTimeoutMs, &options.timeout_ms);
-  absl::StatusOr<std::vector<std::string>> files = flags.Parse(args);
-  if (!files.ok()) {
-    return UsageError("bench", std::string(files.status().message()));
-  }
-  if (flags.help()) {
-    PrintUsage(kBenchUsage);
-    return kExitOk;
-  }
-  if (auto conn = Connection::Create(options.connection); !conn.ok()) {
-    return UsageError("bench", std::string(conn.status().message()));
-  }
-  if (options.model.empty()) return UsageError("bench", "--model is required");
-  if (files->empty()) return UsageError("bench", "no image files given");
-  options.concurrency = static_cast<int>(concurrency);
-  options.top_k = static_cast<uint32_t>(top_k);
+  return RunCommand(
+      "bench", kBenchUsage, args, &options.connection,
+      [&](FlagSet& flags) {
+        flags.String("model", &options.model);
+        flags.Int("concurrency", 1, 100000, &concurrency);
+        flags.Double("duration", 0.001, 7 * 24 * 3600, &options.duration_s);
+        flags.Double("warmup", 0, 24 * 3600, &options.warmup_s);
+        flags.Double("rate", 0.001, 1e7, &options.rate);
+        flags.Int("top-k", 1, kMaxTopK, &top_k);
+        flags.Bool("json", &json);
+        flags.Int("timeout-ms", 1, kMaxTimeoutMs, &options.timeout_ms);
+      },
+      [&](const Connection& /*conn*/, const std::vector<std::string>& files) {
+        if (options.model.empty()) return UsageError("bench", "--model is required");
+        if (files.empty()) return UsageError("bench", "no image files given");
+        options.concurrency = static_cast<int>(concurrency);
+        options.top_k = static_cast<uint32_t>(top_k);
 
-  std::vector<std::string> images;
-  for (const std::string& file : *files) {
-    absl::StatusOr<std::string> image = ReadFile(file);
-    if (!image.ok()) {
-      std::cerr << file << ": " << image.status().message() << "\n";
-      return kExitFailed;
-    }
-    images.push_back(*std::move(image));
-  }
+        std::vector<std::string> images;
+        for (const std::string& file : files) {
+          absl::StatusOr<std::string> image = ReadFile(file);
+          if (!image.ok()) {
+            std::cerr << file << ": " << image.status().message() << "\n";
+            return kExitFailed;
+          }
+          images.push_back(*std::move(image));
+        }
 
-  bool progress_shown = false;
-  options.on_progress = [&progress_shown](const BenchProgress& p) {
-    // Trailing blanks wipe what a longer previous line left behind.
-    std::cerr << absl::StrFormat("\r%-7s %6.1fs  requests %d  errors %d  %.1f req/s    ",
-                                 p.warming_up ? "warmup" : "bench", p.elapsed_s, p.requests,
-                                 p.errors, p.requests_per_second)
-              << std::flush;
-    progress_shown = true;
-  };
-  absl::StatusOr<BenchResult> result = RunBench(options, images);
-  if (progress_shown) std::cerr << "\n";
-  if (!result.ok()) {
-    return UsageError("bench", std::string(result.status().message()));
-  }
-  if (json) {
-    std::cout << BenchJson(options, *result, images.size()).dump() << "\n";
-  } else {
-    PrintBenchTable(options, *result);
-  }
-  std::cout << std::flush;
-  return result->successes > 0 ? kExitOk : kExitFailed;
+        bool progress_shown = false;
+        options.on_progress = [&progress_shown](const BenchProgress& p) {
+          // Trailing blanks wipe what a longer previous line left behind.
+          std::cerr << absl::StrFormat("\r%-7s %6.1fs  requests %d  errors %d  %.1f req/s    ",
+                                       p.warming_up ? "warmup" : "bench", p.elapsed_s, p.requests,
+                                       p.errors, p.requests_per_second)
+                    << std::flush;
+          progress_shown = true;
+        };
+        absl::StatusOr<BenchResult> result = RunBench(options, images);
+        if (progress_shown) std::cerr << "\n";
+        if (!result.ok()) {
+          return UsageError("bench", std::string(result.status().message()));
+        }
+        if (json) {
+          std::cout << BenchJson(options, *result, images.size()).dump() << "\n";
+        } else {
+          PrintBenchTable(options, *result);
+        }
+        std::cout << std::flush;
+        return result->successes > 0 ? kExitOk : kExitFailed;
+      });
 }
 
 int Eval(const std::vector<std::string>& args) {
   EvalOptions options;
   int64_t concurrency = options.concurrency;
   int64_t limit = 0;
-  FlagSet flags;
-  AddConnectionFlags(flags, &options.connection);
-  flags.String("model", &options.model);
-  flags.Int("concurrency", 1, 1024, &concurrency);
-  flags.Int("limit", 0, int64_t{1} << 40, &limit);
-  flags.Int("timeout-ms", 1, kMaxTimeoutMs, &options.timeout_ms);
-  absl::StatusOr<std::vector<std::string>> rest = flags.Parse(args);
-  if (!rest.ok()) return UsageError("eval", std::string(rest.status().message()));
-  if (flags.help()) {
-    PrintUsage(kEvalUsage);
-    return kExitOk;
-  }
-  if (auto conn = Connection::Create(options.connection); !conn.ok()) {
-    return UsageError("eval", std::string(conn.status().message()));
-  }
-  if (options.model.empty()) return UsageError("eval", "--model is required");
-  if (rest->size() != 1) return UsageError("eval", "expects one image directory");
-  options.concurrency = static_cast<int>(concurrency);
-  auto files = ListImageFolder(rest->front(), limit);
-  if (!files.ok()) {
-    std::cerr << "ghostserve-client eval: " << files.status().message() << "\n";
-    return kExitFailed;
-  }
-  auto r = RunEval(options, *files);
-  if (!r.ok()) {
-    std::cerr << "ghostserve-client eval: " << r.status().message() << "\n";
-    return kExitFailed;
-  }
-  Json out;
-  out["model"] = options.model;
-  out["path"] = "grpc";
-  out["images"] = r->images;
-  out["correct"] = r->correct;
-  out["top1"] = r->images > 0 ? static_cast<double>(r->correct) / r->images : 0.0;
-  out["errors"] = r->errors;
-  out["errors_by_code"] = Json::object();
-  for (const auto& [code, n] : r->errors_by_code) out["errors_by_code"][code] = n;
-  out["per_class_top1"] = Json::object();
-  for (const auto& [label, counts] : r->per_class) {
-    out["per_class_top1"][label] =
-        std::round(1e4 * static_cast<double>(counts.second) / counts.first) / 1e4;
-  }
-  out["seconds"] = std::round(r->seconds * 100) / 100;
-  out["images_per_second"] = std::round(r->images / std::max(r->seconds, 1e-9) * 10) / 10;
-  std::cout << out.dump() << std::endl;
-  return r->errors == 0 ? kExitOk : kExitFailed;
+  return RunCommand(
+      "eval", kEvalUsage, args, &options.connection,
+      [&](FlagSet& flags) {
+        flags.String("model", &options.model);
+        flags.Int("concurrency", 1, 1024, &concurrency);
+        flags.Int("limit", 0, int64_t{1} << 40, &limit);
+        flags.Int("timeout-ms", 1, kMaxTimeoutMs, &options.timeout_ms);
+      },
+      [&](const Connection& /*conn*/, const std::vector<std::string>& rest) {
+        if (options.model.empty()) return UsageError("eval", "--model is required");
+        if (rest.size() != 1) return UsageError("eval", "expects one image directory");
+        options.concurrency = static_cast<int>(concurrency);
+        auto files = ListImageFolder(rest.front(), limit);
+        if (!files.ok()) {
+          return Failed("eval", std::string(files.status().message()));
+        }
+        auto r = RunEval(options, *files);
+        if (!r.ok()) {
+          return Failed("eval", std::string(r.status().message()));
+        }
+        Json out;
+        out["model"] = options.model;
+        out["path"] = "grpc";
+        out["images"] = r->images;
+        out["correct"] = r->correct;
+        out["top1"] = r->images > 0 ? static_cast<double>(r->correct) / r->images : 0.0;
+        out["errors"] = r->errors;
+        out["errors_by_code"] = Json::object();
+        for (const auto& [code, n] : r->errors_by_code) out["errors_by_code"][code] = n;
+        out["per_class_top1"] = Json::object();
+        for (const auto& [label, counts] : r->per_class) {
+          out["per_class_top1"][label] =
+              std::round(1e4 * static_cast<double>(counts.second) / counts.first) / 1e4;
+        }
+        out["seconds"] = std::round(r->seconds * 100) / 100;
+        out["images_per_second"] = std::round(r->images / std::max(r->seconds, 1e-9) * 10) / 10;
+        std::cout << out.dump() << std::endl;
+        return r->errors == 0 ? kExitOk : kExitFailed;
+      });
 }
 
 int Models(const std::vector<std::string>& args) {
   ConnectionOptions connection;
   bool json = false;
   int64_t timeout_ms = kDefaultTimeoutMs;
-  FlagSet flags;
-  AddConnectionFlags(flags, &connection);
-  flags.Bool("json", &json);
-  flags.Int("timeout-ms", 1, kMaxTimeoutMs, &timeout_ms);
-  absl::StatusOr<std::vector<std::string>> rest = flags.Parse(args);
-  if (!rest.ok()) {
-    return UsageError("models", std::string(rest.status().message()));
-  }
-  if (flags.help()) {
-    PrintUsage(kModelsUsage);
-    return kExitOk;
-  }
-  absl::StatusOr<Connection> conn = Connection::Create(connection);
-  if (!conn.ok()) return UsageError("models", std::string(conn.status().message()));
-  if (!rest->empty()) {
-    return UsageError("models", "unexpected argument " + rest->front());
-  }
+  return RunCommand(
+      "models", kModelsUsage, args, &connection,
+      [&](FlagSet& flags) {
+        flags.Bool("json", &json);
+        flags.Int("timeout-ms", 1, kMaxTimeoutMs, &timeout_ms);
+      },
+      [&](const Connection& conn, const std::vector<std::string>& rest) {
+        if (!rest.empty()) {
+          return UsageError("models", "unexpected argument " + rest.front());
+        }
 
-  auto stub = pb::Classifier::NewStub(conn->MakeChannel());
-  grpc::ClientContext context;
-  SetTimeout(context, timeout_ms);
-  pb::ListModelsResponse response;
-  const grpc::Status status = stub->ListModels(&context, pb::ListModelsRequest(), &response);
-  if (!status.ok()) {
-    std::cerr << "ghostserve-client models: " << RpcError(status) << "\n";
-    return kExitFailed;
-  }
+        auto stub = pb::Classifier::NewStub(conn.MakeChannel());
+        grpc::ClientContext context;
+        SetTimeout(context, timeout_ms);
+        pb::ListModelsResponse response;
+        const grpc::Status status = stub->ListModels(&context, pb::ListModelsRequest(), &response);
+        if (!status.ok()) {
+          return Failed("models", RpcError(status));
+        }
 
-  if (json) {
-    Json out;
-    out["models"] = Json::array();
-    for (const pb::ModelInfo& m : response.models()) {
-      const pb::PreprocessInfo& pre = m.preprocess();
-      Json mean = Json::array();
-      Json std_dev = Json::array();
-      for (float v : pre.mean()) mean.push_back(ShortestDouble(v));
-      for (float v : pre.std()) std_dev.push_back(ShortestDouble(v));
-      out["models"].push_back({{"name", m.name()},
-                               {"parameters", m.parameters()},
-                               {"macs", m.macs()},
-                               {"width", ShortestDouble(m.width())},
-                               {"input_size", m.input_size()},
-                               {"input_channels", m.input_channels()},
-                               {"num_classes", m.num_classes()},
-                               {"weights_source", m.weights_source()},
-                               {"trained", m.trained()},
-                               {"ready", m.ready()},
-                               {"max_batch_size", m.max_batch_size()},
-                               {"preprocess",
-                                {{"resize_shorter_side", pre.resize_shorter_side()},
-                                 {"input_size", pre.input_size()},
-                                 {"mean", mean},
-                                 {"std", std_dev},
-                                 {"color", pre.color()}}}});
-    }
-    std::cout << out.dump() << "\n";
-    return kExitOk;
-  }
+        if (json) {
+          Json out;
+          out["models"] = Json::array();
+          for (const pb::ModelInfo& m : response.models()) {
+            const pb::PreprocessInfo& pre = m.preprocess();
+            Json mean = Json::array();
+            Json std_dev = Json::array();
+            for (float v : pre.mean()) mean.push_back(ShortestDouble(v));
+            for (float v : pre.std()) std_dev.push_back(ShortestDouble(v));
+            out["models"].push_back({{"name", m.name()},
+                                     {"parameters", m.parameters()},
+                                     {"macs", m.macs()},
+                                     {"width", ShortestDouble(m.width())},
+                                     {"input_size", m.input_size()},
+                                     {"input_channels", m.input_channels()},
+                                     {"num_classes", m.num_classes()},
+                                     {"weights_source", m.weights_source()},
+                                     {"trained", m.trained()},
+                                     {"ready", m.ready()},
+                                     {"max_batch_size", m.max_batch_size()},
+                                     {"preprocess",
+                                      {{"resize_shorter_side", pre.resize_shorter_side()},
+                                       {"input_size", pre.input_size()},
+                                       {"mean", mean},
+                                       {"std", std_dev},
+                                       {"color", pre.color()}}}});
+          }
+          std::cout << out.dump() << "\n";
+          return kExitOk;
+        }
 
-  int name_width = 4;
-  for (const pb::ModelInfo& m : response.models()) {
-    name_width = std::max(name_width, static_cast<int>(m.name().size()));
-  }
-  std::cout << absl::StrFormat("%-*s  %8s  %8s  %5s  %5s  %7s  %7s  %s\n", name_width, "name",
-                               "params", "MACs", "width", "input", "classes", "trained", "weights");
-  for (const pb::ModelInfo& m : response.models()) {
-    std::cout << absl::StrFormat("%-*s  %8s  %8s  %5.2f  %5u  %7u  %7s  %s\n", name_width, m.name(),
-                                 HumanCount(m.parameters()), HumanCount(m.macs()), m.width(),
-                                 m.input_size(), m.num_classes(), m.trained() ? "yes" : "no",
-                                 m.weights_source());
-  }
-  if (response.models().empty()) std::cout << "(no models)\n";
-  return kExitOk;
+        int name_width = 4;
+        for (const pb::ModelInfo& m : response.models()) {
+          name_width = std::max(name_width, static_cast<int>(m.name().size()));
+        }
+        std::cout << absl::StrFormat("%-*s  %8s  %8s  %5s  %5s  %7s  %7s  %s\n", name_width, "name",
+                                     "params", "MACs", "width", "input", "classes", "trained",
+                                     "weights");
+        for (const pb::ModelInfo& m : response.models()) {
+          std::cout << absl::StrFormat("%-*s  %8s  %8s  %5.2f  %5u  %7u  %7s  %s\n", name_width,
+                                       m.name(), HumanCount(m.parameters()), HumanCount(m.macs()),
+                                       m.width(), m.input_size(), m.num_classes(),
+                                       m.trained() ? "yes" : "no", m.weights_source());
+        }
+        if (response.models().empty()) std::cout << "(no models)\n";
+        return kExitOk;
+      });
 }
 
 int Health(const std::vector<std::string>& args) {
   ConnectionOptions connection;
   std::string service;
   int64_t timeout_ms = kDefaultTimeoutMs;
-  FlagSet flags;
-  AddConnectionFlags(flags, &connection);
-  flags.String("service", &service);
-  flags.Int("timeout-ms", 1, kMaxTimeoutMs, &timeout_ms);
-  absl::StatusOr<std::vector<std::string>> rest = flags.Parse(args);
-  if (!rest.ok()) {
-    return UsageError("health", std::string(rest.status().message()));
-  }
-  if (flags.help()) {
-    PrintUsage(kHealthUsage);
-    return kExitOk;
-  }
-  absl::StatusOr<Connection> conn = Connection::Create(connection);
-  if (!conn.ok()) return UsageError("health", std::string(conn.status().message()));
-  if (!rest->empty()) {
-    return UsageError("health", "unexpected argument " + rest->front());
-  }
+  return RunCommand(
+      "health", kHealthUsage, args, &connection,
+      [&](FlagSet& flags) {
+        flags.String("service", &service);
+        flags.Int("timeout-ms", 1, kMaxTimeoutMs, &timeout_ms);
+      },
+      [&](const Connection& conn, const std::vector<std::string>& rest) {
+        if (!rest.empty()) {
+          return UsageError("health", "unexpected argument " + rest.front());
+        }
 
-  const HealthCheckResult result = CheckHealth(conn->MakeChannel(), service, timeout_ms);
-  // The health protocol answers NOT_FOUND for a service it does not know
-  // rather than SERVICE_UNKNOWN, which only Watch uses.
-  if (result.rpc_status.error_code() == grpc::StatusCode::NOT_FOUND) {
-    std::cout << ServingStatusName(ServingStatus::kServiceUnknown) << "\n";
-    return kExitFailed;
-  }
-  if (!result.rpc_status.ok()) {
-    std::cerr << "ghostserve-client health: " << RpcError(result.rpc_status) << "\n";
-    return kExitFailed;
-  }
-  std::cout << ServingStatusName(result.serving) << "\n";
-  return result.serving == ServingStatus::kServing ? kExitOk : kExitFailed;
+        const HealthCheckResult result = CheckHealth(conn.MakeChannel(), service, timeout_ms);
+        // The health protocol answers NOT_FOUND for a service it does not know
+        // rather than SERVICE_UNKNOWN, which only Watch uses.
+        if (result.rpc_status.error_code() == grpc::StatusCode::NOT_FOUND) {
+          std::cout << ServingStatusName(ServingStatus::kServiceUnknown) << "\n";
+          return kExitFailed;
+        }
+        if (!result.rpc_status.ok()) {
+          return Failed("health", RpcError(result.rpc_status));
+        }
+        std::cout << ServingStatusName(result.serving) << "\n";
+        return result.serving == ServingStatus::kServing ? kExitOk : kExitFailed;
+      });
 }
 
 int Main(int argc, char** argv) {

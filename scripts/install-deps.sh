@@ -25,6 +25,7 @@ BUILD_PACKAGES="
   libgtest-dev googletest libgmock-dev
   libopenblas0-pthread
   nlohmann-json3-dev zlib1g-dev
+  libcli11-dev
 "
 # Test-only: the independent PyTorch reference model and its benchmark; a
 # real Prometheus, gRPC for Python and YAML for the deploy tests (tests/deploy);

@@ -38,6 +38,30 @@ std::map<std::string, std::string> Environment() {
 
 void Log(const std::string& msg) { std::fprintf(stderr, "ghostserve: %s\n", msg.c_str()); }
 
+// The gRPC front-end's options, mapped from the configuration in one place
+// (the core's come from config::CoreOptionsFrom).
+ghostserve::service::ServerOptions ServerOptionsFrom(const ghostserve::config::ServerConfig& cfg) {
+  ghostserve::service::ServerOptions so;
+  so.listen = cfg.listen;
+  so.metrics_listen = cfg.metrics_listen;
+  so.max_receive_message_bytes = cfg.max_message_bytes;
+  so.tls_cert_pem = cfg.tls_cert_pem;
+  so.tls_key_pem = cfg.tls_key_pem;
+  so.tls_client_ca_pem = cfg.tls_client_ca_pem;
+  so.auth_token = cfg.auth_token;
+  so.keepalive_time_ms = cfg.keepalive_time_ms;
+  so.keepalive_timeout_ms = cfg.keepalive_timeout_ms;
+  so.keepalive_min_ping_interval_ms = cfg.keepalive_min_ping_interval_ms;
+  so.keepalive_max_ping_strikes = cfg.keepalive_max_ping_strikes;
+  so.max_concurrent_streams = cfg.max_concurrent_streams;
+  so.max_connection_age_ms = cfg.max_connection_age_ms;
+  so.max_connection_age_grace_ms = cfg.max_connection_age_grace_ms;
+  so.max_connection_idle_ms = cfg.max_connection_idle_ms;
+  so.grpc_memory_bytes = cfg.grpc_memory_bytes;
+  so.grpc_max_threads = cfg.grpc_max_threads;
+  return so;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -88,24 +112,7 @@ int main(int argc, char** argv) {
         (m.trained ? "" : " (UNTRAINED: predictions are meaningless)"));
   }
 
-  service::ServerOptions so;
-  so.listen = cfg.listen;
-  so.metrics_listen = cfg.metrics_listen;
-  so.max_receive_message_bytes = cfg.max_message_bytes;
-  so.tls_cert_pem = cfg.tls_cert_pem;
-  so.tls_key_pem = cfg.tls_key_pem;
-  so.tls_client_ca_pem = cfg.tls_client_ca_pem;
-  so.auth_token = cfg.auth_token;
-  so.keepalive_time_ms = cfg.keepalive_time_ms;
-  so.keepalive_timeout_ms = cfg.keepalive_timeout_ms;
-  so.keepalive_min_ping_interval_ms = cfg.keepalive_min_ping_interval_ms;
-  so.keepalive_max_ping_strikes = cfg.keepalive_max_ping_strikes;
-  so.max_concurrent_streams = cfg.max_concurrent_streams;
-  so.max_connection_age_ms = cfg.max_connection_age_ms;
-  so.max_connection_age_grace_ms = cfg.max_connection_age_grace_ms;
-  so.max_connection_idle_ms = cfg.max_connection_idle_ms;
-  so.grpc_memory_bytes = cfg.grpc_memory_bytes;
-  so.grpc_max_threads = cfg.grpc_max_threads;
+  const service::ServerOptions so = ServerOptionsFrom(cfg);
   auto server = service::GhostServer::Create(so, core->get(), registry, &metrics);
   if (!server.ok()) {
     std::cerr << "ghostserve: " << server.status().message() << "\n";

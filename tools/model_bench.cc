@@ -11,8 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
+#include "CLI/CLI.hpp"
 #include "model/loaded_model.h"
 #include "model/threading.h"
 #include "nlohmann/json.hpp"
@@ -22,22 +21,51 @@ namespace {
 using ghostserve::model::LoadModel;
 using ghostserve::model::LoadModelOptions;
 
-constexpr char kUsage[] = R"(usage: ghostserve-model-bench [flags]
-  --model NAME          ghostnet_050 | ghostnet_100 | ghostnet_130 (default ghostnet_100)
-  --weights PATH        weights file (.pth zip or .safetensors); default: untrained
-  --batch-sizes LIST    comma-separated batch sizes (default 1,8,32)
-  --seconds S           measured seconds per batch size (default 3)
-  --warmup N            unmeasured runs per batch size (default 3)
-  --threads N           LibTorch intra-op threads (default: CPUs available)
-  --input-size N        square input side (default: the model's, 224)
-  --nchw                keep activations NCHW instead of channels-last
-  --no-force-onednn     let ATen choose the convolution kernel
-  --json                print one JSON line instead of a table
-)";
+// Every flag's default is the member initialiser here; --help prints it.
+struct BenchFlags {
+  std::string model = "ghostnet_100";
+  std::string weights;
+  std::vector<int> batch_sizes = {1, 8, 32};
+  double seconds = 3.0;
+  int warmup = 3;
+  int threads = 0;     // 0: the CPUs available
+  int input_size = 0;  // 0: the model's own (224)
+  bool json = false;
+  ghostserve::model::InferenceOptions inference;
+};
 
-[[noreturn]] void Fail(const std::string& msg) {
-  std::cerr << "ghostserve-model-bench: " << msg << "\n" << kUsage;
-  std::exit(2);
+void DeclareFlags(CLI::App& app, BenchFlags& f) {
+  app.add_option("--model", f.model, "ghostnet_050 | ghostnet_100 | ghostnet_130")
+      ->capture_default_str();
+  app.add_option("--weights", f.weights,
+                 "weights file (.pth zip or .safetensors); default: untrained");
+  app.add_option("--batch-sizes", f.batch_sizes, "comma-separated batch sizes")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  app.add_option("--seconds", f.seconds, "measured seconds per batch size")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            double d = 0;
+            if (CLI::detail::lexical_cast(v, d) && d > 0 && d <= 3600) return std::string();
+            return "Value " + v + " not in (0, 3600]";
+          },
+          "FLOAT in (0 - 3600]"))
+      ->capture_default_str();
+  app.add_option("--warmup", f.warmup, "unmeasured runs per batch size")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  app.add_option("--threads", f.threads, "LibTorch intra-op threads (default: CPUs available)")
+      ->check(CLI::Range(1, 256));
+  app.add_option("--input-size", f.input_size, "square input side (default: the model's, 224)")
+      ->check(CLI::Range(32, 1024));
+  app.add_flag_callback(
+      "--nchw", [&f] { f.inference.channels_last = false; },
+      "keep activations NCHW instead of channels-last");
+  app.add_flag_callback(
+      "--no-force-onednn", [&f] { f.inference.force_onednn = false; },
+      "let ATen choose the convolution kernel");
+  app.add_flag("--json", f.json, "print one JSON line instead of a table");
 }
 
 double Percentile(std::vector<double> v, double q) {
@@ -49,76 +77,34 @@ double Percentile(std::vector<double> v, double q) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model = "ghostnet_100";
-  std::string weights;
-  std::vector<int> batch_sizes = {1, 8, 32};
-  double seconds = 3.0;
-  int warmup = 3;
-  int threads = 0;
-  int input_size = 0;
-  bool json = false;
-  ghostserve::model::InferenceOptions inference;
-
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) Fail("missing value for " + a);
-      return argv[++i];
-    };
-    auto integer = [&](int lo, int hi) {
-      std::string v = value();
-      int n;
-      if (!absl::SimpleAtoi(v, &n) || n < lo || n > hi) {
-        Fail("bad value for " + a + ": " + v);
-      }
-      return n;
-    };
-    if (a == "--model") {
-      model = value();
-    } else if (a == "--weights") {
-      weights = value();
-    } else if (a == "--batch-sizes") {
-      batch_sizes.clear();
-      for (absl::string_view s : absl::StrSplit(value(), ',')) {
-        int n;
-        if (!absl::SimpleAtoi(s, &n) || n < 1 || n > 1024) {
-          Fail("bad batch size: " + std::string(s));
-        }
-        batch_sizes.push_back(n);
-      }
-    } else if (a == "--seconds") {
-      if (!absl::SimpleAtod(value(), &seconds) || seconds <= 0 || seconds > 3600) {
-        Fail("bad --seconds");
-      }
-    } else if (a == "--warmup") {
-      warmup = integer(0, 1000);
-    } else if (a == "--threads") {
-      threads = integer(1, 256);
-    } else if (a == "--input-size") {
-      input_size = integer(32, 1024);
-    } else if (a == "--nchw") {
-      inference.channels_last = false;
-
-    } else if (a == "--no-force-onednn") {
-      inference.force_onednn = false;
-    } else if (a == "--json") {
-      json = true;
-    } else if (a == "--help" || a == "-h") {
-      std::cout << kUsage;
-      return 0;
-    } else {
-      Fail("unknown flag " + a);
-    }
+  CLI::App app{
+      "Runs a GhostNet in process at several batch sizes and prints throughput and "
+      "latency (one JSON line with --json).",
+      "ghostserve-model-bench"};
+  BenchFlags flags;
+  DeclareFlags(app, flags);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);  // help on stdout, exit 0
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "ghostserve-model-bench: " << e.what() << "\n" << app.help();
+    return 2;
   }
+  const std::string& model = flags.model;
+  const auto& inference = flags.inference;
 
-  const int used_threads = ghostserve::model::ConfigureThreads(threads);
+  const int used_threads = ghostserve::model::ConfigureThreads(flags.threads);
   auto net = ghostserve::model::BuiltinModelOptions(model);
-  if (!net.ok()) Fail(std::string(net.status().message()));
-  if (input_size > 0) net->input_size = input_size;
+  if (!net.ok()) {
+    std::cerr << "ghostserve-model-bench: " << net.status().message() << "\n" << app.help();
+    return 2;
+  }
+  if (flags.input_size > 0) net->input_size = flags.input_size;
   LoadModelOptions load;
   load.name = model;
   load.net = *net;
-  load.weights_path = weights;
+  load.weights_path = flags.weights;
   load.inference = inference;
   auto loaded = LoadModel(load);
   if (!loaded.ok()) {
@@ -137,13 +123,13 @@ int main(int argc, char** argv) {
   out["channels_last"] = inference.channels_last;
   out["force_onednn"] = inference.force_onednn;
   out["results"] = nlohmann::ordered_json::array();
-  for (int bs : batch_sizes) {
+  for (int bs : flags.batch_sizes) {
     torch::Tensor x = torch::randn({bs, m.options.in_channels, side, side});
-    for (int i = 0; i < warmup; ++i) *m.inference->Forward(x);
+    for (int i = 0; i < flags.warmup; ++i) *m.inference->Forward(x);
     std::vector<double> latencies_ms;
     const auto start = std::chrono::steady_clock::now();
     double elapsed = 0;
-    while (elapsed < seconds || latencies_ms.size() < 3) {
+    while (elapsed < flags.seconds || latencies_ms.size() < 3) {
       const auto t0 = std::chrono::steady_clock::now();
       torch::Tensor y = *m.inference->Forward(x);
       const auto t1 = std::chrono::steady_clock::now();
@@ -157,12 +143,12 @@ int main(int argc, char** argv) {
     r["latency_ms_p90"] = Percentile(latencies_ms, 0.9);
     r["iterations"] = latencies_ms.size();
     out["results"].push_back(r);
-    if (!json) {
+    if (!flags.json) {
       std::printf("%-14s batch %4d  %8.1f img/s  p50 %8.2f ms\n", model.c_str(), bs,
                   r["images_per_second"].get<double>(), r["latency_ms_p50"].get<double>());
       std::fflush(stdout);
     }
   }
-  if (json) std::cout << out.dump() << std::endl;
+  if (flags.json) std::cout << out.dump() << std::endl;
   return 0;
 }

@@ -20,16 +20,31 @@
 namespace ghostserve::config {
 namespace {
 
+using Setter = std::function<absl::Status(ServerConfig*, const std::string&)>;
+// The value a flag holds in `config`, as --help shows it ("" shows nothing).
+using Getter = std::function<std::string(const ServerConfig&)>;
+
+// How a flag reads its value into ServerConfig and shows its default.
+struct Field {
+  Setter set;
+  Getter get;
+};
+
 struct Flag {
   const char* name;
-  const char* help;
-  std::function<absl::Status(ServerConfig*, const std::string&)> set;
+  const char* help;  // without the default: --help appends it from ServerConfig{}
+  Setter set;
+  Getter get;
+
+  Flag(const char* n, const char* h, Field f)
+      : name(n), help(h), set(std::move(f.set)), get(std::move(f.get)) {}
+  Flag(const char* n, const char* h, Setter s, Getter g = nullptr)
+      : name(n), help(h), set(std::move(s)), get(std::move(g)) {}
 };
 
 template <typename T>
-std::function<absl::Status(ServerConfig*, const std::string&)> Int(T ServerConfig::*field,
-                                                                   int64_t lo, int64_t hi) {
-  return [field, lo, hi](ServerConfig* c, const std::string& v) -> absl::Status {
+Field Int(T ServerConfig::*field, int64_t lo, int64_t hi) {
+  Setter set = [field, lo, hi](ServerConfig* c, const std::string& v) -> absl::Status {
     int64_t n;
     if (!absl::SimpleAtoi(v, &n) || n < lo || n > hi) {
       return absl::InvalidArgumentError(
@@ -38,11 +53,11 @@ std::function<absl::Status(ServerConfig*, const std::string&)> Int(T ServerConfi
     c->*field = static_cast<T>(n);
     return absl::OkStatus();
   };
+  return {set, [field](const ServerConfig& c) { return absl::StrCat(c.*field); }};
 }
 
-std::function<absl::Status(ServerConfig*, const std::string&)> HostPort(
-    std::string ServerConfig::*field, bool allow_empty) {
-  return [field, allow_empty](ServerConfig* c, const std::string& v) -> absl::Status {
+Field HostPort(std::string ServerConfig::*field, bool allow_empty) {
+  Setter set = [field, allow_empty](ServerConfig* c, const std::string& v) -> absl::Status {
     if (v.empty() && allow_empty) {
       c->*field = "";
       return absl::OkStatus();
@@ -56,26 +71,26 @@ std::function<absl::Status(ServerConfig*, const std::string&)> HostPort(
     c->*field = v;
     return absl::OkStatus();
   };
+  return {set, [field](const ServerConfig& c) { return c.*field; }};
 }
 
 // A file path; empty unsets it (so an empty GHOSTSERVE_* variable is "off").
-std::function<absl::Status(ServerConfig*, const std::string&)> Path(
-    std::string ServerConfig::*field) {
-  return [field](ServerConfig* c, const std::string& v) -> absl::Status {
+Field Path(std::string ServerConfig::*field) {
+  Setter set = [field](ServerConfig* c, const std::string& v) -> absl::Status {
     c->*field = v;
     return absl::OkStatus();
   };
+  return {set, [field](const ServerConfig& c) { return (c.*field).empty() ? "off" : c.*field; }};
 }
 
 const std::vector<Flag>& Flags() {
   static const auto* const kFlags = new std::vector<Flag>{
-      {"listen", "HOST:PORT for gRPC (Classifier, KServe v2, health, reflection) [0.0.0.0:50051]",
+      {"listen", "HOST:PORT for gRPC (Classifier, KServe v2, health, reflection)",
        HostPort(&ServerConfig::listen, false)},
-      {"metrics-listen", "HOST:PORT for Prometheus GET /metrics; empty disables [0.0.0.0:9464]",
+      {"metrics-listen", "HOST:PORT for Prometheus GET /metrics; empty disables",
        HostPort(&ServerConfig::metrics_listen, true)},
       {"models",
-       "comma-separated built-in models to serve; 'none' serves only --model-config models "
-       "[ghostnet_050,ghostnet_100,ghostnet_130,ghostnet_050_fashion]",
+       "comma-separated built-in models to serve; 'none' serves only --model-config models",
        [](ServerConfig* c, const std::string& v) -> absl::Status {
          std::vector<std::string> names = absl::StrSplit(v, ',', absl::SkipEmpty());
          if (v == "none")
@@ -91,7 +106,8 @@ const std::vector<Flag>& Flags() {
          }
          c->models = names;
          return absl::OkStatus();
-       }},
+       },
+       [](const ServerConfig& c) { return absl::StrJoin(c.models, ","); }},
       {"model-config",
        "model config file (JSON) of a custom GhostNet, or a directory of them; repeatable",
        [](ServerConfig* c, const std::string& v) -> absl::Status {
@@ -108,74 +124,69 @@ const std::vector<Flag>& Flags() {
          c->weights[v.substr(0, eq)] = v.substr(eq + 1);
          return absl::OkStatus();
        }},
-      {"max-batch-size", "largest batch per model [8]",
-       Int(&ServerConfig::max_batch_size, 1, 1024)},
-      {"max-batch-delay-us", "longest a request waits for its batch to fill, us [2000]",
+      {"max-batch-size", "largest batch per model", Int(&ServerConfig::max_batch_size, 1, 1024)},
+      {"max-batch-delay-us", "longest a request waits for its batch to fill, us",
        Int(&ServerConfig::max_batch_delay_us, 0, 10'000'000)},
-      {"max-queue-size", "images waiting per model before UNAVAILABLE [256]",
+      {"max-queue-size", "images waiting per model before UNAVAILABLE",
        Int(&ServerConfig::max_queue_size, 1, 1'000'000)},
-      {"batch-workers", "threads forming batches, per model; 0 = --executors [0]",
+      {"batch-workers", "threads forming batches, per model; 0 = --executors",
        Int(&ServerConfig::batch_workers, 0, 64)},
-      {"executors",
-       "forward passes that may run at once, shared by all models; 0 = CPUs available [0]",
+      {"executors", "forward passes that may run at once, shared by all models; 0 = CPUs available",
        Int(&ServerConfig::executors, 0, 64)},
-      {"inference-threads", "LibTorch threads per executor; 0 = CPUs / executors [0]",
+      {"inference-threads", "LibTorch threads per executor; 0 = CPUs / executors",
        Int(&ServerConfig::inference_threads, 0, 256)},
-      {"preprocess-threads", "image decoding threads; 0 = max(1, CPUs/2) [0]",
+      {"preprocess-threads", "image decoding threads; 0 = max(1, CPUs/2)",
        Int(&ServerConfig::preprocess_threads, 0, 256)},
-      {"preprocess-queue", "images waiting for decoding before UNAVAILABLE [512]",
+      {"preprocess-queue", "images waiting for decoding before UNAVAILABLE",
        Int(&ServerConfig::preprocess_queue, 1, 1'000'000)},
-      {"max-message-bytes", "largest request message; larger get RESOURCE_EXHAUSTED [16777216]",
+      {"max-message-bytes", "largest request message; larger get RESOURCE_EXHAUSTED",
        Int(&ServerConfig::max_message_bytes, 1024, 1 << 30)},
-      {"max-image-pixels", "largest declared width*height accepted [40000000]",
+      {"max-image-pixels", "largest declared width*height accepted",
        Int(&ServerConfig::max_image_pixels, 1, int64_t{1} << 32)},
-      {"max-image-side", "largest declared width or height accepted [16384]",
+      {"max-image-side", "largest declared width or height accepted",
        Int(&ServerConfig::max_image_side, 1, 1 << 20)},
-      {"max-images-per-request", "most images in one KServe request [64]",
+      {"max-images-per-request", "most images in one KServe request",
        Int(&ServerConfig::max_images_per_request, 1, 4096)},
-      {"drain-timeout-ms", "on SIGTERM, how long accepted requests may take to finish [20000]",
+      {"drain-timeout-ms", "on SIGTERM, how long accepted requests may take to finish",
        Int(&ServerConfig::drain_timeout_ms, 0, 3'600'000)},
-      {"seed", "seed of the untrained initialisation of models without weights [0]",
+      {"seed", "seed of the untrained initialisation of models without weights",
        Int(&ServerConfig::seed, 0, int64_t{1} << 62)},
-      {"tls-cert", "PEM certificate chain of the gRPC port; with --tls-key serves TLS only [off]",
+      {"tls-cert", "PEM certificate chain of the gRPC port; with --tls-key serves TLS only",
        Path(&ServerConfig::tls_cert)},
-      {"tls-key", "PEM private key of --tls-cert [off]", Path(&ServerConfig::tls_key)},
+      {"tls-key", "PEM private key of --tls-cert", Path(&ServerConfig::tls_key)},
       {"tls-client-ca",
        "PEM CA certificates; clients must present a certificate they signed (mutual TLS; "
-       "needs --tls-cert) [off]",
+       "needs --tls-cert)",
        Path(&ServerConfig::tls_client_ca)},
       {"auth-token-file",
        "file whose contents (trailing whitespace stripped) every Classifier and KServe call "
-       "must send as 'authorization: Bearer <token>'; health and reflection stay open [off]",
+       "must send as 'authorization: Bearer <token>'; health and reflection stay open",
        Path(&ServerConfig::auth_token_file)},
-      {"keepalive-time-ms", "server keepalive ping after this long without activity, ms [60000]",
+      {"keepalive-time-ms", "server keepalive ping after this long without activity, ms",
        Int(&ServerConfig::keepalive_time_ms, 10, 86'400'000)},
       {"keepalive-timeout-ms",
-       "close a connection whose keepalive ping is not acknowledged within this, ms [20000]",
+       "close a connection whose keepalive ping is not acknowledged within this, ms",
        Int(&ServerConfig::keepalive_timeout_ms, 10, 3'600'000)},
       {"keepalive-min-ping-interval-ms",
-       "client pings closer together than this (without data) are strikes, ms [10000]",
+       "client pings closer together than this (without data) are strikes, ms",
        Int(&ServerConfig::keepalive_min_ping_interval_ms, 0, 86'400'000)},
       {"keepalive-max-ping-strikes",
-       "strikes before GOAWAY too_many_pings closes the connection; 0 = unlimited [2]",
+       "strikes before GOAWAY too_many_pings closes the connection; 0 = unlimited",
        Int(&ServerConfig::keepalive_max_ping_strikes, 0, 1000)},
-      {"max-concurrent-streams", "calls open at once on one connection [100]",
+      {"max-concurrent-streams", "calls open at once on one connection",
        Int(&ServerConfig::max_concurrent_streams, 1, 1'000'000)},
       {"max-connection-age-ms",
-       "GOAWAY a connection this old (+-10% jitter) so clients re-resolve; 0 = never [300000]",
+       "GOAWAY a connection this old (+-10% jitter) so clients re-resolve; 0 = never",
        Int(&ServerConfig::max_connection_age_ms, 0, 2'000'000'000)},
-      {"max-connection-age-grace-ms",
-       "how long calls of an aged-out connection may still run, ms [30000]",
+      {"max-connection-age-grace-ms", "how long calls of an aged-out connection may still run, ms",
        Int(&ServerConfig::max_connection_age_grace_ms, 0, 2'000'000'000)},
-      {"max-connection-idle-ms",
-       "close a connection with no calls for this long; 0 = never [120000]",
+      {"max-connection-idle-ms", "close a connection with no calls for this long; 0 = never",
        Int(&ServerConfig::max_connection_idle_ms, 0, 2'000'000'000)},
-      {"grpc-memory-bytes",
-       "gRPC resource quota: memory its transport may hold; 0 = unlimited [536870912]",
+      {"grpc-memory-bytes", "gRPC resource quota: memory its transport may hold; 0 = unlimited",
        Int(&ServerConfig::grpc_memory_bytes, 0, int64_t{1} << 40)},
       {"grpc-max-threads",
        "gRPC resource quota: threads of its synchronous-API pool (reflection); 0 = unlimited, "
-       "else at least 2 [0]",
+       "else at least 2",
        Int(&ServerConfig::grpc_max_threads, 0, 100'000)},
   };
   return *kFlags;
@@ -342,9 +353,12 @@ std::string Usage() {
       "underscores) or from a --config FILE of 'flag = value' lines. Precedence:\n"
       "command line > environment > config file > default.\n\n"
       "  --config FILE\n      read flags from FILE (env: GHOSTSERVE_CONFIG)\n";
+  const ServerConfig defaults;
   for (const auto& f : Flags()) {
-    absl::StrAppend(&u, "  --", f.name, " VALUE\n      ", f.help, " (env: ", EnvName(f.name),
-                    ")\n");
+    const std::string def = f.get ? f.get(defaults) : "";
+    absl::StrAppend(&u, "  --", f.name, " VALUE\n      ", f.help,
+                    def.empty() && f.get == nullptr ? "" : absl::StrCat(" [", def, "]"),
+                    " (env: ", EnvName(f.name), ")\n");
   }
   return u;
 }

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -46,39 +47,56 @@ double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
 
-// --flag value / --flag=value, each flag declared with a default and help.
+// One subcommand's flags on CLI11: --flag value / --flag=value, each flag
+// declared once with its default and help (--help prints both). A flag whose
+// default is "true" or "false" is a switch: "--flag" alone means true, and
+// "--flag=false" or "--flag false" set it. Values stay strings; Num and Int
+// parse them when read.
 class Flags {
  public:
+  explicit Flags(const std::string& command) : app_("", "ghostserve-train " + command) {
+    app_.set_help_flag("--help", "print this help and exit");
+    app_.allow_windows_style_options(false);
+  }
   void Define(const std::string& name, const std::string& def, const std::string& help) {
-    values_[name] = def;
-    order_.push_back({name, help});
+    std::string& value = values_[name];
+    value = def;
+    if (IsBool(name)) {
+      bools_.push_back(name);
+      app_.add_option("--" + name, value, help)
+          ->default_str(def)
+          ->type_name("BOOL")
+          ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    } else {
+      app_.add_option("--" + name, value, help)
+          ->default_str(def.empty() ? "none" : def)
+          ->type_name("VALUE")
+          ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    }
   }
   absl::Status Parse(const std::vector<std::string>& args) {
+    // A bare switch ("--hflip" followed by nothing or another flag) means
+    // true; CLI11 options always take a value, so spell it out.
+    std::vector<std::string> in;
     for (size_t i = 0; i < args.size(); ++i) {
-      std::string a = args[i];
-      if (a.rfind("--", 0) != 0) return absl::InvalidArgumentError("unexpected argument " + a);
-      a = a.substr(2);
-      std::string v;
-      if (auto eq = a.find('='); eq != std::string::npos) {
-        v = a.substr(eq + 1);
-        a.resize(eq);
-      } else if (values_.count(a) && IsBool(a) &&
-                 (i + 1 >= args.size() || args[i + 1].rfind("--", 0) == 0)) {
-        v = "true";
-      } else {
-        if (i + 1 >= args.size()) return absl::InvalidArgumentError("--" + a + " needs a value");
-        v = args[++i];
+      in.push_back(args[i]);
+      const bool bare_switch =
+          args[i].rfind("--", 0) == 0 && args[i].find('=') == std::string::npos &&
+          std::find(bools_.begin(), bools_.end(), args[i].substr(2)) != bools_.end();
+      if (bare_switch && (i + 1 >= args.size() || args[i + 1].rfind("--", 0) == 0)) {
+        in.push_back("true");
       }
-      if (!values_.count(a)) return absl::InvalidArgumentError("unknown flag --" + a);
-      values_[a] = v;
-      given_.push_back(a);
+    }
+    std::reverse(in.begin(), in.end());  // CLI11 takes the arguments reversed
+    try {
+      app_.parse(in);
+    } catch (const CLI::ParseError& e) {
+      return absl::InvalidArgumentError(e.what());
     }
     return absl::OkStatus();
   }
   std::string Str(const std::string& n) const { return values_.at(n); }
-  bool Given(const std::string& n) const {
-    return std::find(given_.begin(), given_.end(), n) != given_.end();
-  }
+  bool Given(const std::string& n) const { return app_.count("--" + n) > 0; }
   double Num(const std::string& n) const {
     double d;
     if (!absl::SimpleAtod(values_.at(n), &d)) {
@@ -99,23 +117,15 @@ class Flags {
     const std::string& v = values_.at(n);
     return v == "true" || v == "1" || v == "yes";
   }
-  std::string Help() const {
-    std::string h;
-    for (const auto& [name, help] : order_) {
-      absl::StrAppend(&h, "  --", name,
-                      " (default: ", values_.at(name).empty() ? "none" : values_.at(name),
-                      ")\n      ", help, "\n");
-    }
-    return h;
-  }
+  std::string Help() const { return app_.help(); }
 
  private:
   bool IsBool(const std::string& n) const {
     return values_.at(n) == "true" || values_.at(n) == "false";
   }
-  std::map<std::string, std::string> values_;
-  std::vector<std::pair<std::string, std::string>> order_;
-  std::vector<std::string> given_;
+  CLI::App app_;
+  std::map<std::string, std::string> values_;  // node-based: option targets stay put
+  std::vector<std::string> bools_;
 };
 
 // A one-line progress display on stderr: redrawn in place on a terminal,
@@ -365,7 +375,7 @@ std::string CommandLine(int argc, char** argv) {
 }
 
 int Train(const std::vector<std::string>& args, const std::string& command) {
-  Flags f;
+  Flags f("train");
   f.Define("data", "", "IDX directory (train-*/t10k-* files) or ImageFolder root (train/, val/)");
   f.Define("name", "", "model name, also the output file names");
   f.Define("out-dir", ".", "directory for <name>.safetensors and <name>.json");
@@ -401,7 +411,7 @@ int Train(const std::vector<std::string>& args, const std::string& command) {
   f.Define("limit-train", "0", "use only the first N training images (0 = all)");
   f.Define("limit-val", "0", "use only the first N validation images (0 = all)");
   if (std::find(args.begin(), args.end(), "--help") != args.end()) {
-    std::cout << "usage: ghostserve-train train [flags]\n\n" << f.Help();
+    std::cout << f.Help();
     return 0;
   }
   if (auto s = f.Parse(args); !s.ok()) {
@@ -633,14 +643,14 @@ int Train(const std::vector<std::string>& args, const std::string& command) {
 }
 
 int Evaluate(const std::vector<std::string>& args) {
-  Flags f;
+  Flags f("evaluate");
   f.Define("model-config", "", "model config file written by train (or any --model-config)");
   f.Define("data", "", "IDX directory (t10k-* files are used) or ImageFolder root (val/ or test/)");
   f.Define("batch-size", "256", "images per forward pass");
   f.Define("limit", "0", "evaluate only the first N images (0 = all)");
   f.Define("threads", "0", "LibTorch threads; 0 = CPUs available");
   if (std::find(args.begin(), args.end(), "--help") != args.end()) {
-    std::cout << "usage: ghostserve-train evaluate [flags]\n\n" << f.Help();
+    std::cout << f.Help();
     return 0;
   }
   if (auto s = f.Parse(args); !s.ok()) {
@@ -701,13 +711,13 @@ int Evaluate(const std::vector<std::string>& args) {
 // (label = the class index), the layout `ghostserve-client eval` reads: the
 // dataset's own images as a client would send them.
 int Export(const std::vector<std::string>& args) {
-  Flags f;
+  Flags f("export");
   f.Define("data", "", "IDX directory (MNIST / Fashion-MNIST file names)");
   f.Define("split", "t10k", "t10k (test) or train");
   f.Define("out", "", "output directory");
   f.Define("limit", "0", "export only the first N images (0 = all)");
   if (std::find(args.begin(), args.end(), "--help") != args.end()) {
-    std::cout << "usage: ghostserve-train export [flags]\n\n" << f.Help();
+    std::cout << f.Help();
     return 0;
   }
   if (auto s = f.Parse(args); !s.ok()) {
