@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "server/batcher/clock.h"
+#include "tests/fakes/fake_clock.h"
 
 namespace ghostserve::batcher {
 namespace {
