@@ -3,8 +3,10 @@
 #
 #   make run    install, build, and start serving on the built-in defaults
 #   make test   install, build, and run the whole test suite
-#   make bench  ghostserve's GhostNet against eager PyTorch, and the service
-#               against the raw model (each prints one JSON line)
+#   make bench  ghostserve's GhostNet against ONNX Runtime, TorchScript and
+#               eager PyTorch (BENCH_ARGS=--quick for a smoke run), against
+#               eager PyTorch, and the service against the raw model (each
+#               prints one JSON line)
 #
 # Hardening (each in its own build directory; the sanitizer ones also install
 # clang and the sanitizer runtimes: scripts/install-deps.sh --sanitizers):
@@ -41,6 +43,8 @@ run: build
 	$(BUILD_DIR)/bin/ghostserve $(ARGS)
 
 bench: build
+	scripts/install-deps.sh --bench
+	$(PYTHON) scripts/bench_ort.py --build $(BUILD_DIR) $(BENCH_ARGS)
 	$(PYTHON) scripts/bench_model.py --build $(BUILD_DIR)
 	$(PYTHON) scripts/bench_service.py --build $(BUILD_DIR)
 

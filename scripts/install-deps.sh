@@ -10,6 +10,9 @@
 #                                    its sanitizer/libFuzzer runtimes (make
 #                                    fuzz / asan / tsan); not in the default
 #                                    install, which never needs them
+#   scripts/install-deps.sh --bench  build + test dependencies plus Node.js,
+#                                    npm and python3-onnx for make bench's
+#                                    ONNX Runtime comparison (bench/ort)
 #
 # Idempotent: when every package is already installed it returns without
 # touching apt.
@@ -43,15 +46,26 @@ SANITIZER_PACKAGES="
   clang-14 libclang-rt-14-dev python3-pil
 "
 
+# Benchmark only: Node.js + npm run onnxruntime-node (installed from npm by
+# scripts/bench_ort.py into bench/ort/node_modules); python3-onnx lets
+# torch.onnx.export write the model.
+BENCH_PACKAGES="
+  nodejs npm python3-onnx
+"
+
 packages="$BUILD_PACKAGES"
 case "${1:-}" in
   --build) ;;
   --sanitizers) packages="$packages $TEST_PACKAGES $SANITIZER_PACKAGES" ;;
+  --bench) packages="$packages $TEST_PACKAGES $BENCH_PACKAGES" ;;
   *) packages="$packages $TEST_PACKAGES" ;;
 esac
 
 missing=""
 for p in $packages; do
+  # A Node.js build that bundles npm (e.g. NodeSource's nodejs, which
+  # conflicts with Debian's npm package) already provides it.
+  if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
     missing="$missing $p"
   fi
