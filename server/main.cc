@@ -18,7 +18,7 @@
 #include "model/threading.h"
 #include "server/batcher/clock.h"
 #include "server/config/config.h"
-#include "server/core/inference_core.h"
+#include "server/core/torch_model.h"
 #include "server/metrics/metrics.h"
 #include "server/service/server.h"
 
@@ -99,14 +99,14 @@ int main(int argc, char** argv) {
 
   auto registry = std::make_shared<prometheus::Registry>();
   metrics::ServerMetrics metrics(registry.get(), cfg.models);
-  auto core = core::InferenceCore::Create(config::CoreOptionsFrom(cfg), config::ModelSpecs(cfg),
-                                          batcher::RealClock::Get(), &metrics);
+  auto core = core::CreateInferenceCore(config::CoreOptionsFrom(cfg), config::ModelSpecs(cfg),
+                                        batcher::RealClock::Get(), &metrics);
   if (!core.ok()) {
     std::cerr << "ghostserve: " << core.status().message() << "\n";
     return 1;
   }
-  for (const auto* s : (*core)->servables()) {
-    const auto& m = s->model();
+  for (const auto& s : (*core)->servables()) {
+    const auto& m = s->info();
     Log("model " + s->name() + ": " + std::to_string(m.parameters) + " parameters, " +
         std::to_string(m.macs / 1000000) + "M MACs, weights " + m.weights_source +
         (m.trained ? "" : " (UNTRAINED: predictions are meaningless)"));

@@ -15,16 +15,22 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "server/batcher/clock.h"
 
 namespace ghostserve::batcher {
 
-// A unit of work the batcher groups with others. Subclasses carry the input
-// and the way to answer the caller.
-class BatchTask {
- public:
-  virtual ~BatchTask() = default;
-
+// The fields and defaults every task type needs; a task type derives from it
+// (or declares the same members) and adds its input, the way to answer its
+// caller, and
+//
+//   void Fail(const absl::Status& status);
+//
+// which the batcher calls at most once, from a batcher thread, for a task
+// that will not be run (deadline passed, cancelled, refused while draining).
+// Fail must not block. The batcher is a template over the task type, so it
+// hands batches back typed and nobody downcasts.
+struct BatchTask {
   // Absolute deadline on the batcher's clock; 0 = none. A task whose deadline
   // has passed when its batch is formed is failed with DEADLINE_EXCEEDED and
   // never reaches the model.
@@ -34,14 +40,11 @@ class BatchTask {
 
   // Tasks of different groups never share a batch (a batch is a run of
   // consecutive same-group tasks). The serving core groups images that were
-  // preprocessed into rows of the same batch tensor. -1 = no group.
-  virtual int64_t group() const { return -1; }
+  // preprocessed into rows of the same batch buffer. -1 = no group.
+  int64_t group() const { return -1; }
   // True when the caller has gone away; such tasks are dropped (failed with
   // CANCELLED) instead of run. Must be thread-safe.
-  virtual bool IsCancelled() const { return false; }
-  // Called at most once, from a batcher thread, for a task that will not be
-  // run (deadline passed, cancelled). Must not block.
-  virtual void Fail(const absl::Status& status) = 0;
+  bool IsCancelled() const { return false; }
 };
 
 struct BatcherOptions {
@@ -62,7 +65,8 @@ struct BatcherOptions {
 
 // Runs one batch: called on a worker thread with 1..max_batch_size tasks in
 // arrival order. Must answer every task exactly once and must not throw.
-using ProcessBatchFn = std::function<void(std::vector<std::unique_ptr<BatchTask>>)>;
+template <typename Task>
+using ProcessBatchFn = std::function<void(std::vector<std::unique_ptr<Task>>)>;
 
 // Optional hint: returns true while more tasks are on their way (for example,
 // images still being decoded). When it returns false a partial batch leaves at
@@ -76,12 +80,13 @@ using MoreComingFn = std::function<bool()>;
 // task is on its way. Thread-safe; Submit never blocks.
 // StopAccepting makes Submit refuse (draining); the destructor also refuses
 // new tasks, runs the queued ones, and joins the workers.
+template <typename Task>
 class Batcher {
  public:
   // `clock` is borrowed and must outlive the batcher. `on_worker_start` runs
   // first on each worker thread (e.g. to set LibTorch's per-thread settings).
   static absl::StatusOr<std::unique_ptr<Batcher>> Create(
-      const BatcherOptions& options, Clock* clock, ProcessBatchFn process,
+      const BatcherOptions& options, Clock* clock, ProcessBatchFn<Task> process,
       std::function<void()> on_worker_start = nullptr, MoreComingFn more_coming = nullptr);
   ~Batcher();
 
@@ -90,7 +95,7 @@ class Batcher {
 
   // Takes ownership of *task and sets it to null on success. On failure
   // (UNAVAILABLE: queue full, or draining) *task is left with the caller.
-  absl::Status Submit(std::unique_ptr<BatchTask>* task);
+  absl::Status Submit(std::unique_ptr<Task>* task);
 
   // Refuse new tasks from now on; queued tasks still run.
   void StopAccepting();
@@ -106,23 +111,159 @@ class Batcher {
   const BatcherOptions& options() const { return options_; }
 
  private:
-  Batcher(const BatcherOptions& options, Clock* clock, ProcessBatchFn process,
+  Batcher(const BatcherOptions& options, Clock* clock, ProcessBatchFn<Task> process,
           MoreComingFn more_coming);
   void WorkerLoop(const std::function<void()>& on_start);
 
   const BatcherOptions options_;
   Clock* const clock_;
-  const ProcessBatchFn process_;
+  const ProcessBatchFn<Task> process_;
   const MoreComingFn more_coming_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::unique_ptr<BatchTask>> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::unique_ptr<Task>> queue_ ABSL_GUARDED_BY(mu_);
   int running_ ABSL_GUARDED_BY(mu_) = 0;
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;
 };
+
+// Implementation.
+
+template <typename Task>
+absl::StatusOr<std::unique_ptr<Batcher<Task>>> Batcher<Task>::Create(
+    const BatcherOptions& options, Clock* clock, ProcessBatchFn<Task> process,
+    std::function<void()> on_worker_start, MoreComingFn more_coming) {
+  if (auto s = options.Validate(); !s.ok()) return s;
+  if (clock == nullptr || !process) {
+    return absl::InvalidArgumentError("batcher needs a clock and a process function");
+  }
+  std::unique_ptr<Batcher<Task>> b(
+      new Batcher(options, clock, std::move(process), std::move(more_coming)));
+  for (int i = 0; i < options.num_workers; ++i) {
+    b->workers_.emplace_back(
+        [raw = b.get(), on_worker_start] { raw->WorkerLoop(on_worker_start); });
+  }
+  return b;
+}
+
+template <typename Task>
+Batcher<Task>::Batcher(const BatcherOptions& options, Clock* clock, ProcessBatchFn<Task> process,
+                       MoreComingFn more_coming)
+    : options_(options),
+      clock_(clock),
+      process_(std::move(process)),
+      more_coming_(std::move(more_coming)) {}
+
+template <typename Task>
+Batcher<Task>::~Batcher() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    accepting_ = false;
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+template <typename Task>
+absl::Status Batcher<Task>::Submit(std::unique_ptr<Task>* task) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!accepting_) {
+      return absl::UnavailableError(
+          absl::StrCat("model ", options_.name, " is draining; retry on another replica"));
+    }
+    if (static_cast<int>(queue_.size()) >= options_.max_queue_size) {
+      return absl::UnavailableError(absl::StrCat("model ", options_.name, " queue is full (",
+                                                 options_.max_queue_size,
+                                                 " waiting); retry later"));
+    }
+    (*task)->enqueue_us = clock_->NowMicros();
+    queue_.push_back(std::move(*task));
+  }
+  cv_.notify_one();
+  return absl::OkStatus();
+}
+
+template <typename Task>
+void Batcher<Task>::StopAccepting() {
+  std::lock_guard<std::mutex> lock(mu_);
+  accepting_ = false;
+}
+
+template <typename Task>
+void Batcher<Task>::Poke() {
+  { std::lock_guard<std::mutex> lock(mu_); }
+  cv_.notify_all();
+}
+
+template <typename Task>
+int Batcher<Task>::QueueDepth() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(queue_.size());
+}
+
+template <typename Task>
+int Batcher<Task>::Outstanding() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(queue_.size()) + running_;
+}
+
+template <typename Task>
+void Batcher<Task>::WorkerLoop(const std::function<void()>& on_start) {
+  if (on_start) on_start();
+  const size_t max_batch = static_cast<size_t>(options_.max_batch_size);
+  while (true) {
+    std::vector<std::unique_ptr<Task>> batch;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      while (true) {
+        if (queue_.empty()) {
+          if (stop_) return;
+          cv_.wait(lock);
+          continue;
+        }
+        // Full batch, shutting down, the oldest task has waited long enough,
+        // or nothing else is on its way: take a batch now.
+        const int64_t due = queue_.front()->enqueue_us + options_.max_delay_us;
+        if (queue_.size() >= max_batch || stop_ || clock_->NowMicros() >= due) break;
+        if (more_coming_ && !more_coming_()) break;
+        clock_->WaitUntil(lock, cv_, due);
+      }
+      const int64_t group = queue_.front()->group();
+      while (!queue_.empty() && batch.size() < max_batch && queue_.front()->group() == group) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      running_ += static_cast<int>(batch.size());
+    }
+    // Another worker may form the next batch while this one runs.
+    cv_.notify_one();
+
+    const int64_t now = clock_->NowMicros();
+    const int taken = static_cast<int>(batch.size());
+    std::vector<std::unique_ptr<Task>> live;
+    live.reserve(batch.size());
+    for (auto& task : batch) {
+      if (task->IsCancelled()) {
+        task->Fail(absl::CancelledError("request cancelled while queued"));
+      } else if (task->deadline_us != 0 && task->deadline_us <= now) {
+        task->Fail(absl::DeadlineExceededError(
+            absl::StrCat("deadline passed after ", now - task->enqueue_us,
+                         "us in the queue of model ", options_.name)));
+      } else {
+        live.push_back(std::move(task));
+      }
+    }
+    if (!live.empty()) process_(std::move(live));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running_ -= taken;
+    }
+  }
+}
 
 }  // namespace ghostserve::batcher
 

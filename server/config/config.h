@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/config/model_config.h"
-#include "server/core/inference_core.h"
+#include "server/core/torch_model.h"
 
 namespace ghostserve::config {
 

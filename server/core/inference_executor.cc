@@ -1,12 +1,10 @@
 #include "server/core/inference_executor.h"
 
-#include "model/threading.h"
-
 namespace ghostserve::core {
 
-InferenceExecutor::InferenceExecutor(int num_threads, int intra_op_threads) {
+InferenceExecutor::InferenceExecutor(int num_threads, std::function<void()> on_thread_start) {
   for (int i = 0; i < num_threads; ++i) {
-    threads_.emplace_back([this, intra_op_threads] { Loop(intra_op_threads); });
+    threads_.emplace_back([this, on_thread_start] { Loop(on_thread_start); });
   }
 }
 
@@ -48,8 +46,8 @@ void InferenceExecutor::RunOnEach(const std::function<void()>& fn) {
   for (auto& t : callers) t.join();
 }
 
-void InferenceExecutor::Loop(int intra_op_threads) {
-  model::ConfigureInferenceThread(intra_op_threads);
+void InferenceExecutor::Loop(const std::function<void()>& on_thread_start) {
+  if (on_thread_start) on_thread_start();
   while (true) {
     Job* job;
     {

@@ -26,7 +26,9 @@ namespace ghostserve::core {
 // thread. The destructor runs what is queued, then joins.
 class InferenceExecutor {
  public:
-  InferenceExecutor(int num_threads, int intra_op_threads);
+  // `on_thread_start` runs first on each thread: the engine's per-thread
+  // settings (for LibTorch, model::ConfigureInferenceThread). May be null.
+  InferenceExecutor(int num_threads, std::function<void()> on_thread_start);
   ~InferenceExecutor();
   InferenceExecutor(const InferenceExecutor&) = delete;
   InferenceExecutor& operator=(const InferenceExecutor&) = delete;
@@ -46,7 +48,7 @@ class InferenceExecutor {
     const std::function<void()>* fn;
     bool done = false;
   };
-  void Loop(int intra_op_threads);
+  void Loop(const std::function<void()>& on_thread_start);
 
   std::mutex mu_;
   std::condition_variable work_cv_;

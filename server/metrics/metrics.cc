@@ -113,6 +113,12 @@ ModelMetrics* ServerMetrics::ForModel(const std::string& model) {
   return &it->second;
 }
 
+void ServerMetrics::RecordRequest(const std::string& model, const std::string& code,
+                                  double seconds) {
+  CountRequest(model, code);
+  ForModel(model)->request_seconds->Observe(seconds);
+}
+
 void ServerMetrics::CountRequest(const std::string& model, const std::string& code) {
   const std::string label = models_.count(model) ? model : "unknown";
   requests_->Add({{"model", label}, {"code", code}}).Increment();

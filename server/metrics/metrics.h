@@ -40,6 +40,9 @@ class ServerMetrics {
   ModelMetrics* ForModel(const std::string& model);
   // Counts one finished request. `code` is a gRPC code name, e.g. "OK".
   void CountRequest(const std::string& model, const std::string& code);
+  // Counts one finished inference request and observes its latency: what
+  // every front-end records once per call.
+  void RecordRequest(const std::string& model, const std::string& code, double seconds);
   prometheus::Gauge* inflight() { return inflight_; }
 
   static const std::vector<double>& LatencyBuckets();

@@ -6,7 +6,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "proto/status_code_name.h"
+#include "server/service/classify_conversion.h"
+#include "server/service/request_recorder.h"
 #include "server/service/status_map.h"
 
 namespace ghostserve::service {
@@ -15,8 +16,6 @@ namespace {
 using ghostserve::v1::ClassifyRequest;
 using ghostserve::v1::ClassifyResponse;
 
-constexpr uint32_t kDefaultTopK = 5;
-constexpr size_t kMaxRequestIdBytes = 128;
 // Requests of one stream being worked on at once; more are not read until
 // earlier ones are answered (flow control back to the client).
 constexpr int kStreamWindow = 32;
@@ -35,69 +34,18 @@ int64_t DeadlineOnClock(const grpc::CallbackServerContext& ctx, const batcher::C
 void ClassifierService::RunClassify(const ClassifyRequest* request, int64_t deadline_us,
                                     std::function<bool()> is_cancelled,
                                     std::function<void(grpc::Status, ClassifyResponse)> done) {
-  const int64_t start = core_->clock()->NowMicros();
-  const std::string model = request->model();
-  auto finish = [this, model, start, done = std::move(done)](grpc::Status status,
-                                                             ClassifyResponse response) {
-    if (metrics_ != nullptr) {
-      metrics_->CountRequest(model, StatusCodeName(status.error_code()));
-      metrics_->ForModel(model)->request_seconds->Observe((core_->clock()->NowMicros() - start) *
-                                                          1e-6);
-    }
+  auto finish = [recorder = RequestRecorder(metrics_, core_->clock(), request->model()),
+                 done = std::move(done)](grpc::Status status, ClassifyResponse response) {
+    recorder.Record(status);
     done(std::move(status), std::move(response));
   };
-  auto servable = core_->Find(model);
-  if (!servable.ok()) {
-    finish(ToGrpcStatus(servable.status()), {});
-    return;
-  }
-  const core::Servable* s = *servable;
-  const uint32_t top_k =
-      request->top_k() == 0
-          ? static_cast<uint32_t>(std::min<int64_t>(kDefaultTopK, s->num_classes()))
-          : request->top_k();
-  if (top_k > s->num_classes()) {
-    finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
-               "top_k ", top_k, " exceeds the ", s->num_classes(), " classes of model ", model))),
-           {});
-    return;
-  }
-  if (request->request_id().size() > kMaxRequestIdBytes) {
-    finish(ToGrpcStatus(absl::InvalidArgumentError(
-               absl::StrCat("request_id is longer than ", kMaxRequestIdBytes, " bytes"))),
-           {});
-    return;
-  }
-  if (request->image().empty()) {
-    finish(ToGrpcStatus(absl::InvalidArgumentError("image is empty")), {});
-    return;
-  }
-  core::InferRequest infer;
-  infer.model = model;
-  infer.images.push_back({request->image(), {}});
-  infer.deadline_us = deadline_us;
-  infer.is_cancelled = std::move(is_cancelled);
-  core_->Infer(std::move(infer), [s, top_k, request, finish](absl::StatusOr<core::InferResult> r) {
-    if (!r.ok()) {
-      finish(ToGrpcStatus(r.status()), {});
-      return;
-    }
-    ClassifyResponse response;
-    response.set_model(s->name());
-    response.set_request_id(request->request_id());
-    response.set_batch_size(static_cast<uint32_t>(r->batch_size));
-    auto* t = response.mutable_timing();
-    t->set_preprocess_us(static_cast<uint64_t>(r->timing.preprocess_us));
-    t->set_queue_us(static_cast<uint64_t>(r->timing.queue_us));
-    t->set_inference_us(static_cast<uint64_t>(r->timing.inference_us));
-    t->set_total_us(static_cast<uint64_t>(r->timing.total_us));
-    for (const auto& p : core::TopK(r->logits[0], top_k, s->labels())) {
-      auto* out = response.add_predictions();
-      out->set_class_index(static_cast<uint32_t>(p.class_index));
-      out->set_label(p.label);
-      out->set_score(p.score);
-    }
-    finish(grpc::Status::OK, std::move(response));
+  auto infer = FromClassify(*request);
+  if (!infer.ok()) return finish(ToGrpcStatus(infer.status()), {});
+  infer->deadline_us = deadline_us;
+  infer->is_cancelled = std::move(is_cancelled);
+  core_->Infer(std::move(*infer), [request, finish](absl::StatusOr<core::InferResult> r) {
+    if (!r.ok()) return finish(ToGrpcStatus(r.status()), {});
+    finish(grpc::Status::OK, ToClassify(*request, *r));
   });
 }
 
@@ -271,27 +219,7 @@ grpc::ServerUnaryReactor* ClassifierService::ListModels(
     grpc::CallbackServerContext* ctx, const ghostserve::v1::ListModelsRequest*,
     ghostserve::v1::ListModelsResponse* response) {
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
-  for (const core::Servable* s : core_->servables()) {
-    const auto& m = s->model();
-    auto* info = response->add_models();
-    info->set_name(s->name());
-    info->set_parameters(static_cast<uint64_t>(m.parameters));
-    info->set_macs(static_cast<uint64_t>(m.macs));
-    info->set_width(static_cast<float>(m.options.width));
-    info->set_input_size(static_cast<uint32_t>(s->preprocess().crop_size));
-    info->set_input_channels(static_cast<uint32_t>(m.options.in_channels));
-    info->set_num_classes(static_cast<uint32_t>(m.options.num_classes));
-    info->set_weights_source(m.weights_source);
-    info->set_trained(m.trained);
-    info->set_ready(core_->ready());
-    info->set_max_batch_size(static_cast<uint32_t>(s->batcher()->options().max_batch_size));
-    auto* p = info->mutable_preprocess();
-    p->set_resize_shorter_side(static_cast<uint32_t>(s->preprocess().resize_shorter));
-    p->set_input_size(static_cast<uint32_t>(s->preprocess().crop_size));
-    for (float v : s->preprocess().mean) p->add_mean(v);
-    for (float v : s->preprocess().std) p->add_std(v);
-    p->set_color(s->preprocess().channels == 3 ? "rgb" : "gray");
-  }
+  for (const auto& s : core_->servables()) ToModelInfo(*s, core_->ready(), response->add_models());
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

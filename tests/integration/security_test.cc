@@ -29,7 +29,7 @@
 #include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "model/loaded_model.h"
 #include "server/batcher/clock.h"
-#include "server/core/inference_core.h"
+#include "server/core/torch_model.h"
 #include "server/metrics/metrics.h"
 #include "server/service/auth.h"
 #include "server/service/server.h"
@@ -150,7 +150,7 @@ class SecurityTest : public ::testing::Test {
     core::CoreOptions co;
     co.preprocess_threads = 1;
     auto core =
-        core::InferenceCore::Create(co, TestModels(), batcher::RealClock::Get(), metrics_.get());
+        core::CreateInferenceCore(co, TestModels(), batcher::RealClock::Get(), metrics_.get());
     ASSERT_TRUE(core.ok()) << core.status();
     core_ = std::move(*core);
     so.listen = "127.0.0.1:0";

@@ -36,7 +36,7 @@
 #include "model/loaded_model.h"
 #include "server/batcher/clock.h"
 #include "server/config/config.h"
-#include "server/core/inference_core.h"
+#include "server/core/torch_model.h"
 #include "server/metrics/metrics.h"
 #include "server/preprocess/image.h"
 
@@ -326,7 +326,7 @@ class ServerTest : public ::testing::Test {
     metrics_ = std::make_unique<metrics::ServerMetrics>(registry_.get(),
                                                         std::vector<std::string>{kBig, kTiny});
     auto core =
-        core::InferenceCore::Create(co, TestModels(), batcher::RealClock::Get(), metrics_.get());
+        core::CreateInferenceCore(co, TestModels(), batcher::RealClock::Get(), metrics_.get());
     ASSERT_TRUE(core.ok()) << core.status();
     core_ = std::move(*core);
 
@@ -372,7 +372,9 @@ class ServerTest : public ::testing::Test {
     auto x = preprocess::Preprocess(Image(image), s.preprocess(), preprocess::ImageLimits());
     EXPECT_TRUE(x.ok()) << x.status();
     if (!x.ok()) return torch::Tensor();
-    auto logits = s.model().inference->Forward(x->unsqueeze(0));
+    // The servable's own GhostNet, run directly on a batch of one.
+    const auto& model_ref = dynamic_cast<const core::TorchModel&>(s.model());
+    auto logits = model_ref.loaded().inference->Forward(x->unsqueeze(0));
     EXPECT_TRUE(logits.ok()) << logits.status();
     if (!logits.ok()) return torch::Tensor();
     return expected_[key] = (*logits)[0].clone();

@@ -34,9 +34,11 @@ constexpr auto kAbsenceWait = std::chrono::milliseconds(50);
 // Records how every task was answered and stands in for the model: the
 // process function records each batch (ids in the order received) and
 // answers its tasks. Optionally holds batches at a gate until released.
+class FakeTask;
+
 class FakeModel {
  public:
-  ProcessBatchFn ProcessFn();
+  ProcessBatchFn<FakeTask> ProcessFn();
 
   void RecordFail(int id, const absl::Status& status) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -127,11 +129,11 @@ class FakeTask : public BatchTask {
            const std::atomic<bool>* external_cancel = nullptr)
       : id_(id), model_(model), group_(group), external_cancel_(external_cancel) {}
 
-  int64_t group() const override { return group_; }
-  bool IsCancelled() const override {
+  int64_t group() const { return group_; }
+  bool IsCancelled() const {
     return cancelled_.load() || (external_cancel_ != nullptr && external_cancel_->load());
   }
-  void Fail(const absl::Status& status) override { model_->RecordFail(id_, status); }
+  void Fail(const absl::Status& status) { model_->RecordFail(id_, status); }
 
   int id() const { return id_; }
   void Cancel() { cancelled_.store(true); }
@@ -144,11 +146,11 @@ class FakeTask : public BatchTask {
   std::atomic<bool> cancelled_{false};
 };
 
-ProcessBatchFn FakeModel::ProcessFn() {
-  return [this](std::vector<std::unique_ptr<BatchTask>> batch) {
+ProcessBatchFn<FakeTask> FakeModel::ProcessFn() {
+  return [this](std::vector<std::unique_ptr<FakeTask>> batch) {
     std::unique_lock<std::mutex> lock(mu_);
     std::vector<int> ids;
-    for (const auto& t : batch) ids.push_back(static_cast<FakeTask*>(t.get())->id());
+    for (const auto& t : batch) ids.push_back(t->id());
     batches_.push_back(ids);
     ++in_flight_;
     max_in_flight_ = std::max(max_in_flight_, in_flight_);
@@ -160,19 +162,19 @@ ProcessBatchFn FakeModel::ProcessFn() {
   };
 }
 
-std::unique_ptr<BatchTask> MakeTask(int id, FakeModel* model) {
+std::unique_ptr<FakeTask> MakeTask(int id, FakeModel* model) {
   return std::make_unique<FakeTask>(id, model);
 }
 
-std::unique_ptr<Batcher> MakeBatcher(const BatcherOptions& options, Clock* clock,
-                                     FakeModel* model) {
-  auto b = Batcher::Create(options, clock, model->ProcessFn());
+std::unique_ptr<Batcher<FakeTask>> MakeBatcher(const BatcherOptions& options, Clock* clock,
+                                               FakeModel* model) {
+  auto b = Batcher<FakeTask>::Create(options, clock, model->ProcessFn());
   EXPECT_TRUE(b.ok()) << b.status();
   return b.ok() ? std::move(*b) : nullptr;
 }
 
 // Submits and expects success.
-void SubmitOk(Batcher& batcher, int id, FakeModel* model, int64_t deadline_us = 0) {
+void SubmitOk(Batcher<FakeTask>& batcher, int id, FakeModel* model, int64_t deadline_us = 0) {
   auto task = MakeTask(id, model);
   task->deadline_us = deadline_us;
   ASSERT_TRUE(batcher.Submit(&task).ok()) << "task " << id;
@@ -231,7 +233,7 @@ TEST(BatcherTest, BatchesNeverMixGroups) {
   ASSERT_NE(batcher, nullptr);
   const int64_t groups[] = {7, 7, 9, 9, 9};
   for (int i = 0; i < 5; ++i) {
-    std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(i, &model, groups[i]);
+    std::unique_ptr<FakeTask> task = std::make_unique<FakeTask>(i, &model, groups[i]);
     ASSERT_TRUE(batcher->Submit(&task).ok());
   }
   clock.Advance(2000);
@@ -246,8 +248,8 @@ TEST(BatcherTest, PartialBatchWaitsWhileMoreAreComing) {
   BatcherOptions options;
   options.max_batch_size = 8;
   options.max_delay_us = 2000;
-  auto b =
-      Batcher::Create(options, &clock, model.ProcessFn(), nullptr, [&more] { return more.load(); });
+  auto b = Batcher<FakeTask>::Create(options, &clock, model.ProcessFn(), nullptr,
+                                     [&more] { return more.load(); });
   ASSERT_TRUE(b.ok()) << b.status();
   auto& batcher = *b;
 
@@ -268,7 +270,8 @@ TEST(BatcherTest, PartialBatchLeavesAtOnceWhenNothingMoreIsComing) {
   BatcherOptions options;
   options.max_batch_size = 8;
   options.max_delay_us = 1'000'000;
-  auto b = Batcher::Create(options, &clock, model.ProcessFn(), nullptr, [] { return false; });
+  auto b =
+      Batcher<FakeTask>::Create(options, &clock, model.ProcessFn(), nullptr, [] { return false; });
   ASSERT_TRUE(b.ok()) << b.status();
   SubmitOk(**b, 0, &model);
   ASSERT_TRUE(model.WaitForBatches(1));
@@ -325,7 +328,7 @@ TEST(BatcherTest, RefusesAtOnceWhenQueueFullAndLeavesTaskWithCaller) {
   SubmitOk(*batcher, 1, &model);
 
   auto refused = MakeTask(2, &model);
-  BatchTask* const refused_raw = refused.get();
+  FakeTask* const refused_raw = refused.get();
   const absl::Status s = batcher->Submit(&refused);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
   EXPECT_THAT(s.message(), HasSubstr("ghostnet_test"));
@@ -450,7 +453,7 @@ TEST(BatcherTest, DropsCancelledTaskWithCancelled) {
 
   auto cancelled = std::make_unique<FakeTask>(0, &model);
   FakeTask* const cancelled_raw = cancelled.get();
-  std::unique_ptr<BatchTask> task = std::move(cancelled);
+  std::unique_ptr<FakeTask> task = std::move(cancelled);
   ASSERT_TRUE(batcher->Submit(&task).ok());
   SubmitOk(*batcher, 1, &model);
   // The caller goes away while the task waits in the queue.
@@ -560,7 +563,7 @@ TEST(BatcherTest, RunsWorkerStartHookOnEveryWorker) {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<std::thread::id> started;
-  auto batcher = Batcher::Create(options, &clock, model.ProcessFn(), [&] {
+  auto batcher = Batcher<FakeTask>::Create(options, &clock, model.ProcessFn(), [&] {
     std::lock_guard<std::mutex> lock(mu);
     started.push_back(std::this_thread::get_id());
     cv.notify_all();
@@ -608,7 +611,7 @@ TEST(BatcherTest, OptionsValidateRejectsBadValues) {
     mutate(o);
     EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument) << what;
     // Create refuses the same options rather than starting workers.
-    EXPECT_EQ(Batcher::Create(o, &clock, model.ProcessFn()).status().code(),
+    EXPECT_EQ(Batcher<FakeTask>::Create(o, &clock, model.ProcessFn()).status().code(),
               absl::StatusCode::kInvalidArgument)
         << what;
   }
@@ -617,9 +620,11 @@ TEST(BatcherTest, OptionsValidateRejectsBadValues) {
 TEST(BatcherTest, CreateRejectsMissingClockOrProcessFunction) {
   FakeClock clock;
   FakeModel model;
-  EXPECT_EQ(Batcher::Create(BatcherOptions{}, nullptr, model.ProcessFn()).status().code(),
+  EXPECT_EQ(Batcher<FakeTask>::Create(BatcherOptions{}, nullptr, model.ProcessFn()).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(Batcher::Create(BatcherOptions{}, &clock, ProcessBatchFn()).status().code(),
+  EXPECT_EQ(Batcher<FakeTask>::Create(BatcherOptions{}, &clock, ProcessBatchFn<FakeTask>())
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
 }
 
@@ -648,7 +653,7 @@ TEST(BatcherTest, ConcurrentSubmitCancelAndDrainAnswerEveryAcceptedTaskOnce) {
     threads.emplace_back([&, t] {
       for (int k = 0; k < kPerThread; ++k) {
         const int id = t * kPerThread + k;
-        std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(id, &model, -1, &cancel[id]);
+        std::unique_ptr<FakeTask> task = std::make_unique<FakeTask>(id, &model, -1, &cancel[id]);
         if (batcher->Submit(&task).ok()) {
           accepted[t].push_back(id);
         } else {

@@ -1,0 +1,87 @@
+#include "server/core/servable.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace ghostserve::core {
+
+absl::StatusOr<std::unique_ptr<Servable>> Servable::Create(
+    ServableSpec spec, std::unique_ptr<Model> model, const batcher::BatcherOptions& batching,
+    batcher::Clock* clock, metrics::ModelMetrics* metrics, DispatchFn dispatch) {
+  if (model == nullptr) return absl::InvalidArgumentError("servable needs a model");
+  const std::string& name = spec.name;
+  if (auto s = spec.preprocess.Validate(); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("model ", name, ": ", s.message()));
+  }
+  const ModelInfo& info = model->info();
+  if (spec.preprocess.channels != info.input_channels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", name, ": preprocessing gives ", spec.preprocess.channels,
+                     " channels, the network takes ", info.input_channels));
+  }
+  if (!spec.labels.empty() && static_cast<int64_t>(spec.labels.size()) != info.num_classes) {
+    return absl::InvalidArgumentError(absl::StrCat("model ", name, ": ", spec.labels.size(),
+                                                   " labels for ", info.num_classes, " classes"));
+  }
+  std::unique_ptr<Servable> s(new Servable());
+  s->spec_ = std::move(spec);
+  s->model_ = std::move(model);
+  s->metrics_ = metrics;
+  if (metrics != nullptr) metrics->weight_bytes->Set(static_cast<double>(info.weight_bytes));
+  batcher::BatcherOptions bo = batching;
+  bo.name = s->name();
+  if (auto st = bo.Validate(); !st.ok()) return st;
+  s->slabs_ = std::make_unique<SlabAllocator>(bo.max_batch_size, s->image_floats());
+  Servable* raw = s.get();
+  auto batcher = batcher::Batcher<ImageTask>::Create(
+      bo, clock,
+      [raw, dispatch = std::move(dispatch)](std::vector<std::unique_ptr<ImageTask>> tasks) {
+        dispatch(raw, std::move(tasks));
+      },
+      nullptr, [raw] { return raw->preprocessing_.load() > 0; });
+  if (!batcher.ok()) return batcher.status();
+  s->batcher_ = std::move(*batcher);
+  return s;
+}
+
+std::vector<int64_t> Servable::input_shape() const {
+  return {spec_.preprocess.channels, spec_.preprocess.crop_size, spec_.preprocess.crop_size};
+}
+
+int64_t Servable::image_floats() const {
+  return int64_t{spec_.preprocess.channels} * spec_.preprocess.crop_size *
+         spec_.preprocess.crop_size;
+}
+
+void Servable::EndPreprocessing(bool wake) {
+  if (preprocessing_.fetch_sub(1) == 1 && wake) batcher_->Poke();
+}
+
+void Servable::AddUse() {
+  std::lock_guard<std::mutex> lock(use_mu_);
+  ++uses_;
+}
+
+void Servable::ReleaseUse() {
+  // Notified under the lock: once it is released, a waiter in WaitUnused may
+  // destroy the servable, so nothing here touches it afterwards.
+  std::lock_guard<std::mutex> lock(use_mu_);
+  if (--uses_ == 0) unused_cv_.notify_all();
+}
+
+void Servable::WaitUnused() {
+  std::unique_lock<std::mutex> lock(use_mu_);
+  unused_cv_.wait(lock, [this] { return uses_ == 0; });
+}
+
+ServableUse& ServableUse::operator=(ServableUse&& o) noexcept {
+  if (this != &o) {
+    if (s_ != nullptr) s_->ReleaseUse();
+    s_ = o.s_;
+    o.s_ = nullptr;
+  }
+  return *this;
+}
+
+}  // namespace ghostserve::core

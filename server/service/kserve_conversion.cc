@@ -1,0 +1,179 @@
+#include "server/service/kserve_conversion.h"
+
+#include <cstring>
+#include <limits>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace ghostserve::service {
+namespace {
+
+// Splits a raw BYTES tensor: elements are a uint32 little-endian length
+// followed by that many bytes.
+absl::Status SplitRawBytes(const std::string& raw, int64_t count,
+                           std::vector<std::string_view>* out) {
+  size_t pos = 0;
+  while (pos < raw.size()) {
+    if (raw.size() - pos < 4) return absl::InvalidArgumentError("raw BYTES input is truncated");
+    uint32_t len;
+    std::memcpy(&len, raw.data() + pos, 4);
+    pos += 4;
+    if (len > raw.size() - pos) {
+      return absl::InvalidArgumentError("raw BYTES element overruns the input");
+    }
+    out->emplace_back(raw.data() + pos, len);
+    pos += len;
+  }
+  if (static_cast<int64_t>(out->size()) != count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("raw BYTES input holds ", out->size(), " elements, shape says ", count));
+  }
+  return absl::OkStatus();
+}
+
+// Values in `shape`, or -1 if a dimension is < 1 or the product overflows.
+int64_t Elements(const google::protobuf::RepeatedField<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 1 || n > std::numeric_limits<int64_t>::max() / 4 / d) return -1;
+    n *= d;
+  }
+  return shape.empty() ? -1 : n;
+}
+
+absl::Status FromFp32(const inference::ModelInferRequest& request, core::InferRequest* out) {
+  const auto& input = request.inputs(0);
+  const int64_t count = Elements(input.shape());
+  if (count < 0) {
+    return absl::InvalidArgumentError(
+        "FP32 input must have shape [N, C, H, W] with every dimension >= 1");
+  }
+  if (request.raw_input_contents_size() == 1) {
+    const std::string& bytes = request.raw_input_contents(0);
+    if (static_cast<int64_t>(bytes.size()) != count * 4) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("raw FP32 input holds ", bytes.size(), " bytes, shape needs ", count * 4));
+    }
+    out->tensor.data = bytes.data();
+  } else {
+    if (input.contents().fp32_contents_size() != count) {
+      return absl::InvalidArgumentError(absl::StrCat("fp32_contents holds ",
+                                                     input.contents().fp32_contents_size(),
+                                                     " values, shape needs ", count));
+    }
+    out->tensor.data = input.contents().fp32_contents().data();
+  }
+  out->tensor.shape.assign(input.shape().begin(), input.shape().end());
+  return absl::OkStatus();
+}
+
+absl::Status FromBytes(const inference::ModelInferRequest& request, core::InferRequest* out) {
+  const auto& input = request.inputs(0);
+  if (input.shape_size() != 1 || input.shape(0) < 1) {
+    return absl::InvalidArgumentError("BYTES input must have shape [N] with N >= 1");
+  }
+  const int64_t n = input.shape(0);
+  if (request.raw_input_contents_size() == 1) {
+    return SplitRawBytes(request.raw_input_contents(0), n, &out->encoded);
+  }
+  if (input.contents().bytes_contents_size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat("bytes_contents holds ",
+                                                   input.contents().bytes_contents_size(),
+                                                   " elements, shape says ", n));
+  }
+  for (const auto& b : input.contents().bytes_contents()) out->encoded.push_back(b);
+  return absl::OkStatus();
+}
+
+void AddOutput(const char* name, int64_t rows, int64_t cols, const float* values,
+               inference::ModelInferResponse* response) {
+  auto* out = response->add_outputs();
+  out->set_name(name);
+  out->set_datatype("FP32");
+  out->add_shape(rows);
+  out->add_shape(cols);
+  response->add_raw_output_contents()->assign(reinterpret_cast<const char*>(values),
+                                              rows * cols * sizeof(float));
+}
+
+}  // namespace
+
+absl::StatusOr<KServeCall> FromKServe(const inference::ModelInferRequest& request) {
+  if (request.inputs_size() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected exactly one input, got ", request.inputs_size()));
+  }
+  if (request.raw_input_contents_size() > 1) {
+    return absl::InvalidArgumentError("more raw_input_contents than inputs");
+  }
+  KServeCall call;
+  if (request.outputs_size() > 0) call.outputs = {false, false};
+  for (const auto& o : request.outputs()) {
+    if (o.name() == "logits") {
+      call.outputs.logits = true;
+    } else if (o.name() == "probabilities") {
+      call.outputs.probabilities = true;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown output '", o.name().substr(0, 64),
+                                                     "'; outputs are logits, probabilities"));
+    }
+  }
+  call.request.model = request.model_name();
+  call.request.version = request.model_version();
+  const std::string& datatype = request.inputs(0).datatype();
+  absl::Status parsed;
+  if (datatype == "FP32") {
+    parsed = FromFp32(request, &call.request);
+  } else if (datatype == "BYTES") {
+    parsed = FromBytes(request, &call.request);
+  } else {
+    parsed = absl::InvalidArgumentError(
+        absl::StrCat("input datatype ", datatype.substr(0, 16),
+                     " is not supported; use FP32 [N,C,H,W] or BYTES [N]"));
+  }
+  if (!parsed.ok()) return parsed;
+  return call;
+}
+
+void ToKServe(const inference::ModelInferRequest& request, const core::InferResult& result,
+              const KServeOutputs& outputs, inference::ModelInferResponse* response) {
+  response->set_model_name(request.model_name());
+  response->set_model_version("1");
+  response->set_id(request.id());
+  const int64_t n = result.images(), classes = result.num_classes;
+  if (outputs.logits) AddOutput("logits", n, classes, result.logits.data(), response);
+  if (outputs.probabilities) {
+    std::vector<float> probs(result.logits.size());
+    for (int64_t i = 0; i < n; ++i) {
+      const std::vector<double> p = core::Softmax(result.row(i), classes);
+      for (int64_t j = 0; j < classes; ++j) probs[i * classes + j] = static_cast<float>(p[j]);
+    }
+    AddOutput("probabilities", n, classes, probs.data(), response);
+  }
+}
+
+void ToModelMetadata(const core::Servable& s, inference::ModelMetadataResponse* response) {
+  response->set_name(s.name());
+  response->add_versions("1");
+  response->set_platform(s.info().platform);
+  auto* images = response->add_inputs();
+  images->set_name("images");
+  images->set_datatype("BYTES");
+  images->add_shape(-1);
+  auto* tensor = response->add_inputs();
+  tensor->set_name("input");
+  tensor->set_datatype("FP32");
+  tensor->add_shape(-1);
+  for (int64_t d : s.input_shape()) tensor->add_shape(d);
+  for (const char* name : {"logits", "probabilities"}) {
+    auto* out = response->add_outputs();
+    out->set_name(name);
+    out->set_datatype("FP32");
+    out->add_shape(-1);
+    out->add_shape(s.num_classes());
+  }
+}
+
+}  // namespace ghostserve::service

@@ -1,0 +1,39 @@
+// KServe v2 (inference.GRPCInferenceService) messages <-> the core's requests
+// and results. Pure functions: the handlers in kserve_service.cc only move
+// data between gRPC and these.
+#ifndef GHOSTSERVE_SERVER_SERVICE_KSERVE_CONVERSION_H_
+#define GHOSTSERVE_SERVER_SERVICE_KSERVE_CONVERSION_H_
+
+#include "absl/status/statusor.h"
+#include "kserve/grpc_predict_v2.pb.h"
+#include "server/core/request.h"
+#include "server/core/servable.h"
+
+namespace ghostserve::service {
+
+// The outputs a ModelInferRequest asked for (all when it names none).
+struct KServeOutputs {
+  bool logits = true;
+  bool probabilities = true;
+};
+
+struct KServeCall {
+  core::InferRequest request;
+  KServeOutputs outputs;
+};
+
+// Checks what the protocol fixes (one input, FP32 [N, C, H, W] or BYTES [N],
+// contents that hold exactly what the shape says, known output names) and
+// leaves the rest (model, version, image count and shape, sizes) to the core.
+// The inputs are borrowed from `request`, which must outlive the core call.
+absl::StatusOr<KServeCall> FromKServe(const inference::ModelInferRequest& request);
+
+// Fills `response` with the requested outputs of `result`.
+void ToKServe(const inference::ModelInferRequest& request, const core::InferResult& result,
+              const KServeOutputs& outputs, inference::ModelInferResponse* response);
+
+void ToModelMetadata(const core::Servable& servable, inference::ModelMetadataResponse* response);
+
+}  // namespace ghostserve::service
+
+#endif  // GHOSTSERVE_SERVER_SERVICE_KSERVE_CONVERSION_H_

@@ -1,0 +1,117 @@
+// A core::Model for the serving core's tests: no LibTorch, no sleeps.
+//
+// Image i's logit j is (the image's first value) + j, so a test can tell each
+// request got its own row. A test can hold every Forward at a gate, make the
+// next Forward fail, and give each Forward a latency that advances a
+// FakeClock instead of taking real time. It records every batch size.
+#ifndef GHOSTSERVE_TESTS_FAKES_FAKE_MODEL_H_
+#define GHOSTSERVE_TESTS_FAKES_FAKE_MODEL_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "server/core/model.h"
+#include "tests/fakes/fake_clock.h"
+
+namespace ghostserve::core {
+
+// Shared between a test and the FakeModel it hands to the core (the core owns
+// the model). Thread-safe.
+class FakeModelControl {
+ public:
+  // Generous bound for events that should happen promptly; only reached when
+  // the feature under test is broken.
+  static constexpr std::chrono::seconds kEventTimeout{10};
+
+  // Forward calls wait at the gate while it is closed.
+  void Hold() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = false;
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  void FailNext(absl::Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    fail_next_ = std::move(status);
+  }
+  // Each Forward advances `clock` by `us` (simulated compute time).
+  void SetLatency(batcher::FakeClock* clock, int64_t us) {
+    std::lock_guard<std::mutex> lock(mu_);
+    clock_ = clock;
+    latency_us_ = us;
+  }
+
+  // Waits until `n` Forward calls have started (including warm-up).
+  bool WaitForStarted(int n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, kEventTimeout, [&] { return started_ >= n; });
+  }
+  std::vector<int> batch_sizes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return batch_sizes_;
+  }
+  int started() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return started_;
+  }
+
+  absl::Status Run(const float* images, int n, int64_t image_floats, int64_t classes,
+                   float* logits) {
+    std::unique_lock<std::mutex> lock(mu_);
+    ++started_;
+    batch_sizes_.push_back(n);
+    cv_.notify_all();
+    cv_.wait(lock, [this] { return open_; });
+    if (clock_ != nullptr) clock_->Advance(latency_us_);
+    if (!fail_next_.ok()) return std::exchange(fail_next_, absl::OkStatus());
+    for (int i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < classes; ++j) {
+        logits[i * classes + j] = images[i * image_floats] + static_cast<float>(j);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = true;
+  absl::Status fail_next_;
+  batcher::FakeClock* clock_ = nullptr;
+  int64_t latency_us_ = 0;
+  int started_ = 0;
+  std::vector<int> batch_sizes_;
+};
+
+class FakeModel : public Model {
+ public:
+  // `control` is borrowed and must outlive the model.
+  FakeModel(FakeModelControl* control, int64_t channels, int64_t classes) : control_(control) {
+    info_.input_channels = channels;
+    info_.num_classes = classes;
+    info_.platform = "fake";
+    info_.weights_source = "fake";
+  }
+  const ModelInfo& info() const override { return info_; }
+  absl::Status Forward(const float* images, int n, int64_t height, int64_t width,
+                       float* logits) const override {
+    return control_->Run(images, n, height * width * info_.input_channels, info_.num_classes,
+                         logits);
+  }
+
+ private:
+  FakeModelControl* const control_;
+  ModelInfo info_;
+};
+
+}  // namespace ghostserve::core
+
+#endif  // GHOSTSERVE_TESTS_FAKES_FAKE_MODEL_H_
