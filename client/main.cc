@@ -25,12 +25,15 @@
 #include <string>
 #include <vector>
 
+#include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "client/bench.h"
 #include "client/eval.h"
-#include "client/flags.h"
 #include "client/health.h"
 #include "client/rpc.h"
 #include "ghostserve/v1/classifier.grpc.pb.h"
@@ -71,10 +74,6 @@ image, or one JSON line per image with --json. A failed call is reported on
 stderr as "FILE: CODE: message"; the others still run.
 
 Flags:
-  --model NAME       model to use, e.g. ghostnet_100 (required; see 'models')
-  --top-k K          predictions per image (default 5)
-  --json             one JSON object per image on stdout
-  --timeout-ms T     deadline of each call in milliseconds (default 30000)
 
 Exit code: 0 when every image was classified, 1 otherwise, 2 on bad usage.
 )";
@@ -92,14 +91,6 @@ count. Latency percentiles are of successful calls. A progress line goes to
 stderr once a second.
 
 Flags:
-  --model NAME       model to use (required)
-  --concurrency C    calls in flight, or the cap on them with --rate (default 1)
-  --duration S       measured seconds (default 10)
-  --warmup S         unmeasured seconds before the measurement (default 1)
-  --rate R           open loop at R calls per second (default: closed loop)
-  --top-k K          predictions asked for per call (default 5)
-  --json             print the results as one JSON object, the last stdout line
-  --timeout-ms T     deadline of each call in milliseconds (default 30000)
 
 Exit code: 0 when at least one call succeeded in the measured window, 1
 otherwise, 2 on bad usage.
@@ -114,10 +105,6 @@ class directory is named by the class index ("7") or by the exact label the
 model returns ("Sneaker"). A failed call counts as a wrong answer.
 
 Flags:
-  --model NAME       model to evaluate (required)
-  --concurrency N    calls in flight (default 16)
-  --limit N          evaluate N images, taken evenly from the classes (default all)
-  --timeout-ms T     deadline of each call in milliseconds (default 30000)
 
 Exit code: 0 when every call succeeded, 1 otherwise, 2 on bad usage.
 )";
@@ -127,8 +114,6 @@ constexpr char kModelsUsage[] = R"(usage: ghostserve-client models [flags]
 Lists the models the server serves (ListModels).
 
 Flags:
-  --json             print the full model descriptions as one JSON object
-  --timeout-ms T     deadline of the call in milliseconds (default 30000)
 
 Exit code: 0 on success, 1 when the call failed, 2 on bad usage.
 )";
@@ -139,24 +124,9 @@ Calls grpc.health.v1.Health/Check and prints the serving status: SERVING,
 NOT_SERVING, SERVICE_UNKNOWN or UNKNOWN. Meant for container health checks.
 
 Flags:
-  --service NAME     service to ask about (default "": the whole server)
-  --timeout-ms T     deadline of the call in milliseconds (default 30000)
 
 Exit code: 0 only when the answer is SERVING, 1 otherwise, 2 on bad usage.
 )";
-
-// Prints a subcommand's usage text with the connection flags every
-// subcommand shares inserted at the top of its "Flags:" list.
-void PrintUsage(const std::string& usage) {
-  const std::string marker = "Flags:\n";
-  const size_t pos = usage.find(marker);
-  if (pos == std::string::npos) {
-    std::cout << usage;
-    return;
-  }
-  std::cout << usage.substr(0, pos + marker.size()) << kConnectionFlagsUsage
-            << usage.substr(pos + marker.size());
-}
 
 // Prints a usage error the way every subcommand does, and returns its code.
 int UsageError(const std::string& command, const std::string& message) {
@@ -199,26 +169,149 @@ std::string RpcError(const grpc::Status& status) {
   return absl::StrCat(StatusCodeName(status.error_code()), ": ", status.error_message());
 }
 
+// An integer flag's check: decimal only (CLI11 alone would read "010" as
+// octal), rewritten in canonical form.
+CLI::Validator IntIn(int64_t min, int64_t max) {
+  return CLI::Validator(
+      [=](std::string& v) -> std::string {
+        int64_t n;
+        if (!absl::SimpleAtoi(v, &n) || n < min || n > max) {
+          return absl::StrCat("must be an integer in [", min, ", ", max, "], got \"", v, "\"");
+        }
+        v = absl::StrCat(n);
+        return "";
+      },
+      "");
+}
+
+// A finite number in [min, max].
+CLI::Validator NumberIn(double min, double max) {
+  return CLI::Validator(
+      [=](const std::string& v) -> std::string {
+        double d;
+        if (!absl::SimpleAtod(v, &d) || !std::isfinite(d) || d < min || d > max) {
+          return absl::StrCat("must be a number in [", min, ", ", max, "], got \"", v, "\"");
+        }
+        return "";
+      },
+      "");
+}
+
+// A switch: "--json", or "--json=true|false|1|0".
+CLI::Option* AddSwitch(CLI::App& app, const std::string& name, bool& out, const std::string& help) {
+  return app.add_flag(name, out, help)
+      ->check(CLI::Validator(
+          [](const std::string& v) -> std::string {
+            if (v == "true" || v == "1" || v == "false" || v == "0") return "";
+            return absl::StrCat("takes no value or true/false, got \"", v, "\"");
+          },
+          ""));
+}
+
+// --timeout-ms, which every command takes.
+void AddTimeout(CLI::App& app, int64_t& timeout_ms, const std::string& help) {
+  app.add_option("--timeout-ms", timeout_ms, help)
+      ->transform(IntIn(1, kMaxTimeoutMs))
+      ->type_name("T");
+}
+
+// The flags of --help as they were laid out by hand: "  --flag TYPE" in 19
+// columns (a longer one on a line of its own), then the help and the default;
+// a "\n" in a help continues in the same column.
+class UsageFormatter : public CLI::Formatter {
+ public:
+  std::string make_help(const CLI::App* app, std::string, CLI::AppFormatMode) const override {
+    std::string out = app->get_description();
+    const std::string indent(21, ' ');
+    for (const CLI::Option* o : app->get_options()) {
+      if (!o->nonpositional() || o == app->get_help_ptr()) continue;
+      const bool takes_value = o->get_type_size() > 0;
+      const std::string flag =
+          absl::StrCat("--", o->get_single_name(), takes_value ? " " + o->get_type_name() : "");
+      std::string help = absl::StrReplaceAll(o->get_description(), {{"\n", "\n" + indent}});
+      if (takes_value && !o->get_default_str().empty()) {
+        absl::StrAppend(&help, " (default ", o->get_default_str(), ")");
+      }
+      absl::StrAppend(&out,
+                      flag.size() > 18 ? absl::StrCat("  ", flag, "\n", indent)
+                                       : absl::StrFormat("  %-19s", flag),
+                      help, "\n");
+    }
+    return out + app->get_footer();
+  }
+};
+
+// CLI11 says "--flag: problem"; the client's messages read "--flag problem".
+std::string Reword(std::string message) {
+  const size_t colon = message.find(": ");
+  if (absl::StartsWith(message, "--") && colon != std::string::npos &&
+      message.find(' ') == colon + 1) {
+    message.erase(colon, 1);
+  }
+  return message;
+}
+
 // The prologue every subcommand shares: declares the connection flags and
-// the command's own (`declare`), parses `args`, prints the usage text on
-// --help, reports a bad flag or connection file as a usage error (exit 2),
+// the command's own (`declare`) on a CLI11 app whose --help is `usage` with
+// the flags listed after its "Flags:" line, parses `args` (flags and
+// positional arguments in any order, "--" ends the flags), prints the usage
+// on --help, reports a bad flag or connection file as a usage error (exit 2),
 // and then runs the command with the connection and the positional
 // arguments; `run` returns the exit code.
-int RunCommand(const std::string& name, const char* usage, const std::vector<std::string>& args,
-               ConnectionOptions* connection, const std::function<void(FlagSet&)>& declare,
+int RunCommand(const std::string& name, const std::string& usage,
+               const std::vector<std::string>& args, ConnectionOptions* connection,
+               const std::function<void(CLI::App&)>& declare,
                const std::function<int(const Connection&, const std::vector<std::string>&)>& run) {
-  FlagSet flags;
-  AddConnectionFlags(flags, connection);
-  declare(flags);
-  absl::StatusOr<std::vector<std::string>> rest = flags.Parse(args);
-  if (!rest.ok()) return UsageError(name, std::string(rest.status().message()));
-  if (flags.help()) {
-    PrintUsage(usage);
+  const size_t flags_end = usage.find("Flags:\n") + 7;
+  CLI::App app(usage.substr(0, flags_end));
+  app.footer(usage.substr(flags_end));
+  app.formatter(std::make_shared<UsageFormatter>());
+  app.allow_extras();  // unknown flags are worded below
+  app.option_defaults()->always_capture_default()->multi_option_policy(
+      CLI::MultiOptionPolicy::TakeLast);
+  AddConnectionFlags(app, connection);
+  declare(app);
+  std::vector<std::string> positional;
+  app.add_option("args", positional);
+  // CLI11 takes the arguments last first. It would read "--flag=" as "--flag"
+  // with the next argument as its value; it means an empty value.
+  std::vector<std::string> reversed;
+  for (auto a = args.rbegin(); a != args.rend(); ++a) {
+    const CLI::Option* o = absl::EndsWith(*a, "=") && absl::StartsWith(*a, "--")
+                               ? app.get_option_no_throw(a->substr(0, a->size() - 1))
+                               : nullptr;
+    if (o != nullptr && o->get_type_size() > 0) reversed.emplace_back();
+    reversed.push_back(o != nullptr && o->get_type_size() > 0 ? a->substr(0, a->size() - 1) : *a);
+  }
+  std::string error;
+  bool help = false;
+  try {
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    help = true;
+  } catch (const CLI::ArgumentMismatch& e) {
+    const std::string what = e.what();
+    error = "missing value for " + what.substr(0, what.find(':'));
+  } catch (const CLI::Error& e) {
+    error = Reword(e.what());
+  }
+  // An unknown flag is reported before anything after it. (CLI11 lists the
+  // "--" that ends the flags among them.)
+  std::vector<std::string> unknown = app.remaining();
+  unknown.erase(std::remove(unknown.begin(), unknown.end(), "--"), unknown.end());
+  if (!unknown.empty()) {
+    const std::string a = unknown.front();
+    error = absl::StartsWith(a, "--") ? "unknown flag " + a.substr(0, a.find('='))
+                                      : "unknown flag " + a + " (flags start with --)";
+  }
+  if (!error.empty()) return UsageError(name, error);
+  if (help) {
+    std::cout << app.help();
     return kExitOk;
   }
   absl::StatusOr<Connection> conn = Connection::Create(*connection);
   if (!conn.ok()) return UsageError(name, std::string(conn.status().message()));
-  return run(*conn, *rest);
+  return run(*conn, positional);
 }
 
 // A command's failure after parsing: "ghostserve-client NAME: message" on
@@ -236,11 +329,14 @@ int Classify(const std::vector<std::string>& args) {
   int64_t timeout_ms = kDefaultTimeoutMs;
   return RunCommand(
       "classify", kClassifyUsage, args, &connection,
-      [&](FlagSet& flags) {
-        flags.String("model", &model);
-        flags.Int("top-k", 1, kMaxTopK, &top_k);
-        flags.Bool("json", &json);
-        flags.Int("timeout-ms", 1, kMaxTimeoutMs, &timeout_ms);
+      [&](CLI::App& app) {
+        app.add_option("--model", model, "model to use, e.g. ghostnet_100 (required; see 'models')")
+            ->type_name("NAME");
+        app.add_option("--top-k", top_k, "predictions per image")
+            ->transform(IntIn(1, kMaxTopK))
+            ->type_name("K");
+        AddSwitch(app, "--json", json, "one JSON object per image on stdout");
+        AddTimeout(app, timeout_ms, "deadline of each call in milliseconds");
       },
       [&](const Connection& conn, const std::vector<std::string>& files) {
         if (model.empty()) return UsageError("classify", "--model is required");
@@ -393,15 +489,29 @@ int Bench(const std::vector<std::string>& args) {
   bool json = false;
   return RunCommand(
       "bench", kBenchUsage, args, &options.connection,
-      [&](FlagSet& flags) {
-        flags.String("model", &options.model);
-        flags.Int("concurrency", 1, 100000, &concurrency);
-        flags.Double("duration", 0.001, 7 * 24 * 3600, &options.duration_s);
-        flags.Double("warmup", 0, 24 * 3600, &options.warmup_s);
-        flags.Double("rate", 0.001, 1e7, &options.rate);
-        flags.Int("top-k", 1, kMaxTopK, &top_k);
-        flags.Bool("json", &json);
-        flags.Int("timeout-ms", 1, kMaxTimeoutMs, &options.timeout_ms);
+      [&](CLI::App& app) {
+        app.add_option("--model", options.model, "model to use (required)")->type_name("NAME");
+        app.add_option("--concurrency", concurrency,
+                       "calls in flight, or the cap on them with --rate")
+            ->transform(IntIn(1, 100000))
+            ->type_name("C");
+        app.add_option("--duration", options.duration_s, "measured seconds")
+            ->check(NumberIn(0.001, 7 * 24 * 3600))
+            ->type_name("S");
+        app.add_option("--warmup", options.warmup_s, "unmeasured seconds before the measurement")
+            ->check(NumberIn(0, 24 * 3600))
+            ->type_name("S");
+        app.add_option("--rate", options.rate,
+                       "open loop at R calls per second (default: closed loop)")
+            ->check(NumberIn(0.001, 1e7))
+            ->type_name("R")
+            ->default_str("");
+        app.add_option("--top-k", top_k, "predictions asked for per call")
+            ->transform(IntIn(1, kMaxTopK))
+            ->type_name("K");
+        AddSwitch(app, "--json", json,
+                  "print the results as one JSON object, the last stdout line");
+        AddTimeout(app, options.timeout_ms, "deadline of each call in milliseconds");
       },
       [&](const Connection& /*conn*/, const std::vector<std::string>& files) {
         if (options.model.empty()) return UsageError("bench", "--model is required");
@@ -449,11 +559,16 @@ int Eval(const std::vector<std::string>& args) {
   int64_t limit = 0;
   return RunCommand(
       "eval", kEvalUsage, args, &options.connection,
-      [&](FlagSet& flags) {
-        flags.String("model", &options.model);
-        flags.Int("concurrency", 1, 1024, &concurrency);
-        flags.Int("limit", 0, int64_t{1} << 40, &limit);
-        flags.Int("timeout-ms", 1, kMaxTimeoutMs, &options.timeout_ms);
+      [&](CLI::App& app) {
+        app.add_option("--model", options.model, "model to evaluate (required)")->type_name("NAME");
+        app.add_option("--concurrency", concurrency, "calls in flight")
+            ->transform(IntIn(1, 1024))
+            ->type_name("N");
+        app.add_option("--limit", limit, "evaluate N images, taken evenly from the classes")
+            ->transform(IntIn(0, int64_t{1} << 40))
+            ->type_name("N")
+            ->default_str("all");
+        AddTimeout(app, options.timeout_ms, "deadline of each call in milliseconds");
       },
       [&](const Connection& /*conn*/, const std::vector<std::string>& rest) {
         if (options.model.empty()) return UsageError("eval", "--model is required");
@@ -494,9 +609,9 @@ int Models(const std::vector<std::string>& args) {
   int64_t timeout_ms = kDefaultTimeoutMs;
   return RunCommand(
       "models", kModelsUsage, args, &connection,
-      [&](FlagSet& flags) {
-        flags.Bool("json", &json);
-        flags.Int("timeout-ms", 1, kMaxTimeoutMs, &timeout_ms);
+      [&](CLI::App& app) {
+        AddSwitch(app, "--json", json, "print the full model descriptions as one JSON object");
+        AddTimeout(app, timeout_ms, "deadline of the call in milliseconds");
       },
       [&](const Connection& conn, const std::vector<std::string>& rest) {
         if (!rest.empty()) {
@@ -567,9 +682,11 @@ int Health(const std::vector<std::string>& args) {
   int64_t timeout_ms = kDefaultTimeoutMs;
   return RunCommand(
       "health", kHealthUsage, args, &connection,
-      [&](FlagSet& flags) {
-        flags.String("service", &service);
-        flags.Int("timeout-ms", 1, kMaxTimeoutMs, &timeout_ms);
+      [&](CLI::App& app) {
+        app.add_option("--service", service,
+                       "service to ask about (default \"\": the whole server)")
+            ->type_name("NAME");
+        AddTimeout(app, timeout_ms, "deadline of the call in milliseconds");
       },
       [&](const Connection& conn, const std::vector<std::string>& rest) {
         if (!rest.empty()) {

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
@@ -63,24 +64,20 @@ class AuthorizationInterceptorFactory
 
 }  // namespace
 
-const char kConnectionFlagsUsage[] =
-    "  --server ADDR      server address (default localhost:50051)\n"
-    "  --tls-ca FILE      PEM CA certificates of the server; turns TLS on\n"
-    "  --tls-cert FILE    PEM client certificate for mutual TLS (with --tls-key)\n"
-    "  --tls-key FILE     PEM private key of --tls-cert\n"
-    "  --tls-server-name NAME\n"
-    "                     name to verify the server certificate against instead of\n"
-    "                     the host in --server\n"
-    "  --auth-token-file FILE\n"
-    "                     send 'authorization: Bearer <file contents>' on every call\n";
-
-void AddConnectionFlags(FlagSet& flags, ConnectionOptions* options) {
-  flags.String("server", &options->server);
-  flags.String("tls-ca", &options->tls_ca);
-  flags.String("tls-cert", &options->tls_cert);
-  flags.String("tls-key", &options->tls_key);
-  flags.String("tls-server-name", &options->tls_server_name);
-  flags.String("auth-token-file", &options->auth_token_file);
+void AddConnectionFlags(CLI::App& app, ConnectionOptions* options) {
+  app.add_option("--server", options->server, "server address")->type_name("ADDR");
+  app.add_option("--tls-ca", options->tls_ca, "PEM CA certificates of the server; turns TLS on")
+      ->type_name("FILE");
+  app.add_option("--tls-cert", options->tls_cert,
+                 "PEM client certificate for mutual TLS (with --tls-key)")
+      ->type_name("FILE");
+  app.add_option("--tls-key", options->tls_key, "PEM private key of --tls-cert")->type_name("FILE");
+  app.add_option("--tls-server-name", options->tls_server_name,
+                 "name to verify the server certificate against instead of\nthe host in --server")
+      ->type_name("NAME");
+  app.add_option("--auth-token-file", options->auth_token_file,
+                 "send 'authorization: Bearer <file contents>' on every call")
+      ->type_name("FILE");
 }
 
 absl::StatusOr<Connection> Connection::Create(const ConnectionOptions& options) {

@@ -11,8 +11,11 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "client/flags.h"
 #include "proto/status_code_name.h"
+
+namespace CLI {
+class App;
+}  // namespace CLI
 
 namespace ghostserve::client {
 
@@ -41,11 +44,8 @@ struct ConnectionOptions {
 };
 
 // Declares --server, --tls-ca, --tls-cert, --tls-key, --tls-server-name and
-// --auth-token-file on `flags`. `options` must outlive flags.Parse.
-void AddConnectionFlags(FlagSet& flags, ConnectionOptions* options);
-
-// The lines describing those flags, for the subcommands' usage texts.
-extern const char kConnectionFlagsUsage[];
+// --auth-token-file on `app`. `options` must outlive app.parse.
+void AddConnectionFlags(CLI::App& app, ConnectionOptions* options);
 
 // Credentials read from the files a ConnectionOptions names. Copyable and
 // immutable: make one per process, then as many channels as needed.

@@ -4,10 +4,11 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <functional>
+#include <memory>
 #include <set>
 #include <sstream>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -20,206 +21,227 @@
 namespace ghostserve::config {
 namespace {
 
-using Setter = std::function<absl::Status(ServerConfig*, const std::string&)>;
-// The value a flag holds in `config`, as --help shows it ("" shows nothing).
-using Getter = std::function<std::string(const ServerConfig&)>;
-
-// How a flag reads its value into ServerConfig and shows its default.
-struct Field {
-  Setter set;
-  Getter get;
-};
-
-struct Flag {
-  const char* name;
-  const char* help;  // without the default: --help appends it from ServerConfig{}
-  Setter set;
-  Getter get;
-
-  Flag(const char* n, const char* h, Field f)
-      : name(n), help(h), set(std::move(f.set)), get(std::move(f.get)) {}
-  Flag(const char* n, const char* h, Setter s, Getter g = nullptr)
-      : name(n), help(h), set(std::move(s)), get(std::move(g)) {}
-};
-
-template <typename T>
-Field Int(T ServerConfig::*field, int64_t lo, int64_t hi) {
-  Setter set = [field, lo, hi](ServerConfig* c, const std::string& v) -> absl::Status {
-    int64_t n;
-    if (!absl::SimpleAtoi(v, &n) || n < lo || n > hi) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("expects an integer in [", lo, ", ", hi, "], got '", v, "'"));
-    }
-    c->*field = static_cast<T>(n);
-    return absl::OkStatus();
-  };
-  return {set, [field](const ServerConfig& c) { return absl::StrCat(c.*field); }};
-}
-
-Field HostPort(std::string ServerConfig::*field, bool allow_empty) {
-  Setter set = [field, allow_empty](ServerConfig* c, const std::string& v) -> absl::Status {
-    if (v.empty() && allow_empty) {
-      c->*field = "";
-      return absl::OkStatus();
-    }
-    const size_t colon = v.rfind(':');
-    int port;
-    if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(v.substr(colon + 1), &port) ||
-        port < 0 || port > 65535) {
-      return absl::InvalidArgumentError(absl::StrCat("expects HOST:PORT, got '", v, "'"));
-    }
-    c->*field = v;
-    return absl::OkStatus();
-  };
-  return {set, [field](const ServerConfig& c) { return c.*field; }};
-}
-
-// A file path; empty unsets it (so an empty GHOSTSERVE_* variable is "off").
-Field Path(std::string ServerConfig::*field) {
-  Setter set = [field](ServerConfig* c, const std::string& v) -> absl::Status {
-    c->*field = v;
-    return absl::OkStatus();
-  };
-  return {set, [field](const ServerConfig& c) { return (c.*field).empty() ? "off" : c.*field; }};
-}
-
-const std::vector<Flag>& Flags() {
-  static const auto* const kFlags = new std::vector<Flag>{
-      {"listen", "HOST:PORT for gRPC (Classifier, KServe v2, health, reflection)",
-       HostPort(&ServerConfig::listen, false)},
-      {"metrics-listen", "HOST:PORT for Prometheus GET /metrics; empty disables",
-       HostPort(&ServerConfig::metrics_listen, true)},
-      {"models",
-       "comma-separated built-in models to serve; 'none' serves only --model-config models",
-       [](ServerConfig* c, const std::string& v) -> absl::Status {
-         std::vector<std::string> names = absl::StrSplit(v, ',', absl::SkipEmpty());
-         if (v == "none")
-           names.clear();
-         else if (names.empty())
-           return absl::InvalidArgumentError("expects at least one model");
-         const std::vector<std::string> builtin = BuiltinModelNames();
-         for (const auto& n : names) {
-           if (std::find(builtin.begin(), builtin.end(), n) == builtin.end()) {
-             return absl::InvalidArgumentError(absl::StrCat(
-                 "unknown model '", n, "'; built-in models are ", absl::StrJoin(builtin, ", ")));
-           }
-         }
-         c->models = names;
-         return absl::OkStatus();
-       },
-       [](const ServerConfig& c) { return absl::StrJoin(c.models, ","); }},
-      {"model-config",
-       "model config file (JSON) of a custom GhostNet, or a directory of them; repeatable",
-       [](ServerConfig* c, const std::string& v) -> absl::Status {
-         if (v.empty()) return absl::InvalidArgumentError("expects a file or directory");
-         c->model_config_paths.push_back(v);
-         return absl::OkStatus();
-       }},
-      {"weights", "NAME=PATH: weights for a model (.pth zip or .safetensors); repeatable",
-       [](ServerConfig* c, const std::string& v) -> absl::Status {
-         const size_t eq = v.find('=');
-         if (eq == std::string::npos || eq == 0 || eq + 1 == v.size()) {
-           return absl::InvalidArgumentError(absl::StrCat("expects NAME=PATH, got '", v, "'"));
-         }
-         c->weights[v.substr(0, eq)] = v.substr(eq + 1);
-         return absl::OkStatus();
-       }},
-      {"max-batch-size", "largest batch per model", Int(&ServerConfig::max_batch_size, 1, 1024)},
-      {"max-batch-delay-us", "longest a request waits for its batch to fill, us",
-       Int(&ServerConfig::max_batch_delay_us, 0, 10'000'000)},
-      {"max-queue-size", "images waiting per model before UNAVAILABLE",
-       Int(&ServerConfig::max_queue_size, 1, 1'000'000)},
-      {"batch-workers", "threads forming batches, per model; 0 = --executors",
-       Int(&ServerConfig::batch_workers, 0, 64)},
-      {"executors", "forward passes that may run at once, shared by all models; 0 = CPUs available",
-       Int(&ServerConfig::executors, 0, 64)},
-      {"inference-threads", "LibTorch threads per executor; 0 = CPUs / executors",
-       Int(&ServerConfig::inference_threads, 0, 256)},
-      {"preprocess-threads", "image decoding threads; 0 = max(1, CPUs/2)",
-       Int(&ServerConfig::preprocess_threads, 0, 256)},
-      {"preprocess-queue", "images waiting for decoding before UNAVAILABLE",
-       Int(&ServerConfig::preprocess_queue, 1, 1'000'000)},
-      {"max-message-bytes", "largest request message; larger get RESOURCE_EXHAUSTED",
-       Int(&ServerConfig::max_message_bytes, 1024, 1 << 30)},
-      {"max-image-pixels", "largest declared width*height accepted",
-       Int(&ServerConfig::max_image_pixels, 1, int64_t{1} << 32)},
-      {"max-image-side", "largest declared width or height accepted",
-       Int(&ServerConfig::max_image_side, 1, 1 << 20)},
-      {"max-images-per-request", "most images in one KServe request",
-       Int(&ServerConfig::max_images_per_request, 1, 4096)},
-      {"drain-timeout-ms", "on SIGTERM, how long accepted requests may take to finish",
-       Int(&ServerConfig::drain_timeout_ms, 0, 3'600'000)},
-      {"seed", "seed of the untrained initialisation of models without weights",
-       Int(&ServerConfig::seed, 0, int64_t{1} << 62)},
-      {"tls-cert", "PEM certificate chain of the gRPC port; with --tls-key serves TLS only",
-       Path(&ServerConfig::tls_cert)},
-      {"tls-key", "PEM private key of --tls-cert", Path(&ServerConfig::tls_key)},
-      {"tls-client-ca",
-       "PEM CA certificates; clients must present a certificate they signed (mutual TLS; "
-       "needs --tls-cert)",
-       Path(&ServerConfig::tls_client_ca)},
-      {"auth-token-file",
-       "file whose contents (trailing whitespace stripped) every Classifier and KServe call "
-       "must send as 'authorization: Bearer <token>'; health and reflection stay open",
-       Path(&ServerConfig::auth_token_file)},
-      {"keepalive-time-ms", "server keepalive ping after this long without activity, ms",
-       Int(&ServerConfig::keepalive_time_ms, 10, 86'400'000)},
-      {"keepalive-timeout-ms",
-       "close a connection whose keepalive ping is not acknowledged within this, ms",
-       Int(&ServerConfig::keepalive_timeout_ms, 10, 3'600'000)},
-      {"keepalive-min-ping-interval-ms",
-       "client pings closer together than this (without data) are strikes, ms",
-       Int(&ServerConfig::keepalive_min_ping_interval_ms, 0, 86'400'000)},
-      {"keepalive-max-ping-strikes",
-       "strikes before GOAWAY too_many_pings closes the connection; 0 = unlimited",
-       Int(&ServerConfig::keepalive_max_ping_strikes, 0, 1000)},
-      {"max-concurrent-streams", "calls open at once on one connection",
-       Int(&ServerConfig::max_concurrent_streams, 1, 1'000'000)},
-      {"max-connection-age-ms",
-       "GOAWAY a connection this old (+-10% jitter) so clients re-resolve; 0 = never",
-       Int(&ServerConfig::max_connection_age_ms, 0, 2'000'000'000)},
-      {"max-connection-age-grace-ms", "how long calls of an aged-out connection may still run, ms",
-       Int(&ServerConfig::max_connection_age_grace_ms, 0, 2'000'000'000)},
-      {"max-connection-idle-ms", "close a connection with no calls for this long; 0 = never",
-       Int(&ServerConfig::max_connection_idle_ms, 0, 2'000'000'000)},
-      {"grpc-memory-bytes", "gRPC resource quota: memory its transport may hold; 0 = unlimited",
-       Int(&ServerConfig::grpc_memory_bytes, 0, int64_t{1} << 40)},
-      {"grpc-max-threads",
-       "gRPC resource quota: threads of its synchronous-API pool (reflection); 0 = unlimited, "
-       "else at least 2",
-       Int(&ServerConfig::grpc_max_threads, 0, 100'000)},
-  };
-  return *kFlags;
-}
-
-const Flag* FindFlag(const std::string& name) {
-  for (const auto& f : Flags()) {
-    if (name == f.name) return &f;
-  }
-  return nullptr;
-}
-
 std::string EnvName(const std::string& flag) {
   std::string e = "GHOSTSERVE_" + flag;
   for (char& ch : e) ch = ch == '-' ? '_' : absl::ascii_toupper(ch);
   return e;
 }
 
-absl::Status Apply(ServerConfig* c, const std::string& name, const std::string& value,
-                   const std::string& where) {
-  const Flag* f = FindFlag(name);
-  if (f == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": unknown option '", name, "'"));
+// Integers are decimal, as absl::SimpleAtoi reads them: the check rewrites the
+// value in canonical form, so CLI11 never reads "010" as octal or "0x10" as hex.
+CLI::Validator IntIn(int64_t lo, int64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& v) -> std::string {
+        int64_t n;
+        if (!absl::SimpleAtoi(v, &n) || n < lo || n > hi) {
+          return absl::StrCat("expects an integer in [", lo, ", ", hi, "], got '", v, "'");
+        }
+        v = absl::StrCat(n);
+        return "";
+      },
+      "");
+}
+
+CLI::Validator HostPort(bool allow_empty) {
+  return CLI::Validator(
+      [allow_empty](const std::string& v) -> std::string {
+        if (v.empty() && allow_empty) return "";
+        const size_t colon = v.rfind(':');
+        int port;
+        if (colon == std::string::npos || colon == 0 ||
+            !absl::SimpleAtoi(v.substr(colon + 1), &port) || port < 0 || port > 65535) {
+          return absl::StrCat("expects HOST:PORT, got '", v, "'");
+        }
+        return "";
+      },
+      "");
+}
+
+// --help in the layout ghostserve has always printed: each flag, its help,
+// its default and its environment variable.
+class UsageFormatter : public CLI::Formatter {
+ public:
+  std::string make_help(const CLI::App* app, std::string, CLI::AppFormatMode) const override {
+    std::string u = app->get_description();
+    for (const CLI::Option* o : app->get_options()) {
+      if (o->get_single_name() == "help") continue;
+      const std::string& def = o->get_default_str();
+      absl::StrAppend(&u, "  --", o->get_single_name(), " ", o->get_type_name(), "\n      ",
+                      o->get_description(), def.empty() ? "" : absl::StrCat(" [", def, "]"),
+                      " (env: ", EnvName(o->get_single_name()), ")\n");
+    }
+    return u;
   }
-  if (auto s = f->set(c, value); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": --", name, " ", s.message()));
+};
+
+// Every flag, declared once: name, help, where the value goes (its default
+// is what a default ServerConfig holds there) and its check. Parsing fills
+// `c` and `config_file`.
+std::unique_ptr<CLI::App> MakeApp(ServerConfig& c, std::string& config_file) {
+  auto app = std::make_unique<CLI::App>(
+      "usage: ghostserve [flags]\n\n"
+      "Serves GhostNet image classifiers over gRPC (ghostserve.v1.Classifier and the\n"
+      "KServe v2 protocol) with dynamic batching and Prometheus metrics.\n\n"
+      "Each flag may also come from the environment (GHOSTSERVE_<FLAG>, dashes as\n"
+      "underscores) or from a --config FILE of 'flag = value' lines. Precedence:\n"
+      "command line > environment > config file > default.\n\n");
+  app->formatter(std::make_shared<UsageFormatter>());
+  app->allow_extras();  // ParseConfig words the errors for unknown flags itself
+  app->option_defaults()->always_capture_default()->multi_option_policy(
+      CLI::MultiOptionPolicy::TakeLast);
+  // Thrown as soon as it is seen, so values later on the line are not checked.
+  app->set_help_flag();
+  app->add_flag_callback("-h,--help", [] { throw CLI::CallForHelp(); })->trigger_on_parse();
+  app->add_option("--config", config_file, "read flags from FILE")->type_name("FILE");
+
+  app->add_option("--listen", c.listen,
+                  "HOST:PORT for gRPC (Classifier, KServe v2, health, reflection)")
+      ->check(HostPort(false));
+  app->add_option("--metrics-listen", c.metrics_listen,
+                  "HOST:PORT for Prometheus GET /metrics; empty disables")
+      ->check(HostPort(true));
+  app->add_option("--models",
+                  "comma-separated built-in models to serve; 'none' serves only --model-config "
+                  "models")
+      ->default_str(absl::StrJoin(c.models, ","))
+      ->each([&c](const std::string& v) {
+        std::vector<std::string> names = absl::StrSplit(v, ',', absl::SkipEmpty());
+        if (v == "none")
+          names.clear();
+        else if (names.empty())
+          throw CLI::ValidationError("expects at least one model");
+        const std::vector<std::string> builtin = BuiltinModelNames();
+        for (const auto& n : names) {
+          if (std::find(builtin.begin(), builtin.end(), n) == builtin.end()) {
+            throw CLI::ValidationError(absl::StrCat("unknown model '", n, "'; built-in models are ",
+                                                    absl::StrJoin(builtin, ", ")));
+          }
+        }
+        c.models = names;
+      });
+  // Repeatable: every value counts, from the file, the environment and the
+  // command line alike.
+  app->add_option("--model-config",
+                  "model config file (JSON) of a custom GhostNet, or a directory of them; "
+                  "repeatable")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->each([&c](const std::string& v) {
+        if (v.empty()) throw CLI::ValidationError("expects a file or directory");
+        c.model_config_paths.push_back(v);
+      });
+  app->add_option("--weights",
+                  "NAME=PATH: weights for a model (.pth zip or .safetensors); repeatable")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->each([&c](const std::string& v) {
+        const size_t eq = v.find('=');
+        if (eq == std::string::npos || eq == 0 || eq + 1 == v.size()) {
+          throw CLI::ValidationError(absl::StrCat("expects NAME=PATH, got '", v, "'"));
+        }
+        c.weights[v.substr(0, eq)] = v.substr(eq + 1);
+      });
+  const auto int_flag = [&app](const char* name, auto& field, int64_t lo, int64_t hi,
+                               const char* help) {
+    app->add_option(name, field, help)->transform(IntIn(lo, hi));
+  };
+  int_flag("--max-batch-size", c.max_batch_size, 1, 1024, "largest batch per model");
+  int_flag("--max-batch-delay-us", c.max_batch_delay_us, 0, 10'000'000,
+           "longest a request waits for its batch to fill, us");
+  int_flag("--max-queue-size", c.max_queue_size, 1, 1'000'000,
+           "images waiting per model before UNAVAILABLE");
+  int_flag("--batch-workers", c.batch_workers, 0, 64,
+           "threads forming batches, per model; 0 = --executors");
+  int_flag("--executors", c.executors, 0, 64,
+           "forward passes that may run at once, shared by all models; 0 = CPUs available");
+  int_flag("--inference-threads", c.inference_threads, 0, 256,
+           "LibTorch threads per executor; 0 = CPUs / executors");
+  int_flag("--preprocess-threads", c.preprocess_threads, 0, 256,
+           "image decoding threads; 0 = max(1, CPUs/2)");
+  int_flag("--preprocess-queue", c.preprocess_queue, 1, 1'000'000,
+           "images waiting for decoding before UNAVAILABLE");
+  int_flag("--max-message-bytes", c.max_message_bytes, 1024, 1 << 30,
+           "largest request message; larger get RESOURCE_EXHAUSTED");
+  int_flag("--max-image-pixels", c.max_image_pixels, 1, int64_t{1} << 32,
+           "largest declared width*height accepted");
+  int_flag("--max-image-side", c.max_image_side, 1, 1 << 20,
+           "largest declared width or height accepted");
+  int_flag("--max-images-per-request", c.max_images_per_request, 1, 4096,
+           "most images in one KServe request");
+  int_flag("--drain-timeout-ms", c.drain_timeout_ms, 0, 3'600'000,
+           "on SIGTERM, how long accepted requests may take to finish");
+  int_flag("--seed", c.seed, 0, int64_t{1} << 62,
+           "seed of the untrained initialisation of models without weights");
+  // A file path; empty unsets it (so an empty GHOSTSERVE_* variable is "off").
+  const auto path_flag = [&app](const char* name, std::string& field, const char* help) {
+    app->add_option(name, field, help)->default_str("off");
+  };
+  path_flag("--tls-cert", c.tls_cert,
+            "PEM certificate chain of the gRPC port; with --tls-key serves TLS only");
+  path_flag("--tls-key", c.tls_key, "PEM private key of --tls-cert");
+  path_flag("--tls-client-ca", c.tls_client_ca,
+            "PEM CA certificates; clients must present a certificate they signed (mutual TLS; "
+            "needs --tls-cert)");
+  path_flag("--auth-token-file", c.auth_token_file,
+            "file whose contents (trailing whitespace stripped) every Classifier and KServe call "
+            "must send as 'authorization: Bearer <token>'; health and reflection stay open");
+  int_flag("--keepalive-time-ms", c.keepalive_time_ms, 10, 86'400'000,
+           "server keepalive ping after this long without activity, ms");
+  int_flag("--keepalive-timeout-ms", c.keepalive_timeout_ms, 10, 3'600'000,
+           "close a connection whose keepalive ping is not acknowledged within this, ms");
+  int_flag("--keepalive-min-ping-interval-ms", c.keepalive_min_ping_interval_ms, 0, 86'400'000,
+           "client pings closer together than this (without data) are strikes, ms");
+  int_flag("--keepalive-max-ping-strikes", c.keepalive_max_ping_strikes, 0, 1000,
+           "strikes before GOAWAY too_many_pings closes the connection; 0 = unlimited");
+  int_flag("--max-concurrent-streams", c.max_concurrent_streams, 1, 1'000'000,
+           "calls open at once on one connection");
+  int_flag("--max-connection-age-ms", c.max_connection_age_ms, 0, 2'000'000'000,
+           "GOAWAY a connection this old (+-10% jitter) so clients re-resolve; 0 = never");
+  int_flag("--max-connection-age-grace-ms", c.max_connection_age_grace_ms, 0, 2'000'000'000,
+           "how long calls of an aged-out connection may still run, ms");
+  int_flag("--max-connection-idle-ms", c.max_connection_idle_ms, 0, 2'000'000'000,
+           "close a connection with no calls for this long; 0 = never");
+  int_flag("--grpc-memory-bytes", c.grpc_memory_bytes, 0, int64_t{1} << 40,
+           "gRPC resource quota: memory its transport may hold; 0 = unlimited");
+  int_flag("--grpc-max-threads", c.grpc_max_threads, 0, 100'000,
+           "gRPC resource quota: threads of its synchronous-API pool (reflection); 0 = "
+           "unlimited, else at least 2");
+  for (CLI::Option* o : app->get_options()) {
+    if (o->get_type_name() != "FILE") o->type_name("VALUE");
+  }
+  return app;
+}
+
+// The flags a file or the environment may set: all but --config and --help.
+bool Settable(const CLI::Option* o) {
+  return o != nullptr && o->get_single_name() != "help" && o->get_single_name() != "config";
+}
+
+// CLI11 says "--flag: problem"; ghostserve's messages read "--flag problem".
+std::string Reword(std::string message) {
+  const size_t colon = message.find(": ");
+  if (absl::StartsWith(message, "--") && colon != std::string::npos &&
+      message.find(' ') == colon + 1) {
+    message.erase(colon, 1);
+  }
+  return message;
+}
+
+// Sets `o` from `values` (several for a repeatable flag), through the same
+// checks as the command line; errors start with `where`.
+absl::Status Apply(CLI::Option* o, const std::vector<std::string>& values,
+                   const std::string& where) {
+  try {
+    o->clear();
+    for (const std::string& v : values) o->add_result(v);
+    o->run_callback();
+  } catch (const CLI::Error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", Reword(e.what())));
   }
   return absl::OkStatus();
 }
 
 // Lines of "name = value" (or "name value"); '#' starts a comment; a name may
 // repeat where the flag is repeatable.
-absl::Status ApplyFile(ServerConfig* c, const std::string& path) {
+absl::Status ApplyFile(CLI::App& app, const std::string& path) {
   std::ifstream in(path);
   if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read config file ", path));
   std::string line;
@@ -230,19 +252,24 @@ absl::Status ApplyFile(ServerConfig* c, const std::string& path) {
     if (hash != std::string::npos) line.resize(hash);
     absl::string_view l = absl::StripAsciiWhitespace(line);
     if (l.empty()) continue;
+    const std::string where = absl::StrCat(path, ":", lineno);
     // The name ends at the first '=' or blank; values may contain '='
     // (weights = ghostnet_100=/models/w.pth, or weights ghostnet_100=...).
     size_t sep = l.find_first_of("= \t");
     if (sep == absl::string_view::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", lineno, ": expected 'name = value'"));
+      return absl::InvalidArgumentError(absl::StrCat(where, ": expected 'name = value'"));
     }
     std::string name(absl::StripAsciiWhitespace(l.substr(0, sep)));
     absl::string_view rest = absl::StripLeadingAsciiWhitespace(l.substr(sep));
     if (!rest.empty() && rest.front() == '=') rest.remove_prefix(1);
-    std::string value(absl::StripAsciiWhitespace(rest));
     if (absl::StartsWith(name, "--")) name = name.substr(2);
-    if (auto s = Apply(c, name, value, absl::StrCat(path, ":", lineno)); !s.ok()) return s;
+    CLI::Option* o = app.get_option_no_throw("--" + name);
+    if (!Settable(o)) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown option '", name, "'"));
+    }
+    if (auto s = Apply(o, {std::string(absl::StripAsciiWhitespace(rest))}, where); !s.ok()) {
+      return s;
+    }
   }
   return absl::OkStatus();
 }
@@ -345,74 +372,72 @@ absl::Status FinalizeSecurity(ServerConfig* c) {
 }  // namespace
 
 std::string Usage() {
-  std::string u =
-      "usage: ghostserve [flags]\n\n"
-      "Serves GhostNet image classifiers over gRPC (ghostserve.v1.Classifier and the\n"
-      "KServe v2 protocol) with dynamic batching and Prometheus metrics.\n\n"
-      "Each flag may also come from the environment (GHOSTSERVE_<FLAG>, dashes as\n"
-      "underscores) or from a --config FILE of 'flag = value' lines. Precedence:\n"
-      "command line > environment > config file > default.\n\n"
-      "  --config FILE\n      read flags from FILE (env: GHOSTSERVE_CONFIG)\n";
-  const ServerConfig defaults;
-  for (const auto& f : Flags()) {
-    const std::string def = f.get ? f.get(defaults) : "";
-    absl::StrAppend(&u, "  --", f.name, " VALUE\n      ", f.help,
-                    def.empty() && f.get == nullptr ? "" : absl::StrCat(" [", def, "]"),
-                    " (env: ", EnvName(f.name), ")\n");
-  }
-  return u;
+  ServerConfig defaults;
+  std::string config_file;
+  return MakeApp(defaults, config_file)->help();
 }
 
 absl::StatusOr<ServerConfig> ParseConfig(const std::vector<std::string>& args,
                                          const std::map<std::string, std::string>& env) {
-  // Split the command line first so --config can be applied before the rest.
-  std::vector<std::pair<std::string, std::string>> cli;
+  ServerConfig c;
   std::string config_file;
   if (auto it = env.find("GHOSTSERVE_CONFIG"); it != env.end()) config_file = it->second;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") return absl::CancelledError(Usage());
-    if (!absl::StartsWith(a, "--")) {
-      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", a, "'"));
-    }
-    std::string name = a.substr(2), value;
-    const size_t eq = name.find('=');
-    if (eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name.resize(eq);
-    } else {
-      if (i + 1 >= args.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
-      }
-      value = args[++i];
-    }
-    if (name == "config") {
-      config_file = value;
-      continue;
-    }
-    if (FindFlag(name) == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
-    }
-    cli.emplace_back(name, value);
+  std::unique_ptr<CLI::App> app = MakeApp(c, config_file);
+  // CLI11 takes the arguments last first. It would read "--flag=" as "--flag"
+  // with the next argument as its value; it means an empty value.
+  std::vector<std::string> reversed;
+  for (auto a = args.rbegin(); a != args.rend(); ++a) {
+    const bool empty_value = absl::StartsWith(*a, "--") && a->find('=') == a->size() - 1;
+    if (empty_value) reversed.emplace_back();
+    reversed.push_back(empty_value ? a->substr(0, a->size() - 1) : *a);
   }
-  ServerConfig c;
+  // 1. The command line alone, to find --config and --help and check it.
+  absl::Status error;
+  bool help = false;
+  try {
+    app->parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    help = true;
+  } catch (const CLI::ArgumentMismatch& e) {
+    const std::string what = e.what();
+    error =
+        absl::InvalidArgumentError(absl::StrCat(what.substr(0, what.find(':')), " needs a value"));
+  } catch (const CLI::Error& e) {
+    error = absl::InvalidArgumentError(absl::StrCat("command line: ", Reword(e.what())));
+  }
+  // An unknown flag or a stray argument is reported before anything after it.
+  if (!app->remaining().empty()) {
+    const std::string a = app->remaining().front();
+    return absl::InvalidArgumentError(
+        absl::StartsWith(a, "--")
+            ? absl::StrCat("unknown flag ", a.substr(0, a.find('=')), " (see --help)")
+            : absl::StrCat("unexpected argument '", a, "'"));
+  }
+  if (help) return absl::CancelledError(Usage());
+  if (!error.ok()) return error;
+  // 2. Layer by layer, each over the last: default < file < environment <
+  // command line. (CLI11's own config and environment handling would put the
+  // file over the environment.)
+  std::vector<std::pair<CLI::Option*, std::vector<std::string>>> command_line;
+  for (CLI::Option* o : app->get_options()) {
+    if (Settable(o) && o->count() > 0) command_line.emplace_back(o, o->results());
+  }
+  c = ServerConfig();
   if (!config_file.empty()) {
-    if (auto s = ApplyFile(&c, config_file); !s.ok()) return s;
+    if (auto s = ApplyFile(*app, config_file); !s.ok()) return s;
   }
-  for (const auto& f : Flags()) {
-    auto it = env.find(EnvName(f.name));
+  for (CLI::Option* o : app->get_options()) {
+    auto it = Settable(o) ? env.find(EnvName(o->get_single_name())) : env.end();
     if (it == env.end()) continue;
-    if (std::string(f.name) == "weights" || std::string(f.name) == "model-config") {
-      // Several values, comma-separated.
-      for (absl::string_view w : absl::StrSplit(it->second, ',', absl::SkipEmpty())) {
-        if (auto s = Apply(&c, f.name, std::string(w), EnvName(f.name)); !s.ok()) return s;
-      }
-      continue;
+    std::vector<std::string> values = {it->second};
+    // A repeatable flag takes several values, comma-separated.
+    if (o->get_multi_option_policy() == CLI::MultiOptionPolicy::TakeAll) {
+      values = absl::StrSplit(it->second, ',', absl::SkipEmpty());
     }
-    if (auto s = Apply(&c, f.name, it->second, EnvName(f.name)); !s.ok()) return s;
+    if (auto s = Apply(o, values, it->first); !s.ok()) return s;
   }
-  for (const auto& [name, value] : cli) {
-    if (auto s = Apply(&c, name, value, "command line"); !s.ok()) return s;
+  for (const auto& [o, values] : command_line) {
+    if (auto s = Apply(o, values, "command line"); !s.ok()) return s;
   }
   return c;
 }
