@@ -153,6 +153,7 @@ void Bench::RecordLocked(Clock::time_point at, const grpc::Status& status, const
     if (slot != nullptr) {
       latencies_ms_.push_back(Millis(at - slot->start));
       const pb::ClassifyResponse& r = slot->response;
+      result_.server_preprocess_wait_us += r.timing().preprocess_wait_us();
       result_.server_preprocess_us += r.timing().preprocess_us();
       result_.server_queue_us += r.timing().queue_us();
       result_.server_inference_us += r.timing().inference_us();
@@ -277,6 +278,7 @@ BenchResult Bench::Run() {
   result.images_per_second = result.successes / options_.duration_s;
   if (result.successes > 0) {
     const double n = static_cast<double>(result.successes);
+    result.server_preprocess_wait_us /= n;
     result.server_preprocess_us /= n;
     result.server_queue_us /= n;
     result.server_inference_us /= n;

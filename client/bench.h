@@ -90,6 +90,7 @@ struct BenchResult {
   // Of successful calls only: failures are often instant and would flatter.
   LatencySummary latency_ms;
   // Means over successful calls of the server's own Timing and batch size.
+  double server_preprocess_wait_us = 0;
   double server_preprocess_us = 0;
   double server_queue_us = 0;
   double server_inference_us = 0;

@@ -379,7 +379,8 @@ int Classify(const std::vector<std::string>& args) {
             out["model"] = response.model();
             out["request_id"] = response.request_id();
             out["batch_size"] = response.batch_size();
-            out["timing_us"] = {{"preprocess", t.preprocess_us()},
+            out["timing_us"] = {{"preprocess_wait", t.preprocess_wait_us()},
+                                {"preprocess", t.preprocess_us()},
                                 {"queue", t.queue_us()},
                                 {"inference", t.inference_us()},
                                 {"total", t.total_us()}};
@@ -402,11 +403,12 @@ int Classify(const std::vector<std::string>& args) {
           std::cout << file << "\n"
                     << absl::StrFormat(
                            "  model %s, batch size %u, request id %s\n"
-                           "  server ms: preprocess %.2f, queue %.2f, inference "
-                           "%.2f, total %.2f (round trip %.2f)\n",
+                           "  server ms: preprocess wait %.2f, preprocess %.2f, queue %.2f, "
+                           "inference %.2f, total %.2f (round trip %.2f)\n",
                            response.model(), response.batch_size(), response.request_id(),
-                           t.preprocess_us() / 1e3, t.queue_us() / 1e3, t.inference_us() / 1e3,
-                           t.total_us() / 1e3, round_trip_ms)
+                           t.preprocess_wait_us() / 1e3, t.preprocess_us() / 1e3,
+                           t.queue_us() / 1e3, t.inference_us() / 1e3, t.total_us() / 1e3,
+                           round_trip_ms)
                     << absl::StrFormat("  %4s  %5s  %-*s  %7s\n", "rank", "class", label_cols,
                                        "label", "score");
           int rank = 0;
@@ -436,7 +438,8 @@ Json BenchJson(const BenchOptions& options, const BenchResult& r, size_t files) 
   out["successes"] = r.successes;
   out["errors_by_code"] = Json::object();
   for (const auto& [code, n] : r.errors_by_code) out["errors_by_code"][code] = n;
-  out["server_timing_us_mean"] = {{"preprocess", r.server_preprocess_us},
+  out["server_timing_us_mean"] = {{"preprocess_wait", r.server_preprocess_wait_us},
+                                  {"preprocess", r.server_preprocess_us},
                                   {"queue", r.server_queue_us},
                                   {"inference", r.server_inference_us},
                                   {"total", r.server_total_us}};
@@ -467,11 +470,11 @@ void PrintBenchTable(const BenchOptions& options, const BenchResult& r) {
   if (r.latency_ms.count > 0) {
     std::cout << absl::StrFormat(
         "latency ms  p50 %.2f  p90 %.2f  p99 %.2f  max %.2f  (mean %.2f)\n"
-        "server ms   preprocess %.2f  queue %.2f  inference %.2f  total %.2f"
+        "server ms   preprocess wait %.2f  preprocess %.2f  queue %.2f  inference %.2f  total %.2f"
         "  (mean batch size %.1f)\n",
         r.latency_ms.p50, r.latency_ms.p90, r.latency_ms.p99, r.latency_ms.max, r.latency_ms.mean,
-        r.server_preprocess_us / 1e3, r.server_queue_us / 1e3, r.server_inference_us / 1e3,
-        r.server_total_us / 1e3, r.batch_size);
+        r.server_preprocess_wait_us / 1e3, r.server_preprocess_us / 1e3, r.server_queue_us / 1e3,
+        r.server_inference_us / 1e3, r.server_total_us / 1e3, r.batch_size);
   } else {
     std::cout << "latency ms  no successful calls\n";
   }

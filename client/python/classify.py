@@ -62,7 +62,8 @@ def classify(channel, pb, pb_grpc, path, image, model, top_k, timeout):
         "model": response.model,
         "request_id": response.request_id,
         "batch_size": response.batch_size,
-        "timing_us": {"preprocess": response.timing.preprocess_us, "queue": response.timing.queue_us,
+        "timing_us": {"preprocess_wait": response.timing.preprocess_wait_us,
+                      "preprocess": response.timing.preprocess_us, "queue": response.timing.queue_us,
                       "inference": response.timing.inference_us, "total": response.timing.total_us},
         "predictions": [{"class_index": p.class_index, "label": p.label, "score": p.score}
                         for p in response.predictions],

@@ -147,7 +147,8 @@ std::unique_ptr<CLI::App> MakeApp(ServerConfig& c, std::string& config_file) {
   int_flag("--max-batch-delay-us", c.max_batch_delay_us, 0, 10'000'000,
            "longest a request waits for its batch to fill, us");
   int_flag("--max-queue-size", c.max_queue_size, 1, 1'000'000,
-           "images waiting per model before UNAVAILABLE");
+           "images per model accepted and waiting (for decoding or a batch) before "
+           "UNAVAILABLE on arrival");
   int_flag("--batch-workers", c.batch_workers, 0, 64,
            "threads forming batches, per model; 0 = --executors");
   int_flag("--executors", c.executors, 0, 64,
@@ -160,6 +161,9 @@ std::unique_ptr<CLI::App> MakeApp(ServerConfig& c, std::string& config_file) {
            "images waiting for decoding before UNAVAILABLE");
   int_flag("--max-message-bytes", c.max_message_bytes, 1024, 1 << 30,
            "largest request message; larger get RESOURCE_EXHAUSTED");
+  int_flag("--max-input-bytes", c.max_input_bytes, 1024, int64_t{1} << 40,
+           "bytes of images (encoded, or tensors) all accepted requests may hold; beyond it "
+           "UNAVAILABLE on arrival");
   int_flag("--max-image-pixels", c.max_image_pixels, 1, int64_t{1} << 32,
            "largest declared width*height accepted");
   int_flag("--max-image-side", c.max_image_side, 1, 1 << 20,
@@ -477,6 +481,11 @@ absl::Status Finalize(ServerConfig* c, int cpus) {
                        "', which is not served (served: ", absl::StrJoin(served, ","), ")"));
     }
   }
+  if (c->max_input_bytes < c->max_message_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-input-bytes ", c->max_input_bytes, " is below --max-message-bytes ",
+                     c->max_message_bytes, ": a largest request could never be accepted"));
+  }
   if (auto s = FinalizeSecurity(c); !s.ok()) return s;
   // Throughput first: one single-threaded forward pass per CPU (no OpenMP
   // barriers to stall when decoding or gRPC preempts a thread). On 2 CPUs
@@ -535,6 +544,7 @@ core::CoreOptions CoreOptionsFrom(const ServerConfig& c) {
   o.intra_op_threads = c.inference_threads;
   o.preprocess_threads = c.preprocess_threads;
   o.preprocess_queue = c.preprocess_queue;
+  o.max_input_bytes = c.max_input_bytes;
   o.limits.max_bytes = static_cast<size_t>(c.max_message_bytes);
   o.limits.max_pixels = c.max_image_pixels;
   o.limits.max_side = c.max_image_side;

@@ -36,6 +36,7 @@ struct ServerConfig {
   int preprocess_threads = 0;  // 0 = max(1, CPUs / 2)
   int preprocess_queue = 512;
   int max_message_bytes = 16 << 20;
+  int64_t max_input_bytes = int64_t{256} << 20;
   int64_t max_image_pixels = 40'000'000;
   int64_t max_image_side = 16384;
   int max_images_per_request = 64;

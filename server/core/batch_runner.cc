@@ -66,8 +66,12 @@ void RunBatch(Servable& servable, std::vector<std::unique_ptr<ImageTask>> tasks,
     }
     const int64_t queue_us = start - task.enqueue_us;
     if (metrics != nullptr) metrics->queue_seconds->Observe(queue_us * 1e-6);
-    task.call->ImageSucceeded(task.index, logits.data() + i * classes, n, task.preprocess_us,
-                              queue_us, end - start);
+    Timing timing;
+    timing.preprocess_wait_us = task.preprocess_wait_us;
+    timing.preprocess_us = task.preprocess_us;
+    timing.queue_us = queue_us;
+    timing.inference_us = end - start;
+    task.call->ImageSucceeded(task.index, logits.data() + i * classes, n, timing);
   }
 }
 

@@ -31,10 +31,12 @@ bool InflightTracker::WaitIdle(int64_t timeout_us) {
                            [this] { return count_.load() == 0; });
 }
 
-CallState::CallState(ServableUse servable, InferDone done, std::function<bool()> is_cancelled,
-                     int images, int64_t top_k, int64_t start_us, int64_t deadline_us,
-                     batcher::Clock* clock, InflightTracker* inflight)
+CallState::CallState(ServableUse servable, AdmissionTicket ticket, InferDone done,
+                     std::function<bool()> is_cancelled, int images, int64_t top_k,
+                     int64_t start_us, int64_t deadline_us, batcher::Clock* clock,
+                     InflightTracker* inflight)
     : servable_(std::move(servable)),
+      ticket_(std::move(ticket)),
       done_(std::move(done)),
       is_cancelled_(std::move(is_cancelled)),
       top_k_(top_k),
@@ -54,15 +56,16 @@ void CallState::ImageFailed(const absl::Status& status) {
 }
 
 void CallState::ImageSucceeded(int index, const float* logits, int batch_size,
-                               int64_t preprocess_us, int64_t queue_us, int64_t inference_us) {
+                               const Timing& timing) {
   const int64_t classes = servable_->num_classes();
   std::memcpy(logits_.data() + index * classes, logits, classes * sizeof(float));
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (batch_size_ == 0) batch_size_ = batch_size;
-    timing_.preprocess_us = std::max(timing_.preprocess_us, preprocess_us);
-    timing_.queue_us = std::max(timing_.queue_us, queue_us);
-    timing_.inference_us = std::max(timing_.inference_us, inference_us);
+    timing_.preprocess_wait_us = std::max(timing_.preprocess_wait_us, timing.preprocess_wait_us);
+    timing_.preprocess_us = std::max(timing_.preprocess_us, timing.preprocess_us);
+    timing_.queue_us = std::max(timing_.queue_us, timing.queue_us);
+    timing_.inference_us = std::max(timing_.inference_us, timing.inference_us);
   }
   ImageDone();
 }
@@ -92,6 +95,7 @@ void CallState::ImageDone() {
     }
   }
   result.timing.total_us = clock_->NowMicros() - start_us_;
+  ticket_.Release();
   inflight_->Answering();
   if (error.ok()) {
     done(std::move(result));

@@ -13,6 +13,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "server/batcher/clock.h"
+#include "server/core/admission.h"
 #include "server/core/request.h"
 #include "server/core/servable.h"
 
@@ -51,15 +52,17 @@ class InflightTracker {
 class CallState {
  public:
   // `clock` and `inflight` are borrowed and outlive every request; the call
-  // has already been counted in `inflight` (Begin).
-  CallState(ServableUse servable, InferDone done, std::function<bool()> is_cancelled, int images,
-            int64_t top_k, int64_t start_us, int64_t deadline_us, batcher::Clock* clock,
-            InflightTracker* inflight);
+  // has already been counted in `inflight` (Begin). `ticket` is released
+  // just before the answer goes out.
+  CallState(ServableUse servable, AdmissionTicket ticket, InferDone done,
+            std::function<bool()> is_cancelled, int images, int64_t top_k, int64_t start_us,
+            int64_t deadline_us, batcher::Clock* clock, InflightTracker* inflight);
   CallState(const CallState&) = delete;
   CallState& operator=(const CallState&) = delete;
 
   Servable& servable() const { return *servable_.get(); }
   int64_t deadline_us() const { return deadline_us_; }
+  int64_t start_us() const { return start_us_; }
   batcher::Clock& clock() const { return *clock_; }
   bool Expired(int64_t now_us) const { return deadline_us_ != 0 && now_us >= deadline_us_; }
   bool Cancelled() const { return is_cancelled_ && is_cancelled_(); }
@@ -68,14 +71,14 @@ class CallState {
   bool CallerGone() const { return !Expired(clock_->NowMicros()) && Cancelled(); }
 
   void ImageFailed(const absl::Status& status);
-  // `logits` holds the image's num_classes values.
-  void ImageSucceeded(int index, const float* logits, int batch_size, int64_t preprocess_us,
-                      int64_t queue_us, int64_t inference_us);
+  // `logits` holds the image's num_classes values; `timing` its own parts.
+  void ImageSucceeded(int index, const float* logits, int batch_size, const Timing& timing);
 
  private:
   void ImageDone();
 
   ServableUse servable_;
+  AdmissionTicket ticket_;
   InferDone done_;
   const std::function<bool()> is_cancelled_;
   const int64_t top_k_;

@@ -19,6 +19,7 @@ struct ImageTask : batcher::BatchTask {
   int index = 0;
   // Where the preprocessed image is; keeps the slab alive until answered.
   SlabRow row;
+  int64_t preprocess_wait_us = 0;
   int64_t preprocess_us = 0;
 
   // Images in rows of one slab may share a batch.

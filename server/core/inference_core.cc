@@ -16,39 +16,31 @@ absl::Status Draining() {
   return absl::UnavailableError("server is draining; retry on another replica");
 }
 
+// Bytes of input the request's message holds for the core.
+int64_t InputBytes(const InferRequest& request) {
+  if (request.tensor.data != nullptr) {
+    int64_t values = 1;
+    for (int64_t d : request.tensor.shape) values *= d;  // validated: fits
+    return values * static_cast<int64_t>(sizeof(float));
+  }
+  int64_t bytes = 0;
+  for (std::string_view image : request.encoded) bytes += static_cast<int64_t>(image.size());
+  return bytes;
+}
+
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
 }  // namespace
 
-absl::Status CoreOptions::Validate() const {
-  if (auto s = batching.Validate(); !s.ok()) return s;
-  if (preprocess_threads < 1 || preprocess_threads > 256) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("preprocess threads must be in [1, 256], got ", preprocess_threads));
-  }
-  if (preprocess_queue < 1) return absl::InvalidArgumentError("preprocess queue must be >= 1");
-  if (executors < 1 || executors > 64) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("inference executors must be in [1, 64], got ", executors));
-  }
-  if (intra_op_threads < 0 || intra_op_threads > 256) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("inference threads must be in [0, 256], got ", intra_op_threads));
-  }
-  if (max_images_per_request < 1) {
-    return absl::InvalidArgumentError("max images per request must be >= 1");
-  }
-  return absl::OkStatus();
-}
-
 InferenceCore::InferenceCore(const CoreOptions& options, batcher::Clock* clock,
                              metrics::ServerMetrics* metrics)
     : options_(options),
       clock_(clock),
       metrics_(metrics),
-      inflight_(metrics != nullptr ? metrics->inflight() : nullptr) {}
+      inflight_(metrics != nullptr ? metrics->inflight() : nullptr),
+      admission_(options.max_input_bytes, metrics) {}
 
 absl::StatusOr<std::unique_ptr<InferenceCore>> InferenceCore::Create(
     const CoreOptions& options, batcher::Clock* clock, metrics::ServerMetrics* metrics,
@@ -176,15 +168,21 @@ absl::Status InferenceCore::Validate(const InferRequest& request, const Servable
 }
 
 void InferenceCore::Infer(InferRequest request, InferDone done) {
-  if (!accepting_) return done(Draining());
+  if (!accepting_) {
+    if (metrics_ != nullptr) metrics_->CountRefusal(request.model, "draining");
+    return done(Draining());
+  }
   auto use = registry_->Acquire(request.model);
   if (!use.ok()) return done(use.status());
   if (auto s = Validate(request, *use->get()); !s.ok()) return done(s);
   const int n = static_cast<int>(request.images());
+  // Before any work: a refused request is never decoded.
+  auto ticket = admission_.Admit(*use->get(), n, InputBytes(request));
+  if (!ticket.ok()) return done(ticket.status());
   inflight_.Begin();
   auto call = std::make_shared<CallState>(
-      std::move(*use), std::move(done), std::move(request.is_cancelled), n, request.top_k,
-      clock_->NowMicros(), request.deadline_us, clock_, &inflight_);
+      std::move(*use), std::move(*ticket), std::move(done), std::move(request.is_cancelled), n,
+      request.top_k, clock_->NowMicros(), request.deadline_us, clock_, &inflight_);
   // Re-checked after counting: a drain that began since the check at the top
   // either sees this request in WaitIdle or is seen here.
   if (!accepting_) {
@@ -207,6 +205,7 @@ void InferenceCore::StartPreprocessing(const std::shared_ptr<CallState>& call, i
   if (!preprocess_pool_->TrySchedule(
           [this, call, index, encoded] { Preprocess(call, index, encoded); })) {
     s.EndPreprocessing();
+    if (metrics_ != nullptr) metrics_->CountRefusal(s.name(), "preprocess_queue");
     call->ImageFailed(absl::UnavailableError("preprocessing queue is full; retry later"));
   }
 }
@@ -229,6 +228,11 @@ void InferenceCore::Preprocess(std::shared_ptr<CallState> call, int index,
     return;
   }
   const int64_t t0 = clock_->NowMicros();
+  const int64_t wait_us = t0 - call->start_us();
+  if (s.metrics() != nullptr) {
+    s.metrics()->preprocess_wait_seconds->Observe(wait_us * 1e-6);
+    s.metrics()->decodes->Increment();
+  }
   SlabRow row = s.ReserveRow();
   const absl::Status st = s.Preprocess(encoded, row.data());
   const int64_t t1 = clock_->NowMicros();
@@ -241,7 +245,7 @@ void InferenceCore::Preprocess(std::shared_ptr<CallState> call, int index,
   // No wake-up here: the Submit that follows wakes the batcher with the
   // image already queued.
   s.EndPreprocessing(/*wake=*/false);
-  Submit(std::move(call), index, std::move(row), t1 - t0);
+  Submit(std::move(call), index, std::move(row), wait_us, t1 - t0);
 }
 
 void InferenceCore::SubmitTensor(const std::shared_ptr<CallState>& call, int index,
@@ -254,17 +258,18 @@ void InferenceCore::SubmitTensor(const std::shared_ptr<CallState>& call, int ind
   const int64_t floats = s.image_floats();
   CopyChwToHwc(static_cast<const char*>(images) + index * floats * sizeof(float), shape[0],
                shape[1] * shape[2], row.data());
-  Submit(call, index, std::move(row), 0);
+  Submit(call, index, std::move(row), 0, 0);
 }
 
 void InferenceCore::Submit(std::shared_ptr<CallState> call, int index, SlabRow row,
-                           int64_t preprocess_us) {
+                           int64_t preprocess_wait_us, int64_t preprocess_us) {
   Servable& s = call->servable();
   auto task = std::make_unique<ImageTask>();
   task->deadline_us = call->deadline_us();
   task->call = std::move(call);
   task->index = index;
   task->row = std::move(row);
+  task->preprocess_wait_us = preprocess_wait_us;
   task->preprocess_us = preprocess_us;
   // Keeps the servable alive through this function once the task is queued.
   const std::shared_ptr<CallState> keep = task->call;

@@ -25,7 +25,9 @@
 #include "absl/status/statusor.h"
 #include "server/batcher/batcher.h"
 #include "server/batcher/clock.h"
+#include "server/core/admission.h"
 #include "server/core/call_state.h"
+#include "server/core/core_options.h"
 #include "server/core/inference_executor.h"
 #include "server/core/model.h"
 #include "server/core/request.h"
@@ -33,31 +35,8 @@
 #include "server/core/servable_registry.h"
 #include "server/core/thread_pool.h"
 #include "server/metrics/metrics.h"
-#include "server/preprocess/image_decode.h"
 
 namespace ghostserve::core {
-
-struct CoreOptions {
-  // Per-model batching; `name` is replaced by the model's name.
-  batcher::BatcherOptions batching;
-  // Threads decoding and preprocessing images (shared by all models).
-  int preprocess_threads = 1;
-  // Images waiting for a preprocessing thread; beyond it requests are refused
-  // with UNAVAILABLE.
-  int preprocess_queue = 512;
-  preprocess::ImageLimits limits;
-  // Threads running forward passes, shared by all models (see
-  // InferenceExecutor). executors * intra_op_threads should not exceed the
-  // CPUs, or OpenMP stops spinning and inference slows down.
-  int executors = 1;
-  // Intra-op (OpenMP) threads per executor; 0 = CPUs available. Applied by
-  // the executor thread start function the engine passes to Create.
-  int intra_op_threads = 0;
-  // Most images one request may carry (KServe batches).
-  int max_images_per_request = 64;
-
-  absl::Status Validate() const;
-};
 
 // Thread-safe. Infer never blocks on inference.
 class InferenceCore {
@@ -117,13 +96,15 @@ class InferenceCore {
   void Preprocess(std::shared_ptr<CallState> call, int index, std::string_view encoded);
   // Image `index` of the request's [N, C, H, W] tensor `images`.
   void SubmitTensor(const std::shared_ptr<CallState>& call, int index, const void* images);
-  void Submit(std::shared_ptr<CallState> call, int index, SlabRow row, int64_t preprocess_us);
+  void Submit(std::shared_ptr<CallState> call, int index, SlabRow row, int64_t preprocess_wait_us,
+              int64_t preprocess_us);
   absl::Status Warm(Servable& servable);
 
   const CoreOptions options_;
   batcher::Clock* const clock_;
   metrics::ServerMetrics* const metrics_;
   InflightTracker inflight_;
+  Admission admission_;
   std::atomic<bool> ready_{false};
   std::atomic<bool> accepting_{true};
   std::unique_ptr<InferenceExecutor> executor_;

@@ -49,6 +49,8 @@ struct InferRequest {
 
 // Microseconds. For several images, the largest over them.
 struct Timing {
+  // Accepted, waiting for a preprocessing thread.
+  int64_t preprocess_wait_us = 0;
   int64_t preprocess_us = 0;
   int64_t queue_us = 0;
   int64_t inference_us = 0;

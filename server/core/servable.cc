@@ -32,6 +32,10 @@ absl::StatusOr<std::unique_ptr<Servable>> Servable::Create(
   batcher::BatcherOptions bo = batching;
   bo.name = s->name();
   if (auto st = bo.Validate(); !st.ok()) return st;
+  // Admission bounds the images from arrival, so the batch queue itself
+  // never refuses an admitted image.
+  s->image_budget_ = bo.max_queue_size + bo.max_batch_size * bo.num_workers;
+  bo.max_queue_size = s->image_budget_;
   s->slabs_ = std::make_unique<SlabAllocator>(bo.max_batch_size, s->image_floats());
   Servable* raw = s.get();
   auto batcher = batcher::Batcher<ImageTask>::Create(
@@ -56,6 +60,20 @@ int64_t Servable::image_floats() const {
 
 void Servable::EndPreprocessing(bool wake) {
   if (preprocessing_.fetch_sub(1) == 1 && wake) batcher_->Poke();
+}
+
+bool Servable::TryAdmit(int images) {
+  int admitted = admitted_.load();
+  do {
+    if (admitted + images > image_budget_) return false;
+  } while (!admitted_.compare_exchange_weak(admitted, admitted + images));
+  if (metrics_ != nullptr) metrics_->admitted_images->Increment(images);
+  return true;
+}
+
+void Servable::Unadmit(int images) {
+  admitted_.fetch_sub(images);
+  if (metrics_ != nullptr) metrics_->admitted_images->Decrement(images);
 }
 
 void Servable::AddUse() {

@@ -81,6 +81,15 @@ class Servable {
   // there are none.
   void WaitUnused();
 
+  // The admission budget (admission.h): images accepted and not yet
+  // answered, at most batching.max_queue_size waiting plus the batches
+  // running (max_batch_size * num_workers). TryAdmit takes `images` of it
+  // all or nothing.
+  bool TryAdmit(int images);
+  void Unadmit(int images);
+  int admitted() const { return admitted_.load(); }
+  int image_budget() const { return image_budget_; }
+
  private:
   friend class ServableUse;
   Servable() = default;
@@ -91,6 +100,8 @@ class Servable {
   std::unique_ptr<Model> model_;
   metrics::ModelMetrics* metrics_ = nullptr;
   std::atomic<int> preprocessing_{0};
+  int image_budget_ = 0;
+  std::atomic<int> admitted_{0};
   std::mutex use_mu_;
   std::condition_variable unused_cv_;
   int uses_ ABSL_GUARDED_BY(use_mu_) = 0;

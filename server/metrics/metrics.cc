@@ -78,6 +78,31 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
                     .Name("ghostserve_batch_size")
                     .Help("Images per executed batch.")
                     .Register(*registry);
+  auto& wait = prometheus::BuildHistogram()
+                   .Name("ghostserve_preprocess_wait_seconds")
+                   .Help("Time an image waited for a preprocessing thread after it was accepted.")
+                   .Register(*registry);
+  auto& decodes = prometheus::BuildCounter()
+                      .Name("ghostserve_decodes_total")
+                      .Help("Encoded images handed to the decoder.")
+                      .Register(*registry);
+  auto& admitted = prometheus::BuildGauge()
+                       .Name("ghostserve_admitted_images")
+                       .Help(
+                           "Images accepted and not yet answered, per model (the admission "
+                           "budget's use).")
+                       .Register(*registry);
+  refusals_ = &prometheus::BuildCounter()
+                   .Name("ghostserve_refusals_total")
+                   .Help("Requests refused before any work, by reason.")
+                   .Register(*registry);
+  held_bytes_ = &prometheus::BuildGauge()
+                     .Name("ghostserve_held_input_bytes")
+                     .Help(
+                         "Bytes of request inputs (encoded images, tensors) held by accepted "
+                         "requests (the byte budget's use).")
+                     .Register(*registry)
+                     .Add({});
   auto& depth = prometheus::BuildGauge()
                     .Name("ghostserve_queue_depth")
                     .Help("Images waiting in the model's batch queue.")
@@ -101,6 +126,9 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
     m.preprocess_seconds = &preprocess.Add(labels, LatencyBuckets());
     m.inference_seconds = &inference.Add(labels, LatencyBuckets());
     m.batch_size = &batch.Add(labels, BatchSizeBuckets());
+    m.preprocess_wait_seconds = &wait.Add(labels, LatencyBuckets());
+    m.decodes = &decodes.Add(labels);
+    m.admitted_images = &admitted.Add(labels);
     m.queue_depth = &depth.Add(labels);
     m.weight_bytes = &weights.Add(labels);
     models_[name] = m;
@@ -117,6 +145,11 @@ void ServerMetrics::RecordRequest(const std::string& model, const std::string& c
                                   double seconds) {
   CountRequest(model, code);
   ForModel(model)->request_seconds->Observe(seconds);
+}
+
+void ServerMetrics::CountRefusal(const std::string& model, const std::string& reason) {
+  const std::string label = models_.count(model) ? model : "unknown";
+  refusals_->Add({{"model", label}, {"reason", reason}}).Increment();
 }
 
 void ServerMetrics::CountRequest(const std::string& model, const std::string& code) {

@@ -25,6 +25,9 @@ struct ModelMetrics {
   prometheus::Histogram* preprocess_seconds = nullptr;
   prometheus::Histogram* inference_seconds = nullptr;  // per batch
   prometheus::Histogram* batch_size = nullptr;
+  prometheus::Histogram* preprocess_wait_seconds = nullptr;
+  prometheus::Counter* decodes = nullptr;
+  prometheus::Gauge* admitted_images = nullptr;
   prometheus::Gauge* queue_depth = nullptr;
   prometheus::Gauge* weight_bytes = nullptr;
 };
@@ -43,14 +46,20 @@ class ServerMetrics {
   // Counts one finished inference request and observes its latency: what
   // every front-end records once per call.
   void RecordRequest(const std::string& model, const std::string& code, double seconds);
+  // Counts a request refused on arrival. `reason` is one of a fixed set:
+  // draining, model_budget, byte_budget, preprocess_queue, batch_queue.
+  void CountRefusal(const std::string& model, const std::string& reason);
   prometheus::Gauge* inflight() { return inflight_; }
+  prometheus::Gauge* held_bytes() { return held_bytes_; }
 
   static const std::vector<double>& LatencyBuckets();
   static const std::vector<double>& BatchSizeBuckets();
 
  private:
   prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Counter>* refusals_;
   prometheus::Gauge* inflight_;
+  prometheus::Gauge* held_bytes_;
   std::map<std::string, ModelMetrics> models_;  // fixed after construction
 };
 

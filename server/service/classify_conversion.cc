@@ -28,6 +28,7 @@ v1::ClassifyResponse ToClassify(const v1::ClassifyRequest& request,
   response.set_request_id(request.request_id());
   response.set_batch_size(static_cast<uint32_t>(result.batch_size));
   auto* t = response.mutable_timing();
+  t->set_preprocess_wait_us(static_cast<uint64_t>(result.timing.preprocess_wait_us));
   t->set_preprocess_us(static_cast<uint64_t>(result.timing.preprocess_us));
   t->set_queue_us(static_cast<uint64_t>(result.timing.queue_us));
   t->set_inference_us(static_cast<uint64_t>(result.timing.inference_us));

@@ -654,6 +654,18 @@ TEST_F(QueueFullTest, OverflowIsUnavailableAndEveryCallIsAnswered) {
   EXPECT_GE(ok, 1);
   EXPECT_GE(unavailable, 1);
   EXPECT_EQ(ok + unavailable, kCalls);
+  // Refused calls were never decoded, and each refusal is counted by reason.
+  std::map<std::string, double> m = ScrapeMetrics();
+  const std::string model = "{model=\"" + std::string(kBig) + "\"}";
+  EXPECT_EQ(m["ghostserve_decodes_total" + model], ok);
+  double refusals = 0;
+  for (const char* reason : {"model_budget", "byte_budget", "preprocess_queue"}) {
+    refusals += m["ghostserve_refusals_total{model=\"" + std::string(kBig) + "\",reason=\"" +
+                  reason + "\"}"];
+  }
+  EXPECT_EQ(refusals, unavailable);
+  EXPECT_EQ(m["ghostserve_admitted_images" + model], 0);
+  EXPECT_EQ(m["ghostserve_held_input_bytes"], 0);
   // Refusals are momentary: once the queue drains the server serves again.
   ExpectServes(kBig, "coffee.jpg");
 }

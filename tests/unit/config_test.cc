@@ -41,6 +41,7 @@ const char* const kAllFlags[] = {
     "preprocess-threads",
     "preprocess-queue",
     "max-message-bytes",
+    "max-input-bytes",
     "max-image-pixels",
     "max-image-side",
     "max-images-per-request",
@@ -243,6 +244,7 @@ TEST(ConfigTest, SetsEveryIntegerFlag) {
       "--preprocess-threads=4",
       "--preprocess-queue=77",
       "--max-message-bytes=2048",
+      "--max-input-bytes=1099511627776",
       "--max-image-pixels=1000000",
       "--max-image-side=2000",
       "--max-images-per-request=5",
@@ -258,6 +260,7 @@ TEST(ConfigTest, SetsEveryIntegerFlag) {
   EXPECT_EQ(c.preprocess_threads, 4);
   EXPECT_EQ(c.preprocess_queue, 77);
   EXPECT_EQ(c.max_message_bytes, 2048);
+  EXPECT_EQ(c.max_input_bytes, int64_t{1} << 40);
   EXPECT_EQ(c.max_image_pixels, 1'000'000);
   EXPECT_EQ(c.max_image_side, 2000);
   EXPECT_EQ(c.max_images_per_request, 5);
@@ -364,6 +367,7 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
       {"GHOSTSERVE_PREPROCESS_THREADS", "7"},
       {"GHOSTSERVE_PREPROCESS_QUEUE", "8"},
       {"GHOSTSERVE_MAX_MESSAGE_BYTES", "4096"},
+      {"GHOSTSERVE_MAX_INPUT_BYTES", "8192"},
       {"GHOSTSERVE_MAX_IMAGE_PIXELS", "10"},
       {"GHOSTSERVE_MAX_IMAGE_SIDE", "11"},
       {"GHOSTSERVE_MAX_IMAGES_PER_REQUEST", "12"},
@@ -400,6 +404,7 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
   EXPECT_EQ(c.preprocess_threads, 7);
   EXPECT_EQ(c.preprocess_queue, 8);
   EXPECT_EQ(c.max_message_bytes, 4096);
+  EXPECT_EQ(c.max_input_bytes, 8192);
   EXPECT_EQ(c.max_image_pixels, 10);
   EXPECT_EQ(c.max_image_side, 11);
   EXPECT_EQ(c.max_images_per_request, 12);
@@ -567,7 +572,8 @@ TEST(ConfigTest, CoreOptionsFromCopiesBatchingAndLimits) {
   ServerConfig c = ParseOk({"--max-batch-size=4", "--max-batch-delay-us=100", "--max-queue-size=9",
                             "--batch-workers=2", "--executors=2", "--max-message-bytes=4096",
                             "--max-image-pixels=5000", "--max-image-side=300",
-                            "--max-images-per-request=3", "--preprocess-queue=11"});
+                            "--max-images-per-request=3", "--preprocess-queue=11",
+                            "--max-input-bytes=8192"});
   ASSERT_TRUE(Finalize(&c, 2).ok());
   const core::CoreOptions o = CoreOptionsFrom(c);
   EXPECT_EQ(o.batching.max_batch_size, 4);
@@ -582,7 +588,15 @@ TEST(ConfigTest, CoreOptionsFromCopiesBatchingAndLimits) {
   EXPECT_EQ(o.limits.max_pixels, 5000);
   EXPECT_EQ(o.limits.max_side, 300);
   EXPECT_EQ(o.max_images_per_request, 3);
+  EXPECT_EQ(o.max_input_bytes, 8192);
   EXPECT_TRUE(o.Validate().ok()) << o.Validate();
+}
+
+TEST(ConfigTest, InputByteBudgetMustHoldTheLargestMessage) {
+  ServerConfig c = ParseOk({"--max-message-bytes=4096", "--max-input-bytes=2048"});
+  const absl::Status s = Finalize(&c, 2);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("--max-input-bytes 2048 is below --max-message-bytes 4096"));
 }
 
 }  // namespace

@@ -115,7 +115,7 @@ class InferenceCoreTest : public ::testing::Test {
  protected:
   void Start(int max_batch = 4, int64_t max_delay_us = kLongDelayUs, int max_queue = 64,
              int preprocess_queue = 64) {
-    CoreOptions o;
+    CoreOptions& o = options_;
     o.batching.max_batch_size = max_batch;
     o.batching.max_delay_us = max_delay_us;
     o.batching.max_queue_size = max_queue;
@@ -177,6 +177,8 @@ class InferenceCoreTest : public ::testing::Test {
     }
   }
 
+  // Start() sets the batching fields; a test may set others first.
+  CoreOptions options_;
   batcher::FakeClock clock_;
   FakeModelControl model_;
   FakePreprocessor preprocessor_;
@@ -299,6 +301,44 @@ TEST_F(InferenceCoreTest, CancelledWhileQueuedNeverRuns) {
   EXPECT_THAT(Batches(), ElementsAre(1));
 }
 
+TEST_F(InferenceCoreTest, OverTheModelBudgetIsRefusedOnArrivalAndNeverDecoded) {
+  // Budget: 1 waiting + 1 running batch of 1.
+  Start(/*max_batch=*/1, kLongDelayUs, /*max_queue=*/1);
+  preprocessor_.Hold();
+  auto decoding = Send("1");
+  ASSERT_TRUE(preprocessor_.WaitForWaiting(1));
+  auto waiting = Send("2");  // waits for the preprocessing thread
+  auto refused = Send("3");
+  ASSERT_TRUE(refused->Ready()) << "refused on the caller's thread, at once";
+  const auto r = refused->Get();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(
+      r.status().message(),
+      HasSubstr("model m queue is full (2 images accepted and not yet answered, budget 2)"));
+  preprocessor_.Release();
+  ExpectLogits(decoding->Get(), {1});
+  ExpectLogits(waiting->Get(), {2});
+  EXPECT_EQ(preprocessor_.calls(), 2) << "the refused image was decoded";
+  // Answers give the budget back.
+  ExpectLogits(Send("4")->Get(), {4});
+}
+
+TEST_F(InferenceCoreTest, OverTheByteBudgetIsRefusedOnArrivalAndNeverDecoded) {
+  options_.max_input_bytes = 5;
+  Start();
+  preprocessor_.Hold();
+  auto held = Send("1234");  // 4 bytes held until answered
+  ASSERT_TRUE(preprocessor_.WaitForWaiting(1));
+  const auto r = Send("56")->Get();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(r.status().message(), HasSubstr("server holds 4 bytes of request inputs"));
+  auto fits = Send("7");
+  preprocessor_.Release();
+  ExpectLogits(held->Get(), {1234});
+  ExpectLogits(fits->Get(), {7});
+  EXPECT_EQ(preprocessor_.calls(), 2);
+}
+
 TEST_F(InferenceCoreTest, FullBatchQueueRefusesWithUnavailable) {
   Start(/*max_batch=*/1, kLongDelayUs, /*max_queue=*/1);
   model_.Hold();
@@ -306,7 +346,7 @@ TEST_F(InferenceCoreTest, FullBatchQueueRefusesWithUnavailable) {
   ASSERT_TRUE(model_.WaitForStarted(warmup_forwards_ + 1));
   auto queued = Send("2");
   auto refused = Send("3");
-  const auto& r = refused->Get();
+  const auto r = refused->Get();
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(r.status().message(), HasSubstr("queue is full"));
   model_.Release();
@@ -378,14 +418,29 @@ TEST_F(InferenceCoreTest, DrainRefusesNewWorkAndFinishesAccepted) {
   ExpectLogits(queued->Get(), {2});
 }
 
-TEST_F(InferenceCoreTest, TimingAddsUpOnTheClock) {
+TEST_F(InferenceCoreTest, TimingPartsAddUpToTheTotal) {
   Start(/*max_batch=*/1);
   model_.SetLatency(&clock_, 500);
-  const auto& r = Send("1")->Get();
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->timing.inference_us, 500);
-  EXPECT_EQ(r->timing.total_us, 500);
-  EXPECT_EQ(r->batch_size, 1);
+  preprocessor_.Hold();
+  auto first = Send("1");
+  ASSERT_TRUE(preprocessor_.WaitForWaiting(1));
+  auto second = Send("2");  // waits for the one preprocessing thread
+  clock_.Advance(300);
+  preprocessor_.Release();
+  const auto a = first->Get(), b = second->Get();
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->timing.preprocess_wait_us, 0);
+  EXPECT_EQ(a->timing.preprocess_us, 300);
+  EXPECT_EQ(a->timing.inference_us, 500);
+  // At least the 300 us the first held the thread (more if the first's
+  // batch ran, advancing the clock, before the thread came free).
+  EXPECT_GE(b->timing.preprocess_wait_us, 300);
+  EXPECT_EQ(b->timing.inference_us, 500);
+  for (const auto* r : {&*a, &*b}) {
+    const Timing& t = r->timing;
+    EXPECT_EQ(t.preprocess_wait_us + t.preprocess_us + t.queue_us + t.inference_us, t.total_us);
+    EXPECT_EQ(r->batch_size, 1);
+  }
 }
 
 TEST_F(InferenceCoreTest, ValidationHasOneMessagePerCondition) {
