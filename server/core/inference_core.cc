@@ -213,8 +213,8 @@ void InferenceCore::StartPreprocessing(const std::shared_ptr<CallState>& call, i
 void InferenceCore::Preprocess(std::shared_ptr<CallState> call, int index,
                                std::string_view encoded) {
   Servable& s = call->servable();
-  // Each early exit leaves the "more coming" count first, so the batcher
-  // never waits for an image that is not coming. Deadline before
+  // Each early exit leaves the "more coming" count, so the batcher never
+  // waits for an image that is not coming. Deadline before
   // cancellation: gRPC cancels expired calls too, and those should be
   // reported as DEADLINE_EXCEEDED.
   if (call->Expired(clock_->NowMicros())) {
@@ -242,10 +242,10 @@ void InferenceCore::Preprocess(std::shared_ptr<CallState> call, int index,
     call->ImageFailed(st);
     return;
   }
-  // No wake-up here: the Submit that follows wakes the batcher with the
-  // image already queued.
-  s.EndPreprocessing(/*wake=*/false);
-  Submit(std::move(call), index, std::move(row), wait_us, t1 - t0);
+  // Counted as coming until it is queued, so a batch never leaves without
+  // it in the moment between; `call` keeps the servable alive until then.
+  Submit(call, index, std::move(row), wait_us, t1 - t0);
+  s.EndPreprocessing();
 }
 
 void InferenceCore::SubmitTensor(const std::shared_ptr<CallState>& call, int index,

@@ -58,8 +58,8 @@ int64_t Servable::image_floats() const {
          spec_.preprocess.crop_size;
 }
 
-void Servable::EndPreprocessing(bool wake) {
-  if (preprocessing_.fetch_sub(1) == 1 && wake) batcher_->Poke();
+void Servable::EndPreprocessing() {
+  if (preprocessing_.fetch_sub(1) == 1) batcher_->Poke();
 }
 
 bool Servable::TryAdmit(int images) {

@@ -73,9 +73,9 @@ class Servable {
 
   // Images of this servable being preprocessed: the batcher's hint that a
   // partial batch may still grow. EndPreprocessing wakes the batcher when the
-  // last one ends, unless the caller is about to Submit (which wakes it).
+  // last one ends.
   void BeginPreprocessing() { preprocessing_.fetch_add(1); }
-  void EndPreprocessing(bool wake = true);
+  void EndPreprocessing();
 
   // Requests using this servable (see ServableUse). WaitUnused blocks until
   // there are none.
