@@ -2,6 +2,7 @@
 #ifndef GHOSTSERVE_SERVER_BATCHER_BATCHER_H_
 #define GHOSTSERVE_SERVER_BATCHER_BATCHER_H_
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -37,6 +38,9 @@ struct BatchTask {
   int64_t deadline_us = 0;
   // Set by the batcher when the task is accepted.
   int64_t enqueue_us = 0;
+  // 0 = normal, 1 = high: queued ahead of every normal task (FIFO within a
+  // level).
+  int priority = 0;
 
   // Tasks of different groups never share a batch (a batch is a run of
   // consecutive same-group tasks). The serving core groups images that were
@@ -59,6 +63,10 @@ struct BatcherOptions {
   int num_workers = 1;
   // Name used in thread-facing messages.
   std::string name = "model";
+  // Optional: predicted run time of a batch of n tasks, in microseconds. When
+  // set, a partial batch also leaves as soon as waiting longer would make
+  // the earliest deadline among its tasks unreachable.
+  std::function<int64_t(int n)> predict_batch_us;
 
   absl::Status Validate() const;
 };
@@ -114,6 +122,9 @@ class Batcher {
   Batcher(const BatcherOptions& options, Clock* clock, ProcessBatchFn<Task> process,
           MoreComingFn more_coming);
   void WorkerLoop(const std::function<void()>& on_start);
+  // When the batch at the front must leave: its oldest task's max delay, or
+  // earlier if its earliest deadline needs it (predict_batch_us).
+  int64_t DueLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const BatcherOptions options_;
   Clock* const clock_;
@@ -122,7 +133,9 @@ class Batcher {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  // High-priority tasks first (the first high_count_), then normal ones.
   std::deque<std::unique_ptr<Task>> queue_ ABSL_GUARDED_BY(mu_);
+  size_t high_count_ ABSL_GUARDED_BY(mu_) = 0;
   int running_ ABSL_GUARDED_BY(mu_) = 0;
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
@@ -181,7 +194,11 @@ absl::Status Batcher<Task>::Submit(std::unique_ptr<Task>* task) {
                                                  " waiting); retry later"));
     }
     (*task)->enqueue_us = clock_->NowMicros();
-    queue_.push_back(std::move(*task));
+    if ((*task)->priority > 0) {
+      queue_.insert(queue_.begin() + static_cast<std::ptrdiff_t>(high_count_++), std::move(*task));
+    } else {
+      queue_.push_back(std::move(*task));
+    }
   }
   cv_.notify_one();
   return absl::OkStatus();
@@ -212,6 +229,28 @@ int Batcher<Task>::Outstanding() const {
 }
 
 template <typename Task>
+int64_t Batcher<Task>::DueLocked() const {
+  // Each level is FIFO, so the oldest task heads one of them.
+  int64_t oldest = queue_.front()->enqueue_us;
+  if (high_count_ > 0 && high_count_ < queue_.size()) {
+    oldest = std::min(oldest, queue_[high_count_]->enqueue_us);
+  }
+  int64_t due = oldest + options_.max_delay_us;
+  if (options_.predict_batch_us) {
+    const size_t n = std::min(queue_.size(), static_cast<size_t>(options_.max_batch_size));
+    int64_t earliest = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t d = queue_[i]->deadline_us;
+      if (d != 0 && (earliest == 0 || d < earliest)) earliest = d;
+    }
+    if (earliest != 0) {
+      due = std::min(due, earliest - options_.predict_batch_us(static_cast<int>(n)));
+    }
+  }
+  return due;
+}
+
+template <typename Task>
 void Batcher<Task>::WorkerLoop(const std::function<void()>& on_start) {
   if (on_start) on_start();
   const size_t max_batch = static_cast<size_t>(options_.max_batch_size);
@@ -226,14 +265,16 @@ void Batcher<Task>::WorkerLoop(const std::function<void()>& on_start) {
           continue;
         }
         // Full batch, shutting down, the oldest task has waited long enough,
-        // or nothing else is on its way: take a batch now.
-        const int64_t due = queue_.front()->enqueue_us + options_.max_delay_us;
+        // a deadline would be missed by waiting longer, or nothing else is
+        // on its way: take a batch now.
+        const int64_t due = DueLocked();
         if (queue_.size() >= max_batch || stop_ || clock_->NowMicros() >= due) break;
         if (more_coming_ && !more_coming_()) break;
         clock_->WaitUntil(lock, cv_, due);
       }
       const int64_t group = queue_.front()->group();
       while (!queue_.empty() && batch.size() < max_batch && queue_.front()->group() == group) {
+        if (high_count_ > 0) --high_count_;
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }

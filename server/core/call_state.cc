@@ -32,7 +32,7 @@ bool InflightTracker::WaitIdle(int64_t timeout_us) {
 }
 
 CallState::CallState(ServableUse servable, AdmissionTicket ticket, InferDone done,
-                     std::function<bool()> is_cancelled, int images, int64_t top_k,
+                     std::function<bool()> is_cancelled, int images, int64_t top_k, int priority,
                      int64_t start_us, int64_t deadline_us, batcher::Clock* clock,
                      InflightTracker* inflight)
     : servable_(std::move(servable)),
@@ -40,6 +40,7 @@ CallState::CallState(ServableUse servable, AdmissionTicket ticket, InferDone don
       done_(std::move(done)),
       is_cancelled_(std::move(is_cancelled)),
       top_k_(top_k),
+      priority_(priority),
       start_us_(start_us),
       deadline_us_(deadline_us),
       clock_(clock),

@@ -55,14 +55,16 @@ class CallState {
   // has already been counted in `inflight` (Begin). `ticket` is released
   // just before the answer goes out.
   CallState(ServableUse servable, AdmissionTicket ticket, InferDone done,
-            std::function<bool()> is_cancelled, int images, int64_t top_k, int64_t start_us,
-            int64_t deadline_us, batcher::Clock* clock, InflightTracker* inflight);
+            std::function<bool()> is_cancelled, int images, int64_t top_k, int priority,
+            int64_t start_us, int64_t deadline_us, batcher::Clock* clock,
+            InflightTracker* inflight);
   CallState(const CallState&) = delete;
   CallState& operator=(const CallState&) = delete;
 
   Servable& servable() const { return *servable_.get(); }
   int64_t deadline_us() const { return deadline_us_; }
   int64_t start_us() const { return start_us_; }
+  int priority() const { return priority_; }
   batcher::Clock& clock() const { return *clock_; }
   bool Expired(int64_t now_us) const { return deadline_us_ != 0 && now_us >= deadline_us_; }
   bool Cancelled() const { return is_cancelled_ && is_cancelled_(); }
@@ -82,6 +84,7 @@ class CallState {
   InferDone done_;
   const std::function<bool()> is_cancelled_;
   const int64_t top_k_;
+  const int priority_;
   const int64_t start_us_;
   const int64_t deadline_us_;
   batcher::Clock* const clock_;

@@ -106,9 +106,13 @@ absl::Status InferenceCore::Warm(Servable& servable) {
     std::memset(zeros.row(0), 0, sizeof(float) * rows * servable.image_floats());
     std::vector<float> logits(static_cast<size_t>(rows * servable.num_classes()));
     absl::Status local;
+    // Twice: first-call allocations and kernel selection; the second pass
+    // seeds the batch cost model.
     for (int i = 0; i < 2 && local.ok(); ++i) {
       for (int n = 1; n <= rows && local.ok(); n *= 2) {
+        const int64_t start = clock_->NowMicros();
         local = servable.model().Forward(zeros.row(0), n, shape[1], shape[2], logits.data());
+        if (i == 1 && local.ok()) servable.costs().ObserveBatch(n, clock_->NowMicros() - start);
       }
     }
     std::lock_guard<std::mutex> lock(mu);
@@ -167,6 +171,33 @@ absl::Status InferenceCore::Validate(const InferRequest& request, const Servable
   return absl::OkStatus();
 }
 
+absl::Status InferenceCore::CheckDeadline(const InferRequest& request,
+                                          const Servable& servable) const {
+  if (request.deadline_us == 0) return absl::OkStatus();
+  const CostModel& costs = servable.costs();
+  const int n = static_cast<int>(request.images());
+  // This request's decoding, spread over the preprocessing threads...
+  int64_t decode_us = 0;
+  for (std::string_view image : request.encoded) {
+    decode_us += costs.PreprocessUs(CostModel::FormatOf(image), static_cast<int64_t>(image.size()));
+  }
+  decode_us /= std::min(n, options_.preprocess_threads);
+  // ...then the batches of this model ahead of it and its own, on the
+  // executors. Other models' work is not counted.
+  const int max_batch = servable.max_batch_size();
+  const int images = servable.admitted() + n;
+  const int64_t batches = (images + max_batch - 1) / max_batch;
+  const int64_t infer_us =
+      batches * costs.BatchUs(std::min(images, max_batch)) / options_.executors;
+  const int64_t left_us = request.deadline_us - clock_->NowMicros();
+  if (decode_us + infer_us <= left_us) return absl::OkStatus();
+  if (metrics_ != nullptr) metrics_->CountRefusal(servable.name(), "deadline");
+  return absl::DeadlineExceededError(
+      absl::StrCat("deadline cannot be met: about ", (decode_us + infer_us) / 1000.0,
+                   " ms of work for model ", servable.name(), " before this request is answered, ",
+                   std::max<int64_t>(left_us, 0) / 1000.0, " ms left"));
+}
+
 void InferenceCore::Infer(InferRequest request, InferDone done) {
   if (!accepting_) {
     if (metrics_ != nullptr) metrics_->CountRefusal(request.model, "draining");
@@ -177,12 +208,14 @@ void InferenceCore::Infer(InferRequest request, InferDone done) {
   if (auto s = Validate(request, *use->get()); !s.ok()) return done(s);
   const int n = static_cast<int>(request.images());
   // Before any work: a refused request is never decoded.
+  if (auto s = CheckDeadline(request, *use->get()); !s.ok()) return done(s);
   auto ticket = admission_.Admit(*use->get(), n, InputBytes(request));
   if (!ticket.ok()) return done(ticket.status());
   inflight_.Begin();
-  auto call = std::make_shared<CallState>(
-      std::move(*use), std::move(*ticket), std::move(done), std::move(request.is_cancelled), n,
-      request.top_k, clock_->NowMicros(), request.deadline_us, clock_, &inflight_);
+  auto call = std::make_shared<CallState>(std::move(*use), std::move(*ticket), std::move(done),
+                                          std::move(request.is_cancelled), n, request.top_k,
+                                          request.priority, clock_->NowMicros(),
+                                          request.deadline_us, clock_, &inflight_);
   // Re-checked after counting: a drain that began since the check at the top
   // either sees this request in WaitIdle or is seen here.
   if (!accepting_) {
@@ -236,6 +269,10 @@ void InferenceCore::Preprocess(std::shared_ptr<CallState> call, int index,
   SlabRow row = s.ReserveRow();
   const absl::Status st = s.Preprocess(encoded, row.data());
   const int64_t t1 = clock_->NowMicros();
+  if (st.ok()) {
+    s.costs().ObservePreprocess(CostModel::FormatOf(encoded), static_cast<int64_t>(encoded.size()),
+                                t1 - t0);
+  }
   if (s.metrics() != nullptr) s.metrics()->preprocess_seconds->Observe((t1 - t0) * 1e-6);
   if (!st.ok()) {
     s.EndPreprocessing();
@@ -266,6 +303,7 @@ void InferenceCore::Submit(std::shared_ptr<CallState> call, int index, SlabRow r
   Servable& s = call->servable();
   auto task = std::make_unique<ImageTask>();
   task->deadline_us = call->deadline_us();
+  task->priority = call->priority();
   task->call = std::move(call);
   task->index = index;
   task->row = std::move(row);

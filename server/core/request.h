@@ -40,6 +40,8 @@ struct InferRequest {
   // when the model has fewer classes).
   int64_t top_k = 0;
   static constexpr int64_t kTopKDefault = -1;
+  // 1 = high: batched ahead of every normal (0) image of the same model.
+  int priority = 0;
 
   int64_t images() const {
     return tensor.data != nullptr ? (tensor.shape.empty() ? 0 : tensor.shape[0])

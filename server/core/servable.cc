@@ -36,8 +36,10 @@ absl::StatusOr<std::unique_ptr<Servable>> Servable::Create(
   // never refuses an admitted image.
   s->image_budget_ = bo.max_queue_size + bo.max_batch_size * bo.num_workers;
   bo.max_queue_size = s->image_budget_;
+  s->costs_ = std::make_unique<CostModel>(bo.max_batch_size);
   s->slabs_ = std::make_unique<SlabAllocator>(bo.max_batch_size, s->image_floats());
   Servable* raw = s.get();
+  bo.predict_batch_us = [raw](int n) { return raw->costs().BatchUs(n); };
   auto batcher = batcher::Batcher<ImageTask>::Create(
       bo, clock,
       [raw, dispatch = std::move(dispatch)](std::vector<std::unique_ptr<ImageTask>> tasks) {

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "server/batcher/batcher.h"
 #include "server/batcher/clock.h"
+#include "server/core/cost_model.h"
 #include "server/core/image_task.h"
 #include "server/core/model.h"
 #include "server/core/slab.h"
@@ -90,6 +91,9 @@ class Servable {
   int admitted() const { return admitted_.load(); }
   int image_budget() const { return image_budget_; }
 
+  // Batch and preprocessing costs, learned from this servable's own work.
+  CostModel& costs() const { return *costs_; }
+
  private:
   friend class ServableUse;
   Servable() = default;
@@ -106,6 +110,7 @@ class Servable {
   std::condition_variable unused_cv_;
   int uses_ ABSL_GUARDED_BY(use_mu_) = 0;
   std::unique_ptr<SlabAllocator> slabs_;
+  std::unique_ptr<CostModel> costs_;
   // Last: destroyed first, so its threads are joined while the rest lives.
   std::unique_ptr<batcher::Batcher<ImageTask>> batcher_;
 };

@@ -18,6 +18,7 @@ absl::StatusOr<core::InferRequest> FromClassify(const v1::ClassifyRequest& reque
   infer.model = request.model();
   infer.encoded.push_back(request.image());
   infer.top_k = request.top_k() == 0 ? core::InferRequest::kTopKDefault : request.top_k();
+  infer.priority = request.priority() == v1::PRIORITY_HIGH ? 1 : 0;
   return infer;
 }
 

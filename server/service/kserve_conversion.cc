@@ -122,6 +122,15 @@ absl::StatusOr<KServeCall> FromKServe(const inference::ModelInferRequest& reques
   }
   call.request.model = request.model_name();
   call.request.version = request.model_version();
+  // Triton's convention: priority 1 is the highest level; 0 (or absent)
+  // means the default, here the normal level.
+  if (auto p = request.parameters().find("priority"); p != request.parameters().end()) {
+    if (p->second.parameter_choice_case() != inference::InferParameter::kInt64Param) {
+      return absl::InvalidArgumentError("parameter 'priority' must be an int64");
+    }
+    const int64_t level = p->second.int64_param();
+    call.request.priority = level == 1 ? 1 : 0;
+  }
   const std::string& datatype = request.inputs(0).datatype();
   absl::Status parsed;
   if (datatype == "FP32") {

@@ -58,6 +58,11 @@ class FakeModelControl {
     std::lock_guard<std::mutex> lock(mu_);
     return batch_sizes_;
   }
+  // The first value of the first image of every batch, in run order.
+  std::vector<float> batch_firsts() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return batch_firsts_;
+  }
   int started() const {
     std::lock_guard<std::mutex> lock(mu_);
     return started_;
@@ -68,6 +73,7 @@ class FakeModelControl {
     std::unique_lock<std::mutex> lock(mu_);
     ++started_;
     batch_sizes_.push_back(n);
+    batch_firsts_.push_back(images[0]);
     cv_.notify_all();
     cv_.wait(lock, [this] { return open_; });
     if (clock_ != nullptr) clock_->Advance(latency_us_);
@@ -89,6 +95,7 @@ class FakeModelControl {
   int64_t latency_us_ = 0;
   int started_ = 0;
   std::vector<int> batch_sizes_;
+  std::vector<float> batch_firsts_;
 };
 
 class FakeModel : public Model {

@@ -597,6 +597,14 @@ TEST_F(ErrorTest, TopKAboveClassesIsInvalidArgument) {
   EXPECT_EQ(r.predictions_size(), kTinyClasses);
 }
 
+TEST_F(ErrorTest, HighPriorityRequestIsServedLikeAnyOther) {
+  ClassifyRequest req = Request(kBig, "chelsea.jpg", 3);
+  req.set_priority(v1::PRIORITY_HIGH);
+  ClassifyResponse r;
+  ASSERT_TRUE(Classify(req, &r).ok());
+  ExpectPredictionsMatch(r, Expected(kBig, "chelsea.jpg"), Servable(kBig).labels(), 3, "high");
+}
+
 TEST_F(ErrorTest, OverlongRequestIdIsInvalidArgument) {
   ClassifyResponse r;
   EXPECT_EQ(Classify(Request(kBig, "chelsea.jpg", 5, std::string(129, 'x')), &r).error_code(),
@@ -1006,6 +1014,19 @@ TEST_F(KServeInferTest, BytesContentsGiveInProcessLogits) {
   // Only the requested output.
   ASSERT_EQ(r.outputs_size(), 1);
   ExpectLogitsMatch(Output(r, "logits"), ExpectedBatch(kBig, images));
+}
+
+TEST_F(KServeInferTest, PriorityParameterIsAcceptedAsTritonSpellsIt) {
+  inference::ModelInferRequest req = Base(kBig, "BYTES", {1});
+  req.mutable_inputs(0)->mutable_contents()->add_bytes_contents(Image("coffee.jpg"));
+  req.add_outputs()->set_name("logits");
+  (*req.mutable_parameters())["priority"].set_int64_param(1);
+  inference::ModelInferResponse r;
+  const grpc::Status s = Infer(req, &r);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ExpectLogitsMatch(Output(r, "logits"), ExpectedBatch(kBig, {"coffee.jpg"}));
+  (*req.mutable_parameters())["priority"].set_string_param("high");
+  EXPECT_EQ(Infer(req, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(KServeInferTest, RawLengthPrefixedBytesGiveInProcessLogits) {

@@ -149,10 +149,11 @@ class InferenceCoreTest : public ::testing::Test {
   // One encoded image (see FakePreprocessor).
   std::shared_ptr<Answer> Send(const std::string& image, int64_t deadline_us = 0,
                                std::function<bool()> cancelled = nullptr,
-                               const std::string& model = "m") {
+                               const std::string& model = "m", int priority = 0) {
     images_.push_back(std::make_unique<std::string>(image));
     InferRequest r;
     r.model = model;
+    r.priority = priority;
     r.encoded.push_back(*images_.back());
     r.deadline_us = deadline_us;
     r.is_cancelled = std::move(cancelled);
@@ -441,6 +442,48 @@ TEST_F(InferenceCoreTest, TimingPartsAddUpToTheTotal) {
     EXPECT_EQ(t.preprocess_wait_us + t.preprocess_us + t.queue_us + t.inference_us, t.total_us);
     EXPECT_EQ(r->batch_size, 1);
   }
+}
+
+TEST_F(InferenceCoreTest, HighPriorityRunsAheadOfNormalWaitingImages) {
+  Start(/*max_batch=*/1);
+  model_.Hold();
+  auto running = Send("1");
+  ASSERT_TRUE(model_.WaitForStarted(warmup_forwards_ + 1));
+  auto b = Send("2"), c = Send("3");
+  auto high = Send("4", 0, nullptr, "m", /*priority=*/1);
+  auto high2 = Send("5", 0, nullptr, "m", /*priority=*/1);
+  model_.Release();
+  for (auto* a : {&running, &b, &c, &high, &high2}) ASSERT_TRUE((*a)->Get().ok());
+  const auto firsts = model_.batch_firsts();
+  EXPECT_THAT(std::vector<float>(firsts.begin() + warmup_forwards_, firsts.end()),
+              ElementsAre(1, 4, 5, 2, 3));
+}
+
+TEST_F(InferenceCoreTest, UnreachableDeadlineIsRefusedOnArrivalAndNeverDecoded) {
+  // Warm-up teaches the core that a batch takes 500 us.
+  model_.SetLatency(&clock_, 500);
+  Start(/*max_batch=*/1);
+  const auto r = Send("1", clock_.NowMicros() + 100)->Get();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(r.status().message(), HasSubstr("deadline cannot be met"));
+  EXPECT_EQ(preprocessor_.calls(), 0);
+  ExpectLogits(Send("2", clock_.NowMicros() + 10'000)->Get(), {2});
+}
+
+TEST_F(InferenceCoreTest, PartialBatchLeavesEarlyToMeetItsDeadline) {
+  model_.SetLatency(&clock_, 500);
+  Start(/*max_batch=*/4);
+  preprocessor_.HoldImage("9");  // more is coming: only a deadline can cut the batch
+  preprocessor_.Hold();
+  auto urgent = Send("1", clock_.NowMicros() + 2000);
+  auto held = Send("9");
+  preprocessor_.Release();
+  // Due at deadline - predicted batch time (500 us): 1500 us from now, long
+  // before the 10 s max delay.
+  clock_.Advance(1500);
+  ExpectLogits(urgent->Get(), {1});
+  preprocessor_.ReleaseImage();
+  ExpectLogits(held->Get(), {9});
 }
 
 TEST_F(InferenceCoreTest, ValidationHasOneMessagePerCondition) {
