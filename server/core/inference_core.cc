@@ -6,30 +6,14 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "server/core/batch_runner.h"
+#include "server/core/request_checks.h"
 
 namespace ghostserve::core {
 namespace {
 
 absl::Status Draining() {
   return absl::UnavailableError("server is draining; retry on another replica");
-}
-
-// Bytes of input the request's message holds for the core.
-int64_t InputBytes(const InferRequest& request) {
-  if (request.tensor.data != nullptr) {
-    int64_t values = 1;
-    for (int64_t d : request.tensor.shape) values *= d;  // validated: fits
-    return values * static_cast<int64_t>(sizeof(float));
-  }
-  int64_t bytes = 0;
-  for (std::string_view image : request.encoded) bytes += static_cast<int64_t>(image.size());
-  return bytes;
-}
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
 }  // namespace
@@ -133,71 +117,6 @@ absl::Status InferenceCore::Warmup() {
   return absl::OkStatus();
 }
 
-absl::Status InferenceCore::Validate(const InferRequest& request, const Servable& servable) const {
-  const std::string& model = servable.name();
-  if (!request.version.empty() && request.version != "1") {
-    return absl::NotFoundError(absl::StrCat("model ", model, " has only version 1"));
-  }
-  const int64_t n = request.images();
-  if (n <= 0) return absl::InvalidArgumentError("request carries no image");
-  if (n > options_.max_images_per_request) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "request carries ", n, " images; the limit is ", options_.max_images_per_request));
-  }
-  if (request.top_k > servable.num_classes() ||
-      (request.top_k < 0 && request.top_k != InferRequest::kTopKDefault)) {
-    return absl::InvalidArgumentError(absl::StrCat("top_k ", request.top_k, " exceeds the ",
-                                                   servable.num_classes(), " classes of model ",
-                                                   model));
-  }
-  if (request.tensor.data != nullptr) {
-    std::vector<int64_t> want = servable.input_shape();
-    want.insert(want.begin(), n);
-    if (request.tensor.shape != want) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input tensor has shape ", ShapeString(request.tensor.shape), "; model ", model,
-          " takes float [N, ", absl::StrJoin(servable.input_shape(), ", "), "]"));
-    }
-    return absl::OkStatus();
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    const std::string_view img = request.encoded[static_cast<size_t>(i)];
-    if (img.empty()) return absl::InvalidArgumentError(absl::StrCat("image ", i, " is empty"));
-    if (img.size() > options_.limits.max_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "image ", i, " is ", img.size(), " bytes; the limit is ", options_.limits.max_bytes));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status InferenceCore::CheckDeadline(const InferRequest& request,
-                                          const Servable& servable) const {
-  if (request.deadline_us == 0) return absl::OkStatus();
-  const CostModel& costs = servable.costs();
-  const int n = static_cast<int>(request.images());
-  // This request's decoding, spread over the preprocessing threads...
-  int64_t decode_us = 0;
-  for (std::string_view image : request.encoded) {
-    decode_us += costs.PreprocessUs(CostModel::FormatOf(image), static_cast<int64_t>(image.size()));
-  }
-  decode_us /= std::min(n, options_.preprocess_threads);
-  // ...then the batches of this model ahead of it and its own, on the
-  // executors. Other models' work is not counted.
-  const int max_batch = servable.max_batch_size();
-  const int images = servable.admitted() + n;
-  const int64_t batches = (images + max_batch - 1) / max_batch;
-  const int64_t infer_us =
-      batches * costs.BatchUs(std::min(images, max_batch)) / options_.executors;
-  const int64_t left_us = request.deadline_us - clock_->NowMicros();
-  if (decode_us + infer_us <= left_us) return absl::OkStatus();
-  if (metrics_ != nullptr) metrics_->CountRefusal(servable.name(), "deadline");
-  return absl::DeadlineExceededError(
-      absl::StrCat("deadline cannot be met: about ", (decode_us + infer_us) / 1000.0,
-                   " ms of work for model ", servable.name(), " before this request is answered, ",
-                   std::max<int64_t>(left_us, 0) / 1000.0, " ms left"));
-}
-
 void InferenceCore::Infer(InferRequest request, InferDone done) {
   if (!accepting_) {
     if (metrics_ != nullptr) metrics_->CountRefusal(request.model, "draining");
@@ -205,10 +124,13 @@ void InferenceCore::Infer(InferRequest request, InferDone done) {
   }
   auto use = registry_->Acquire(request.model);
   if (!use.ok()) return done(use.status());
-  if (auto s = Validate(request, *use->get()); !s.ok()) return done(s);
+  if (auto s = ValidateRequest(request, *use->get(), options_); !s.ok()) return done(s);
   const int n = static_cast<int>(request.images());
   // Before any work: a refused request is never decoded.
-  if (auto s = CheckDeadline(request, *use->get()); !s.ok()) return done(s);
+  if (auto s = CheckDeadline(request, *use->get(), options_, clock_->NowMicros()); !s.ok()) {
+    if (metrics_ != nullptr) metrics_->CountRefusal(request.model, "deadline");
+    return done(s);
+  }
   auto ticket = admission_.Admit(*use->get(), n, InputBytes(request));
   if (!ticket.ok()) return done(ticket.status());
   inflight_.Begin();

@@ -89,11 +89,6 @@ class InferenceCore {
 
  private:
   InferenceCore(const CoreOptions& options, batcher::Clock* clock, metrics::ServerMetrics* metrics);
-  // One message per condition, for every front-end.
-  absl::Status Validate(const InferRequest& request, const Servable& servable) const;
-  // DEADLINE_EXCEEDED when the request's deadline cannot be met by the work
-  // ahead of it, predicted from the servable's learned costs.
-  absl::Status CheckDeadline(const InferRequest& request, const Servable& servable) const;
   void StartPreprocessing(const std::shared_ptr<CallState>& call, int index,
                           std::string_view encoded);
   void Preprocess(std::shared_ptr<CallState> call, int index, std::string_view encoded);
