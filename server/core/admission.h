@@ -47,7 +47,6 @@ class Admission {
   // UNAVAILABLE naming the full budget (and counted as a refusal) when
   // `images` more of `servable` or `bytes` more would exceed a budget.
   absl::StatusOr<AdmissionTicket> Admit(Servable& servable, int images, int64_t bytes);
-  int64_t held_bytes() const { return held_bytes_.load(); }
 
  private:
   friend class AdmissionTicket;

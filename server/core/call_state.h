@@ -65,7 +65,6 @@ class CallState {
   int64_t deadline_us() const { return deadline_us_; }
   int64_t start_us() const { return start_us_; }
   int priority() const { return priority_; }
-  batcher::Clock& clock() const { return *clock_; }
   bool Expired(int64_t now_us) const { return deadline_us_ != 0 && now_us >= deadline_us_; }
   bool Cancelled() const { return is_cancelled_ && is_cancelled_(); }
   // Cancelled, and not because the deadline passed: gRPC cancels expired

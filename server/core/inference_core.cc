@@ -78,7 +78,7 @@ absl::Status InferenceCore::RemoveServable(const std::string& name) {
   return removed.status();  // destroyed here, on the caller's thread
 }
 
-absl::Status InferenceCore::Warm(Servable& servable) {
+absl::Status InferenceCore::Warm(const Servable& servable) {
   std::mutex mu;
   absl::Status status;
   // On every executor, so each thread's OpenMP team and kernel caches are
@@ -110,8 +110,7 @@ absl::Status InferenceCore::Warm(Servable& servable) {
 
 absl::Status InferenceCore::Warmup() {
   for (const auto& s : registry_->List()) {
-    // Warm only reads the servable; the registry hands out const pointers.
-    if (auto st = Warm(const_cast<Servable&>(*s)); !st.ok()) return st;
+    if (auto st = Warm(*s); !st.ok()) return st;
   }
   ready_ = true;
   return absl::OkStatus();
@@ -220,19 +219,19 @@ void InferenceCore::SubmitTensor(const std::shared_ptr<CallState>& call, int ind
   Submit(call, index, std::move(row), 0, 0);
 }
 
-void InferenceCore::Submit(std::shared_ptr<CallState> call, int index, SlabRow row,
+void InferenceCore::Submit(const std::shared_ptr<CallState>& call, int index, SlabRow row,
                            int64_t preprocess_wait_us, int64_t preprocess_us) {
+  // The caller's reference to `call` keeps the servable alive through this
+  // function, also after the task is queued and perhaps already answered.
   Servable& s = call->servable();
   auto task = std::make_unique<ImageTask>();
   task->deadline_us = call->deadline_us();
   task->priority = call->priority();
-  task->call = std::move(call);
+  task->call = call;
   task->index = index;
   task->row = std::move(row);
   task->preprocess_wait_us = preprocess_wait_us;
   task->preprocess_us = preprocess_us;
-  // Keeps the servable alive through this function once the task is queued.
-  const std::shared_ptr<CallState> keep = task->call;
   const absl::Status st = s.batcher().Submit(&task);
   if (s.metrics() != nullptr) s.metrics()->queue_depth->Set(s.batcher().QueueDepth());
   if (!st.ok()) task->Fail(st);

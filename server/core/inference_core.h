@@ -94,9 +94,11 @@ class InferenceCore {
   void Preprocess(std::shared_ptr<CallState> call, int index, std::string_view encoded);
   // Image `index` of the request's [N, C, H, W] tensor `images`.
   void SubmitTensor(const std::shared_ptr<CallState>& call, int index, const void* images);
-  void Submit(std::shared_ptr<CallState> call, int index, SlabRow row, int64_t preprocess_wait_us,
-              int64_t preprocess_us);
-  absl::Status Warm(Servable& servable);
+  void Submit(const std::shared_ptr<CallState>& call, int index, SlabRow row,
+              int64_t preprocess_wait_us, int64_t preprocess_us);
+  // Runs the warm-up batches through `servable` on every executor and seeds
+  // its batch cost model.
+  absl::Status Warm(const Servable& servable);
 
   const CoreOptions options_;
   batcher::Clock* const clock_;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "server/core/servable_registry.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_model.h"
 
@@ -340,7 +341,7 @@ TEST_F(InferenceCoreTest, OverTheByteBudgetIsRefusedOnArrivalAndNeverDecoded) {
   EXPECT_EQ(preprocessor_.calls(), 2);
 }
 
-TEST_F(InferenceCoreTest, FullBatchQueueRefusesWithUnavailable) {
+TEST_F(InferenceCoreTest, RunningBatchCountsAgainstTheModelBudget) {
   Start(/*max_batch=*/1, kLongDelayUs, /*max_queue=*/1);
   model_.Hold();
   auto running = Send("1");
@@ -561,6 +562,48 @@ TEST_F(InferenceCoreTest, RemovingAServableWaitsForItsRequests) {
   remover.join();
   EXPECT_TRUE(removed.get_future().get().ok());
   EXPECT_TRUE(core_->servables().empty());
+}
+
+TEST(ServableRegistryTest, ReplaceRoutesNewRequestsAtOnceAndWaitsForTheOld) {
+  batcher::FakeClock clock;
+  FakeModelControl control;
+  auto make = [&](const std::string& name) {
+    ServableSpec spec;
+    spec.name = name;
+    spec.preprocess.channels = 1;
+    spec.preprocess.mean = {0};
+    spec.preprocess.std = {1};
+    auto s = Servable::Create(spec, std::make_unique<FakeModel>(&control, 1, kClasses),
+                              batcher::BatcherOptions(), &clock, nullptr,
+                              [](Servable*, std::vector<std::unique_ptr<ImageTask>>) {});
+    EXPECT_TRUE(s.ok()) << s.status();
+    return std::shared_ptr<Servable>(std::move(*s));
+  };
+  ServableRegistry registry;
+  const std::shared_ptr<Servable> old_servable = make("m");
+  ASSERT_TRUE(registry.Add(old_servable).ok());
+  EXPECT_EQ(registry.Add(make("m")).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(registry.Replace(make("x")).status().code(), absl::StatusCode::kNotFound);
+
+  auto running = registry.Acquire("m");  // a request still on the old servable
+  ASSERT_TRUE(running.ok());
+  const std::shared_ptr<Servable> new_servable = make("m");
+  std::promise<absl::StatusOr<std::shared_ptr<Servable>>> replaced;
+  auto replaced_future = replaced.get_future();
+  std::thread replacer([&] { replaced.set_value(registry.Replace(new_servable)); });
+  // New requests reach the new servable at once...
+  while ((*registry.Find("m")).get() != new_servable.get()) {
+  }
+  auto next = registry.Acquire("m");
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->get(), new_servable.get());
+  // ...while Replace cannot return before the old one's request ends.
+  EXPECT_EQ(replaced_future.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  *running = ServableUse();
+  const auto old = replaced_future.get();
+  replacer.join();
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->get(), old_servable.get());
 }
 
 TEST(InferenceCoreOptionsTest, RejectsBadOptions) {
