@@ -163,6 +163,17 @@ class InferenceCoreTest : public ::testing::Test {
     return a;
   }
 
+  // Waits until `n` images of model "m" wait in its batch queue.
+  bool WaitForQueued(int n) {
+    const auto s = *core_->Find("m");
+    const auto until = std::chrono::steady_clock::now() + FakeModelControl::kEventTimeout;
+    while (s->batcher().QueueDepth() < n) {
+      if (std::chrono::steady_clock::now() > until) return false;
+      std::this_thread::yield();
+    }
+    return true;
+  }
+
   // Batch sizes the model saw after warm-up.
   std::vector<int> Batches() const {
     auto all = model_.batch_sizes();
@@ -453,6 +464,8 @@ TEST_F(InferenceCoreTest, HighPriorityRunsAheadOfNormalWaitingImages) {
   auto b = Send("2"), c = Send("3");
   auto high = Send("4", 0, nullptr, "m", /*priority=*/1);
   auto high2 = Send("5", 0, nullptr, "m", /*priority=*/1);
+  // All four decoded and queued before the model frees up.
+  ASSERT_TRUE(WaitForQueued(4));
   model_.Release();
   for (auto* a : {&running, &b, &c, &high, &high2}) ASSERT_TRUE((*a)->Get().ok());
   const auto firsts = model_.batch_firsts();
