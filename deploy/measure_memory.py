@@ -110,7 +110,7 @@ def main():
     server, client = os.path.join(args.bin, "ghostserve"), os.path.join(args.bin, "ghostserve-client")
     gport, mport = free_port(), free_port()
     proc = subprocess.Popen([server, "--listen", f"127.0.0.1:{gport}", "--metrics-listen",
-                             f"127.0.0.1:{mport}", "--models", args.models, "--executors",
+                             f"127.0.0.1:{mport}", "--http-listen", "", "--models", args.models, "--executors",
                              args.executors, "--preprocess-threads", args.preprocess_threads,
                              *args.server_flags],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

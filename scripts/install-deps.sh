@@ -29,15 +29,18 @@ BUILD_PACKAGES="
   libopenblas0-pthread
   nlohmann-json3-dev zlib1g-dev
   libcli11-dev
+  libboost-dev libssl-dev
 "
 # Test-only: the independent PyTorch reference model and its benchmark; a
 # real Prometheus, gRPC for Python and YAML for the deploy tests (tests/deploy);
-# the openssl CLI makes throwaway certificates for tests/integration/security_test.
+# the openssl CLI makes throwaway certificates for tests/integration/security_test;
+# a headless Chromium driven by Selenium for the try-it page (tests/http/test_page.py).
 TEST_PACKAGES="
   python3 python3-torch python3-numpy
   dataset-fashion-mnist
   prometheus python3-grpcio python3-grpc-tools python3-yaml
-  openssl
+  openssl curl
+  chromium chromium-driver python3-selenium
 "
 
 # Hardening only: clang for the libFuzzer target (GCC has no libFuzzer) and

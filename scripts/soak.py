@@ -56,7 +56,8 @@ import grpc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTOS = ["ghostserve/v1/classifier.proto"]
-LISTENING_RE = re.compile(r"listening on \S+ \(port (\d+)\), metrics on \S+ \(port (\d+)\)")
+LISTENING_RE = re.compile(r"listening on \S+ \(port (\d+)\)(?:, HTTP on \S+ \(port \d+\))?, "
+                          r"metrics on \S+ \(port (\d+)\)")
 SERVER_FLAGS = ["--executors", "1", "--inference-threads", "1", "--preprocess-threads", "1"]
 
 # What each kind of call may legitimately get. A normal call may also be
@@ -188,7 +189,8 @@ class Server:
         os.close(fd)
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [binary, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", *flags],
+                [binary, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                 "--http-listen", "127.0.0.1:0", *flags],
                 stdout=log, stderr=log)
         self.pid = self.proc.pid
         deadline = time.time() + 120

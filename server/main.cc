@@ -44,6 +44,12 @@ ghostserve::service::ServerOptions ServerOptionsFrom(const ghostserve::config::S
   ghostserve::service::ServerOptions so;
   so.listen = cfg.listen;
   so.metrics_listen = cfg.metrics_listen;
+  so.http_listen = cfg.http_listen;
+  so.http.io_threads = cfg.http_threads;
+  so.http.max_connections = cfg.http_max_connections;
+  so.http.idle_timeout_ms = cfg.http_idle_timeout_ms;
+  so.http.header_timeout_ms = cfg.http_header_timeout_ms;
+  so.http.body_timeout_ms = cfg.http_body_timeout_ms;
   so.max_receive_message_bytes = cfg.max_message_bytes;
   so.tls_cert_pem = cfg.tls_cert_pem;
   so.tls_key_pem = cfg.tls_key_pem;
@@ -119,11 +125,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   Log("listening on " + cfg.listen + " (port " + std::to_string((*server)->port()) + ")" +
+      (cfg.http_listen.empty() ? std::string()
+                               : ", HTTP on " + cfg.http_listen + " (port " +
+                                     std::to_string((*server)->http_port()) + ")") +
       (cfg.metrics_listen.empty() ? std::string()
                                   : ", metrics on " + cfg.metrics_listen + " (port " +
                                         std::to_string((*server)->metrics_port()) + ")"));
   // Names the mode and the files, never their contents or the token.
-  Log(std::string("gRPC transport: ") +
+  Log(std::string("gRPC and HTTP transport: ") +
       (cfg.tls_cert.empty() ? "plaintext"
        : cfg.tls_client_ca.empty()
            ? "TLS (cert " + cfg.tls_cert + ")"

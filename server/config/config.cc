@@ -98,7 +98,11 @@ std::unique_ptr<CLI::App> MakeApp(ServerConfig& c, std::string& config_file) {
                   "HOST:PORT for gRPC (Classifier, KServe v2, health, reflection)")
       ->check(HostPort(false));
   app->add_option("--metrics-listen", c.metrics_listen,
-                  "HOST:PORT for Prometheus GET /metrics; empty disables")
+                  "HOST:PORT for Prometheus GET /metrics (plaintext); empty disables")
+      ->check(HostPort(true));
+  app->add_option("--http-listen", c.http_listen,
+                  "HOST:PORT for HTTP/1.1: KServe v2 REST, POST /v1/models/M:classify, the "
+                  "try-it page (GET /) and /metrics; same TLS and token as gRPC; empty disables")
       ->check(HostPort(true));
   app->add_option("--models",
                   "comma-separated built-in models to serve; 'none' serves only --model-config "
@@ -208,6 +212,15 @@ std::unique_ptr<CLI::App> MakeApp(ServerConfig& c, std::string& config_file) {
   int_flag("--grpc-max-threads", c.grpc_max_threads, 0, 100'000,
            "gRPC resource quota: threads of its synchronous-API pool (reflection); 0 = "
            "unlimited, else at least 2");
+  int_flag("--http-threads", c.http_threads, 1, 64, "HTTP I/O threads");
+  int_flag("--http-max-connections", c.http_max_connections, 1, 1'000'000,
+           "HTTP connections open at once; one more gets 503 and is closed");
+  int_flag("--http-idle-timeout-ms", c.http_idle_timeout_ms, 100, 86'400'000,
+           "close an HTTP keep-alive connection with no new request for this long, ms");
+  int_flag("--http-header-timeout-ms", c.http_header_timeout_ms, 100, 3'600'000,
+           "a request's whole header must arrive within this of its first byte (else 408), ms");
+  int_flag("--http-body-timeout-ms", c.http_body_timeout_ms, 100, 3'600'000,
+           "a request's whole body must arrive within this of its header (else 408), ms");
   for (CLI::Option* o : app->get_options()) {
     if (o->get_type_name() != "FILE") o->type_name("VALUE");
   }

@@ -21,6 +21,7 @@ std::vector<std::string> BuiltinModelNames();
 struct ServerConfig {
   std::string listen = "0.0.0.0:50051";
   std::string metrics_listen = "0.0.0.0:9464";  // "" disables
+  std::string http_listen = "0.0.0.0:8000";     // "" disables
   // Built-in models to serve (default: all of them).
   std::vector<std::string> models = BuiltinModelNames();
   // Model config files or directories of them (--model-config).
@@ -62,6 +63,13 @@ struct ServerConfig {
   int max_connection_idle_ms = 120'000;            // 0 = unlimited
   int64_t grpc_memory_bytes = int64_t{512} << 20;  // 0 = unlimited
   int grpc_max_threads = 0;                        // 0 = unlimited
+
+  // HTTP limits; see http::HttpServerOptions.
+  int http_threads = 2;
+  int http_max_connections = 1024;
+  int http_idle_timeout_ms = 60'000;
+  int http_header_timeout_ms = 10'000;
+  int http_body_timeout_ms = 60'000;
 
   // Filled in by Finalize: the models read from model_config_paths.
   std::vector<ModelConfig> custom_models;

@@ -30,6 +30,9 @@ struct ModelInfo {
   bool trained = false;
   // KServe ModelMetadata.platform.
   std::string platform = "pytorch_libtorch";
+  // The number format Forward computes in ("fp32"; reported by ListModels
+  // and GET /v1/models).
+  std::string precision = "fp32";
 };
 
 // Thread-safe: Forward may run on several executor threads at once.

@@ -37,6 +37,10 @@ int CountDir(const char* path) {
 
 }  // namespace
 
+const char* ProtocolName(Protocol protocol) {
+  return protocol == Protocol::kHttp ? "http" : "grpc";
+}
+
 const std::vector<double>& ServerMetrics::LatencyBuckets() {
   // 100us .. 10s: batch-1 inference is ~5 ms here, queueing adds up to the
   // batch delay, and overload pushes into seconds.
@@ -56,11 +60,11 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
                              const std::vector<std::string>& models) {
   requests_ = &prometheus::BuildCounter()
                    .Name("ghostserve_requests_total")
-                   .Help("Finished requests by model and gRPC status code.")
+                   .Help("Finished requests by model, protocol (grpc, http) and gRPC status code.")
                    .Register(*registry);
   auto& request = prometheus::BuildHistogram()
                       .Name("ghostserve_request_duration_seconds")
-                      .Help("Time from a request's arrival to its answer.")
+                      .Help("Time from a request's arrival to its answer, by model and protocol.")
                       .Register(*registry);
   auto& queue = prometheus::BuildHistogram()
                     .Name("ghostserve_queue_duration_seconds")
@@ -121,7 +125,10 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
   for (const auto& name : names) {
     ModelMetrics m;
     const prometheus::Labels labels{{"model", name}};
-    m.request_seconds = &request.Add(labels, LatencyBuckets());
+    for (int p = 0; p < kProtocolCount; ++p) {
+      m.request_seconds[p] = &request.Add(
+          {{"model", name}, {"protocol", ProtocolName(static_cast<Protocol>(p))}}, LatencyBuckets());
+    }
     m.queue_seconds = &queue.Add(labels, LatencyBuckets());
     m.preprocess_seconds = &preprocess.Add(labels, LatencyBuckets());
     m.inference_seconds = &inference.Add(labels, LatencyBuckets());
@@ -141,10 +148,10 @@ ModelMetrics* ServerMetrics::ForModel(const std::string& model) {
   return &it->second;
 }
 
-void ServerMetrics::RecordRequest(const std::string& model, const std::string& code,
-                                  double seconds) {
-  CountRequest(model, code);
-  ForModel(model)->request_seconds->Observe(seconds);
+void ServerMetrics::RecordRequest(const std::string& model, Protocol protocol,
+                                  const std::string& code, double seconds) {
+  CountRequest(model, protocol, code);
+  ForModel(model)->request_seconds[static_cast<int>(protocol)]->Observe(seconds);
 }
 
 void ServerMetrics::CountRefusal(const std::string& model, const std::string& reason) {
@@ -152,9 +159,11 @@ void ServerMetrics::CountRefusal(const std::string& model, const std::string& re
   refusals_->Add({{"model", label}, {"reason", reason}}).Increment();
 }
 
-void ServerMetrics::CountRequest(const std::string& model, const std::string& code) {
+void ServerMetrics::CountRequest(const std::string& model, Protocol protocol,
+                                 const std::string& code) {
   const std::string label = models_.count(model) ? model : "unknown";
-  requests_->Add({{"model", label}, {"code", code}}).Increment();
+  requests_->Add({{"model", label}, {"protocol", ProtocolName(protocol)}, {"code", code}})
+      .Increment();
 }
 
 int64_t ResidentBytes() {

@@ -10,6 +10,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
@@ -17,10 +18,16 @@
 
 namespace ghostserve::metrics {
 
+// The front-end a request came through: the `protocol` label of
+// ghostserve_requests_total and ghostserve_request_duration_seconds.
+enum class Protocol { kGrpc = 0, kHttp = 1 };
+constexpr int kProtocolCount = 2;
+const char* ProtocolName(Protocol protocol);  // "grpc", "http"
+
 // Per-model series. Pointers are owned by the registry and stay valid for
 // the registry's lifetime; all are thread-safe.
 struct ModelMetrics {
-  prometheus::Histogram* request_seconds = nullptr;
+  std::array<prometheus::Histogram*, kProtocolCount> request_seconds{};  // by Protocol
   prometheus::Histogram* queue_seconds = nullptr;
   prometheus::Histogram* preprocess_seconds = nullptr;
   prometheus::Histogram* inference_seconds = nullptr;  // per batch
@@ -41,11 +48,13 @@ class ServerMetrics {
   // The series for `model`, or those labelled "unknown" for a name that is
   // not served (so a client cannot create series).
   ModelMetrics* ForModel(const std::string& model);
-  // Counts one finished request. `code` is a gRPC code name, e.g. "OK".
-  void CountRequest(const std::string& model, const std::string& code);
+  // Counts one finished request. `code` is a gRPC code name, e.g. "OK",
+  // whatever the protocol (HTTP answers map to the same codes).
+  void CountRequest(const std::string& model, Protocol protocol, const std::string& code);
   // Counts one finished inference request and observes its latency: what
   // every front-end records once per call.
-  void RecordRequest(const std::string& model, const std::string& code, double seconds);
+  void RecordRequest(const std::string& model, Protocol protocol, const std::string& code,
+                     double seconds);
   // Counts a request refused on arrival. `reason` is one of a fixed set:
   // draining, model_budget, byte_budget, preprocess_queue, batch_queue.
   void CountRefusal(const std::string& model, const std::string& reason);

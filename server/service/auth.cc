@@ -26,25 +26,35 @@ bool ConstantTimeEquals(absl::string_view expected, absl::string_view got) {
 BearerAuth::BearerAuth(std::string token, metrics::ServerMetrics* metrics)
     : token_(std::move(token)), metrics_(metrics) {}
 
-grpc::Status BearerAuth::Check(const grpc::CallbackServerContext& ctx) const {
-  if (token_.empty()) return grpc::Status::OK;
-  const auto& md = ctx.client_metadata();
-  const auto range = md.equal_range("authorization");
+bool BearerAuth::Accepts(const absl::string_view* values, size_t count,
+                         metrics::Protocol protocol) const {
+  if (token_.empty()) return true;
   bool ok = false;
   // Exactly one authorization entry: with several, which one a proxy in
   // front of us checked would be ambiguous.
-  if (range.first != range.second && std::next(range.first) == range.second) {
-    const absl::string_view value(range.first->second.data(), range.first->second.size());
+  if (count == 1) {
+    const absl::string_view value = values[0];
     // The scheme is case-insensitive (RFC 7235).
     if (value.size() > kScheme.size() &&
         absl::EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
       ok = ConstantTimeEquals(token_, value.substr(kScheme.size()));
     }
   }
-  if (ok) return grpc::Status::OK;
   // Client-sent model names are not read before authentication, so refusals
   // count under the bounded "unknown" label.
-  if (metrics_ != nullptr) metrics_->CountRequest("", "UNAUTHENTICATED");
+  if (!ok && metrics_ != nullptr) metrics_->CountRequest("", protocol, "UNAUTHENTICATED");
+  return ok;
+}
+
+grpc::Status BearerAuth::Check(const grpc::CallbackServerContext& ctx) const {
+  if (token_.empty()) return grpc::Status::OK;
+  const auto range = ctx.client_metadata().equal_range("authorization");
+  absl::string_view values[2];
+  size_t count = 0;
+  for (auto it = range.first; it != range.second && count < 2; ++it) {
+    values[count++] = absl::string_view(it->second.data(), it->second.size());
+  }
+  if (Accepts(values, count, metrics::Protocol::kGrpc)) return grpc::Status::OK;
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, kUnauthenticatedMessage);
 }
 

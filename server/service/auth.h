@@ -17,6 +17,8 @@ namespace ghostserve::service {
 // The message of every refusal. It never echoes the token or what was sent.
 constexpr char kUnauthenticatedMessage[] =
     "missing or invalid credentials: send metadata 'authorization: Bearer <token>'";
+constexpr char kUnauthenticatedHttpMessage[] =
+    "missing or invalid credentials: send the header 'Authorization: Bearer <token>'";
 
 // True when `got` equals `expected`. The time taken depends only on
 // expected.size(), never on where the two differ or on got's contents.
@@ -31,6 +33,11 @@ class BearerAuth {
   BearerAuth(std::string token, metrics::ServerMetrics* metrics);
 
   bool enabled() const { return !token_.empty(); }
+
+  // The check itself, for any protocol: `values` are the request's
+  // authorization header values (`count` of them; 2 stands for "two or
+  // more"). A refusal is counted under `protocol`.
+  bool Accepts(const absl::string_view* values, size_t count, metrics::Protocol protocol) const;
 
   // OK, or UNAUTHENTICATED with kUnauthenticatedMessage (counted in
   // ghostserve_requests_total{model="unknown",code="UNAUTHENTICATED"}).

@@ -5,6 +5,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+
 #include "ghostserve/v1/classifier.grpc.pb.h"
 #include "server/core/inference_core.h"
 #include "server/metrics/metrics.h"
@@ -14,6 +16,14 @@ namespace ghostserve::service {
 
 // Deadline of a call as an absolute time on `clock`, 0 if it has none.
 int64_t DeadlineOnClock(const grpc::CallbackServerContext& ctx, const batcher::Clock& clock);
+// `timeout_us` from now on `clock`; 0 (no deadline) for a timeout of 0.
+inline int64_t TimeoutDeadline(const batcher::Clock& clock, int64_t timeout_us) {
+  return timeout_us > 0 ? clock.NowMicros() + timeout_us : 0;
+}
+// The earlier of two deadlines, where 0 means none.
+inline int64_t EarlierDeadline(int64_t a, int64_t b) {
+  return a == 0 ? b : b == 0 ? a : std::min(a, b);
+}
 
 // Thread-safe. `core`, `metrics` and `auth` (both may be null; null auth
 // admits every call) are borrowed and must outlive the gRPC server this

@@ -58,6 +58,7 @@ void ToModelInfo(const core::Servable& s, bool ready, v1::ModelInfo* info) {
   info->set_trained(m.trained);
   info->set_ready(ready);
   info->set_max_batch_size(static_cast<uint32_t>(s.max_batch_size()));
+  info->set_precision(m.precision);
   auto* p = info->mutable_preprocess();
   p->set_resize_shorter_side(static_cast<uint32_t>(s.preprocess().resize_shorter));
   p->set_input_size(static_cast<uint32_t>(s.preprocess().crop_size));

@@ -131,6 +131,14 @@ absl::StatusOr<KServeCall> FromKServe(const inference::ModelInferRequest& reques
     const int64_t level = p->second.int64_param();
     call.request.priority = level == 1 ? 1 : 0;
   }
+  if (auto t = request.parameters().find("timeout"); t != request.parameters().end()) {
+    if (t->second.parameter_choice_case() != inference::InferParameter::kInt64Param ||
+        t->second.int64_param() < 0) {
+      return absl::InvalidArgumentError(
+          "parameter 'timeout' must be a non-negative int64 (microseconds)");
+    }
+    call.timeout_us = t->second.int64_param();
+  }
   const std::string& datatype = request.inputs(0).datatype();
   absl::Status parsed;
   if (datatype == "FP32") {

@@ -20,6 +20,9 @@ struct KServeOutputs {
 struct KServeCall {
   core::InferRequest request;
   KServeOutputs outputs;
+  // Triton's "timeout" request parameter (microseconds; 0 = none): the
+  // caller turns it into request.deadline_us on its clock.
+  int64_t timeout_us = 0;
 };
 
 // Checks what the protocol fixes (one input, FP32 [N, C, H, W] or BYTES [N],

@@ -80,7 +80,8 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
     return reactor;
   }
   core::InferRequest& infer = call->request;
-  infer.deadline_us = DeadlineOnClock(*ctx, *core_->clock());
+  infer.deadline_us = EarlierDeadline(DeadlineOnClock(*ctx, *core_->clock()),
+                                      TimeoutDeadline(*core_->clock(), call->timeout_us));
   infer.is_cancelled = [ctx] { return ctx->IsCancelled(); };
   core_->Infer(std::move(infer), [request, response, outputs = call->outputs,
                                   finish](absl::StatusOr<core::InferResult> r) {

@@ -80,15 +80,41 @@ absl::StatusOr<std::unique_ptr<GhostServer>> GhostServer::Create(
   }
   s->SetServing(false);  // until the models are warm
 
-  if (!options.metrics_listen.empty()) {
-    auto exporter = metrics::HttpExporter::Start(
-        options.metrics_listen, {s->registry_, std::make_shared<metrics::ProcessCollector>()});
-    if (!exporter.ok()) {
+  const std::vector<std::shared_ptr<prometheus::Collectable>> collectables{
+      s->registry_, std::make_shared<metrics::ProcessCollector>()};
+  if (!options.http_listen.empty()) {
+    http::HttpServerOptions ho = options.http;
+    ho.listen = options.http_listen;
+    ho.max_body_bytes = static_cast<uint64_t>(options.max_receive_message_bytes);
+    ho.tls_cert_pem = options.tls_cert_pem;
+    ho.tls_key_pem = options.tls_key_pem;
+    ho.tls_client_ca_pem = options.tls_client_ca_pem;
+    s->http_service_ = std::make_unique<HttpService>(core, metrics, s->auth_.get(),
+                                                     options.version, collectables);
+    auto started = http::HttpServer::Start(ho, s->http_service_.get());
+    if (!started.ok()) {
       s->server_->Shutdown();
-      return exporter.status();
+      return started.status();
     }
-    s->exporter_ = std::move(*exporter);
-    s->metrics_port_ = s->exporter_->port();
+    s->http_server_ = std::move(*started);
+  }
+  if (!options.metrics_listen.empty()) {
+    // Plaintext and open, as Prometheus scrapes it; a small server.
+    http::HttpServerOptions mo;
+    mo.listen = options.metrics_listen;
+    mo.io_threads = 1;
+    mo.max_connections = 64;
+    mo.max_body_bytes = 0;
+    s->metrics_service_ = std::make_unique<HttpService>(core, metrics, nullptr, options.version,
+                                                        collectables, /*metrics_only=*/true);
+    auto started = http::HttpServer::Start(mo, s->metrics_service_.get());
+    if (!started.ok()) {
+      if (s->http_server_) s->http_server_->Stop();
+      s->server_->Shutdown();
+      return started.status();
+    }
+    s->metrics_server_ = std::move(*started);
+    s->metrics_port_ = s->metrics_server_->port();
   }
   return s;
 }
@@ -112,8 +138,11 @@ bool GhostServer::Shutdown(int64_t grace_ms) {
   SetServing(false);
   core_->StopAccepting();
   const bool drained = core_->WaitIdle(grace_ms * 1000);
-  // Requests still running after the grace period are cancelled by gRPC.
+  // Requests still running after the grace period are cancelled by gRPC;
+  // HTTP ones are dropped with their connections.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+  if (http_server_) http_server_->Stop();
+  if (metrics_server_) metrics_server_->Stop();
   return drained;
 }
 

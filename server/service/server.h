@@ -1,5 +1,7 @@
-// The gRPC server (Classifier, KServe v2, grpc.health.v1, reflection on one
-// port) and the Prometheus endpoint (its own port), around an InferenceCore.
+// The front-ends around an InferenceCore: the gRPC server (Classifier, KServe
+// v2, grpc.health.v1, reflection on one port), the HTTP server (KServe v2
+// REST, classify, the try-it page, /metrics; http_service.h) and the
+// plaintext Prometheus endpoint (its own port).
 #ifndef GHOSTSERVE_SERVER_SERVICE_SERVER_H_
 #define GHOSTSERVE_SERVER_SERVICE_SERVER_H_
 
@@ -12,10 +14,11 @@
 
 #include "absl/status/statusor.h"
 #include "server/core/inference_core.h"
-#include "server/metrics/http_exporter.h"
+#include "server/http/http_server.h"
 #include "server/metrics/metrics.h"
 #include "server/service/auth.h"
 #include "server/service/classifier_service.h"
+#include "server/service/http_service.h"
 #include "server/service/kserve_service.h"
 
 namespace ghostserve::service {
@@ -23,8 +26,13 @@ namespace ghostserve::service {
 struct ServerOptions {
   // HOST:PORT for gRPC; port 0 picks a free port (see GhostServer::port).
   std::string listen = "0.0.0.0:50051";
-  // HOST:PORT for GET /metrics; empty disables the endpoint.
+  // HOST:PORT for GET /metrics (plaintext); empty disables the endpoint.
   std::string metrics_listen = "0.0.0.0:9464";
+  // HOST:PORT for HTTP (TLS and token as for gRPC); empty (the default here;
+  // the binary's --http-listen defaults to 0.0.0.0:8000) disables it. `http`'s
+  // listen, TLS and max_body_bytes fields are filled from the options above.
+  std::string http_listen;
+  http::HttpServerOptions http;
   // Largest request message accepted; larger ones get RESOURCE_EXHAUSTED
   // from gRPC before they are read.
   int max_receive_message_bytes = 16 << 20;
@@ -81,6 +89,8 @@ class GhostServer {
   int port() const { return port_; }
   // 0 when the metrics endpoint is disabled.
   int metrics_port() const { return metrics_port_; }
+  // 0 when HTTP is disabled.
+  int http_port() const { return http_server_ ? http_server_->port() : 0; }
 
   // grpc.health.v1: overall ("") and per service.
   void SetServing(bool serving);
@@ -102,7 +112,10 @@ class GhostServer {
   std::unique_ptr<KServeService> kserve_;
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<metrics::HttpExporter> exporter_;
+  std::unique_ptr<HttpService> http_service_;
+  std::unique_ptr<HttpService> metrics_service_;
+  std::unique_ptr<http::HttpServer> http_server_;
+  std::unique_ptr<http::HttpServer> metrics_server_;
   int port_ = 0;
   int metrics_port_ = 0;
   bool shut_down_ = false;

@@ -75,14 +75,16 @@ class GhostServe:
     and the ports it got are read from its start-up log, so parallel tests
     never race for a port."""
 
-    LISTENING_RE = re.compile(r"listening on \S+ \(port (\d+)\), metrics on \S+ \(port (\d+)\)")
+    LISTENING_RE = re.compile(r"listening on \S+ \(port (\d+)\)(?:, HTTP on \S+ \(port (?P<http>\d+)\))?, "
+                              r"metrics on \S+ \(port (?P<metrics>\d+)\)")
 
     def __init__(self, extra_flags=(), log_path=None):
         self.log_path = log_path
         self.flags = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                      "--http-listen", "127.0.0.1:0",
                       *SMALL_SERVER_FLAGS, *extra_flags]
         self.proc = None
-        self.grpc_port = self.metrics_port = self.target = None
+        self.grpc_port = self.metrics_port = self.http_port = self.target = None
 
     def start(self):
         if self.log_path is None:
@@ -105,7 +107,8 @@ class GhostServe:
             with open(self.log_path, errors="replace") as f:
                 m = self.LISTENING_RE.search(f.read())
             if m:
-                self.grpc_port, self.metrics_port = int(m.group(1)), int(m.group(2))
+                self.grpc_port, self.metrics_port = int(m.group(1)), int(m.group("metrics"))
+                self.http_port = int(m.group("http")) if m.group("http") else None
                 self.target = f"127.0.0.1:{self.grpc_port}"
                 break
             if time.time() > deadline:
