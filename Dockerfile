@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # ghostserve: multi-stage build on Debian bookworm.
 #   docker build -t ghostserve .
-#   docker run -p 50051:50051 -p 9464:9464 ghostserve
+#   docker run -p 50051:50051 -p 8000:8000 -p 9464:9464 ghostserve
 
 FROM debian:bookworm AS build
 WORKDIR /src
@@ -43,8 +43,10 @@ VOLUME ["/models"]
 ENV OPENBLAS_NUM_THREADS=1 \
     OPENCV_IO_MAX_IMAGE_PIXELS=40000000 \
     GHOSTSERVE_LISTEN=0.0.0.0:50051 \
+    GHOSTSERVE_HTTP_LISTEN=0.0.0.0:8000 \
     GHOSTSERVE_METRICS_LISTEN=0.0.0.0:9464
-EXPOSE 50051 9464
+# gRPC, HTTP (KServe v2 REST, classify, the try-it page), metrics.
+EXPOSE 50051 8000 9464
 USER 10001:10001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD ["/usr/local/bin/ghostserve-client", "health", "--server", "127.0.0.1:50051", "--timeout-ms", "2000"]

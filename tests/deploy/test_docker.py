@@ -54,7 +54,7 @@ class DockerfileTest(unittest.TestCase):
         self.assertNotIn(user, ("root", "0"))
         self.assertEqual(user, "10001")  # deploy/k8s/deployment.yaml runs as 10001
         exposed = {p.split("/")[0] for l in self.instructions(-1, "EXPOSE") for p in l.split()[1:]}
-        self.assertLessEqual({"50051", "9464"}, exposed)
+        self.assertLessEqual({"50051", "8000", "9464"}, exposed)
         health = self.instructions(-1, "HEALTHCHECK")
         self.assertEqual(len(health), 1)
         self.assertIn("ghostserve-client", health[0])
@@ -63,6 +63,7 @@ class DockerfileTest(unittest.TestCase):
         self.assertRegex(env, r"OPENCV_IO_MAX_IMAGE_PIXELS=\d+")
         self.assertIn("GHOSTSERVE_LISTEN=0.0.0.0:50051", env)
         self.assertIn("GHOSTSERVE_METRICS_LISTEN=0.0.0.0:9464", env)
+        self.assertIn("GHOSTSERVE_HTTP_LISTEN=0.0.0.0:8000", env)
         self.assertIn('ENTRYPOINT ["/usr/local/bin/ghostserve"]', self.stages[-1][1])
         self.assertTrue(any("/models" in l for l in self.instructions(-1, "VOLUME")))
 
@@ -87,7 +88,7 @@ class ComposeTest(unittest.TestCase):
         self.assertEqual(context, os.path.normpath(lib.src()))
         self.assertTrue(os.path.isfile(os.path.join(context, build.get("dockerfile", "Dockerfile"))))
         ports = {p.split(":")[-1] for p in self.services["ghostserve"]["ports"]}
-        self.assertLessEqual({"50051", "9464"}, ports)
+        self.assertLessEqual({"50051", "8000", "9464"}, ports)
         # The drain (20 s) fits in the stop grace period.
         grace = self.services["ghostserve"]["stop_grace_period"]
         self.assertGreater(int(grace.rstrip("s")), 20)

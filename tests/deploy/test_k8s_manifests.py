@@ -76,6 +76,12 @@ class ManifestsTest(unittest.TestCase):
                 self.assertNotIn("exec", self.container[probe])
         # The listen address in the ConfigMap is the probed port.
         self.assertTrue(self.config["GHOSTSERVE_LISTEN"].endswith(":50051"))
+        # HTTP (REST, the page) is a named container port the Service exposes.
+        self.assertEqual(ports["http"], 8000)
+        self.assertTrue(self.config["GHOSTSERVE_HTTP_LISTEN"].endswith(":8000"))
+        service = next(d for d in self.by_kind["Service"] if d["metadata"]["name"] == "ghostserve")
+        self.assertIn(("http", 8000, "http"),
+                      {(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]})
         # Liveness must not kill a pod that is only draining (NOT_SERVING).
         live = self.container["livenessProbe"]
         drain_s = int(self.config["GHOSTSERVE_DRAIN_TIMEOUT_MS"]) / 1000
