@@ -58,8 +58,12 @@ struct HttpServer::Shared {
   // Declared before ioc: connections destroyed with ioc's pending handlers
   // still decrement it.
   std::atomic<int> connections{0};
+  // Requests handed to the handler whose answer is not yet written.
+  std::atomic<int> busy{0};
+  // Stopping: no new connections, no keep-alive after the current answer.
+  std::atomic<bool> closing{false};
   std::mutex mu;
-  bool stopped = false;  // guarded by mu: no posting after Stop
+  bool stopped = false;  // guarded by mu: the I/O threads are gone; answers are dropped
   std::optional<ssl::context> tls;
   net::io_context ioc;
   std::optional<tcp::acceptor> acceptor;
@@ -103,12 +107,7 @@ class Session : public Connection {
 
   void Send(Response res) override {
     response_ = std::make_shared<Response>(std::move(res));
-    bool stopped;
-    {
-      std::lock_guard<std::mutex> lock(shared_->mu);
-      stopped = shared_->stopped;
-    }
-    response_->keep_alive(keep_alive_ && !stopped);
+    response_->keep_alive(keep_alive_ && !shared_->closing.load());
     response_->prepare_payload();
     Lowest().expires_after(milliseconds(shared_->options.write_timeout_ms));
     bhttp::async_write(stream_, *response_,
@@ -267,6 +266,8 @@ class Session : public Connection {
       std::shared_ptr<Connection> connection;
     };
     auto target = std::make_shared<Target>(Target{std::move(keep), Self()});
+    dispatched_ = true;
+    shared_->busy.fetch_add(1);
     shared_->handler->Handle(std::move(request), [target](Response res) {
       std::lock_guard<std::mutex> lock(target->shared->mu);
       if (target->shared->stopped) return;
@@ -285,12 +286,10 @@ class Session : public Connection {
   }
 
   void OnWrite(beast::error_code ec) {
+    const bool keep_alive = response_->keep_alive();
     response_.reset();
-    if (ec || !keep_alive_) return Close();
-    {
-      std::lock_guard<std::mutex> lock(shared_->mu);
-      if (shared_->stopped) return Close();
-    }
+    if (std::exchange(dispatched_, false)) shared_->busy.fetch_sub(1);
+    if (ec || !keep_alive) return Close();
     ReadRequest();
   }
 
@@ -319,6 +318,7 @@ class Session : public Connection {
   uint64_t timer_generation_ = 0;
   bool read_timed_out_ = false;
   bool keep_alive_ = true;
+  bool dispatched_ = false;  // the answer being written counts in shared_->busy
 };
 
 void Accept(HttpServer::Shared* shared, std::weak_ptr<HttpServer::Shared> keep) {
@@ -433,18 +433,26 @@ bool HttpServer::tls() const { return shared_->tls.has_value(); }
 
 int HttpServer::open_connections() const { return shared_->connections.load(); }
 
-void HttpServer::Stop() {
-  if (shared_ == nullptr) return;
+void HttpServer::Stop(int64_t grace_ms) {
+  if (shared_ == nullptr || shared_->closing.exchange(true)) return;
+  // No new connections; answers already on their way get `grace_ms` to be
+  // written (the caller has let the handler finish its requests first).
+  net::post(shared_->ioc, [shared = shared_.get()] {
+    beast::error_code ignored;
+    shared->acceptor->close(ignored);
+  });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
+  while (shared_->busy.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
   {
     std::lock_guard<std::mutex> lock(shared_->mu);
-    if (shared_->stopped) return;
     shared_->stopped = true;
   }
   shared_->ioc.stop();
   for (auto& t : shared_->threads) t.join();
   shared_->threads.clear();
-  // No I/O thread runs any more: close the listening socket now, so new
-  // connections are refused rather than left in the backlog.
+  // No I/O thread runs any more (the posted close may not have run).
   beast::error_code ignored;
   shared_->acceptor->close(ignored);
 }

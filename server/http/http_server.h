@@ -76,7 +76,7 @@ Response MakeResponse(Status status, std::string body, std::string_view content_
 Response ErrorResponse(Status status, std::string_view message);
 
 // Thread-safe. Stop (or destruction) closes the listener and every
-// connection; answers still pending are dropped.
+// connection; answers the handler has not given by then are dropped.
 class HttpServer {
  public:
   // `handler` is borrowed and must outlive the server.
@@ -87,7 +87,9 @@ class HttpServer {
   int port() const { return port_; }
   bool tls() const;
   int open_connections() const;
-  void Stop();
+  // Closes the listener, gives answers already on their way up to
+  // `grace_ms` to be written, then closes every connection.
+  void Stop(int64_t grace_ms = 2000);
 
   // Implementation detail (http_server.cc), shared with the connections.
   struct Shared;

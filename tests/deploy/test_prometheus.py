@@ -181,7 +181,8 @@ scrape_configs:
         self.wait_value('sum(ghostserve_request_duration_seconds_count{model="ghostnet_050"})', self.sent_ok)
         # The bucket bounds Prometheus sees are the ones this test assumes.
         les = sorted(float(r["metric"]["le"]) for r in self.query(
-            'ghostserve_request_duration_seconds_bucket{model="ghostnet_050"}') if r["metric"]["le"] != "+Inf")
+            'ghostserve_request_duration_seconds_bucket{model="ghostnet_050",protocol="grpc"}')
+            if r["metric"]["le"] != "+Inf")
         self.assertEqual(les, latency_buckets_s())
         buckets = latency_buckets_s()
         n = len(self.totals_s)

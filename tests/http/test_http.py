@@ -277,6 +277,31 @@ class HttpTest(unittest.TestCase):
         self.assertEqual([o["name"] for o in json.loads(body[:n])["outputs"]], ["logits", "probabilities"])
         self.assertEqual(list(struct.unpack("<2000f", body[n:n + 8000])), grpc_logits)
 
+    def test_python_rest_round_trip_equals_grpc(self):
+        """Python's own HTTP client (urllib), JSON and binary, against gRPC."""
+        image = read("coffee.jpg")
+        _, grpc_logits = self.grpc_infer(images=[image])
+        url = f"{self.base}/v2/models/{MODEL}/infer"
+        doc = {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1],
+                           "data": [{"b64": base64.b64encode(image).decode()}]}],
+               "outputs": [{"name": "logits"}]}
+        req = urllib.request.Request(url, data=json.dumps(doc).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            self.assertEqual(json.loads(r.read())["outputs"][0]["data"], grpc_logits)
+        header = json.dumps({"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1],
+                                         "parameters": {"binary_data_size": len(image) + 4}}],
+                             "parameters": {"binary_data_output": True}}).encode()
+        req = urllib.request.Request(url, data=header + struct.pack("<I", len(image)) + image,
+                                     headers={"Inference-Header-Content-Length": str(len(header)),
+                                              "Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            n = int(r.headers["Inference-Header-Content-Length"])
+            body = r.read()
+        outputs = json.loads(body[:n])["outputs"]
+        self.assertEqual([o["name"] for o in outputs], ["logits", "probabilities"])
+        self.assertEqual(list(struct.unpack("<1000f", body[n:n + 4000])), grpc_logits)
+
     def test_keep_alive_serves_many_requests_on_one_connection(self):
         import http.client
         conn = http.client.HTTPConnection("127.0.0.1", self.server.http_port, timeout=30)
@@ -431,6 +456,66 @@ class HttpOverloadTest(unittest.TestCase):
             code, headers, body = refused[0]
             self.assertEqual(headers["retry-after"], "1")
             self.assertIn("retry later", json.loads(body)["error"])
+        finally:
+            server.stop()
+
+
+class HttpDrainTest(unittest.TestCase):
+    """SIGTERM while HTTP clients keep sending: every answer is whole (200,
+    or 503 once draining began), and the server exits 0."""
+
+    def test_drain_under_http_load(self):
+        import http.client
+        import threading
+        server = lib.GhostServe().start()
+        try:
+            server.wait_serving()
+            image = read("chelsea.jpg")
+            stop = threading.Event()
+            statuses, broken = [], []
+
+            def client():
+                conn = None
+                while not stop.is_set():
+                    try:
+                        if conn is None:
+                            conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+                        conn.request("POST", f"/v1/models/{MODEL}:classify", body=image)
+                        r = conn.getresponse()
+                        body = r.read()
+                        statuses.append(r.status)
+                        if r.status == 200:
+                            json.loads(body)["predictions"]
+                        if r.will_close:
+                            conn.close()
+                            conn = None
+                    except (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected,
+                            BrokenPipeError):
+                        # The listener is gone, or a kept-alive connection was
+                        # closed between requests: as any HTTP client, retry on
+                        # a new connection (until the server is gone).
+                        if conn is not None:
+                            conn.close()
+                        conn = None
+                        if server.proc.poll() is not None:
+                            return
+                        time.sleep(0.01)
+                    except http.client.IncompleteRead as e:  # an answer cut short
+                        broken.append(repr(e))
+                        return
+
+            threads = [threading.Thread(target=client) for _ in range(6)]
+            for t in threads:
+                t.start()
+            time.sleep(1.5)
+            server.proc.send_signal(15)
+            self.assertEqual(server.proc.wait(timeout=60), 0)
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+            self.assertEqual(broken, [])
+            self.assertIn(200, statuses)
+            self.assertEqual(set(statuses) - {200, 503}, set(), statuses)
         finally:
             server.stop()
 

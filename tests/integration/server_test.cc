@@ -719,7 +719,7 @@ TEST_F(DeadlineTest, ExpiredRequestIsDeadlineExceededAndNeverRunsTheModel) {
   // The server answers the expired request (so its metrics count it) once
   // the preprocessing thread reaches it.
   const std::string deadline_series =
-      "ghostserve_requests_total{code=\"DEADLINE_EXCEEDED\",model=\"ghostnet_050\"}";
+      "ghostserve_requests_total{code=\"DEADLINE_EXCEEDED\",model=\"ghostnet_050\",protocol=\"grpc\"}";
   std::map<std::string, double> m;
   for (int i = 0; i < 100 && core_->inflight() > 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -727,9 +727,9 @@ TEST_F(DeadlineTest, ExpiredRequestIsDeadlineExceededAndNeverRunsTheModel) {
   ASSERT_EQ(core_->inflight(), 0);
   m = ScrapeMetrics();
   EXPECT_EQ(m[deadline_series], 1) << "expired request not counted as DEADLINE_EXCEEDED";
-  EXPECT_EQ(m.count("ghostserve_requests_total{code=\"CANCELLED\",model=\"ghostnet_050\"}"), 0u)
+  EXPECT_EQ(m.count("ghostserve_requests_total{code=\"CANCELLED\",model=\"ghostnet_050\",protocol=\"grpc\"}"), 0u)
       << "an expired deadline was reported as a cancellation";
-  EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"ghostnet_050\"}"], 1);
+  EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"ghostnet_050\",protocol=\"grpc\"}"], 1);
   // Only the slow image went through the model.
   EXPECT_EQ(m["ghostserve_batch_size_sum{model=\"ghostnet_050\"}"], 1)
       << "an expired request ran through the model";
@@ -1274,10 +1274,10 @@ TEST_F(MetricsTest, CountsRequestsByModelAndCode) {
   EXPECT_EQ(Classify(bad, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
   std::map<std::string, double> m = ScrapeMetrics();
-  EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"ghostnet_050\"}"], kOk);
-  EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"tiny_10\"}"], 1);
-  EXPECT_EQ(m["ghostserve_requests_total{code=\"NOT_FOUND\",model=\"unknown\"}"], 1);
-  EXPECT_EQ(m["ghostserve_requests_total{code=\"INVALID_ARGUMENT\",model=\"ghostnet_050\"}"], 1);
+  EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"ghostnet_050\",protocol=\"grpc\"}"], kOk);
+  EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"tiny_10\",protocol=\"grpc\"}"], 1);
+  EXPECT_EQ(m["ghostserve_requests_total{code=\"NOT_FOUND\",model=\"unknown\",protocol=\"grpc\"}"], 1);
+  EXPECT_EQ(m["ghostserve_requests_total{code=\"INVALID_ARGUMENT\",model=\"ghostnet_050\",protocol=\"grpc\"}"], 1);
   // The client's model name never becomes a label.
   for (const auto& [series, value] : m) EXPECT_EQ(series.find("resnet_50"), std::string::npos);
   // Every image that reached the model ran in some batch; the bad one did not.
@@ -1288,7 +1288,7 @@ TEST_F(MetricsTest, CountsRequestsByModelAndCode) {
   EXPECT_EQ(m["ghostserve_inference_duration_seconds_bucket{model=\"ghostnet_050\",le=\"+Inf\"}"],
             batches);
   EXPECT_GT(m["ghostserve_inference_duration_seconds_sum{model=\"ghostnet_050\"}"], 0);
-  EXPECT_EQ(m["ghostserve_request_duration_seconds_count{model=\"ghostnet_050\"}"], kOk + 1);
+  EXPECT_EQ(m["ghostserve_request_duration_seconds_count{model=\"ghostnet_050\",protocol=\"grpc\"}"], kOk + 1);
   ASSERT_EQ(m.count("ghostserve_queue_depth{model=\"ghostnet_050\"}"), 1u);
   EXPECT_EQ(m["ghostserve_queue_depth{model=\"ghostnet_050\"}"], 0);
   EXPECT_EQ(m["ghostserve_inflight_requests"], 0);
@@ -1300,7 +1300,7 @@ TEST_F(MetricsTest, CountsRequestsByModelAndCode) {
   // Counters move with further traffic.
   ExpectServes(kBig, "coffee.jpg");
   m = ScrapeMetrics();
-  EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"ghostnet_050\"}"], kOk + 1);
+  EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"ghostnet_050\",protocol=\"grpc\"}"], kOk + 1);
 }
 
 TEST_F(MetricsTest, OtherPathsAreNotFound) {

@@ -60,6 +60,12 @@ const char* const kAllFlags[] = {
     "max-connection-age-grace-ms",
     "max-connection-idle-ms",
     "grpc-memory-bytes",
+    "http-listen",
+    "http-threads",
+    "http-max-connections",
+    "http-idle-timeout-ms",
+    "http-header-timeout-ms",
+    "http-body-timeout-ms",
     "grpc-max-threads",
 };
 
@@ -387,6 +393,12 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
       {"GHOSTSERVE_MAX_CONNECTION_IDLE_MS", "22"},
       {"GHOSTSERVE_GRPC_MEMORY_BYTES", "23"},
       {"GHOSTSERVE_GRPC_MAX_THREADS", "24"},
+      {"GHOSTSERVE_HTTP_LISTEN", "127.0.0.1:25"},
+      {"GHOSTSERVE_HTTP_THREADS", "3"},
+      {"GHOSTSERVE_HTTP_MAX_CONNECTIONS", "26"},
+      {"GHOSTSERVE_HTTP_IDLE_TIMEOUT_MS", "2700"},
+      {"GHOSTSERVE_HTTP_HEADER_TIMEOUT_MS", "2800"},
+      {"GHOSTSERVE_HTTP_BODY_TIMEOUT_MS", "2900"},
   };
   ASSERT_EQ(values.size(), std::size(kAllFlags));
   const ServerConfig c = ParseOk({}, values);
@@ -424,6 +436,12 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
   EXPECT_EQ(c.max_connection_idle_ms, 22);
   EXPECT_EQ(c.grpc_memory_bytes, 23);
   EXPECT_EQ(c.grpc_max_threads, 24);
+  EXPECT_EQ(c.http_listen, "127.0.0.1:25");
+  EXPECT_EQ(c.http_threads, 3);
+  EXPECT_EQ(c.http_max_connections, 26);
+  EXPECT_EQ(c.http_idle_timeout_ms, 2700);
+  EXPECT_EQ(c.http_header_timeout_ms, 2800);
+  EXPECT_EQ(c.http_body_timeout_ms, 2900);
 }
 
 TEST(ConfigTest, FinalizeResolvesAutomaticThreadCountsForTwoCpus) {
