@@ -117,6 +117,7 @@ absl::Status InferenceCore::Warmup() {
 }
 
 void InferenceCore::Infer(InferRequest request, InferDone done) {
+  last_arrival_us_.store(clock_->NowMicros(), std::memory_order_relaxed);
   if (!accepting_) {
     if (metrics_ != nullptr) metrics_->CountRefusal(request.model, "draining");
     return done(Draining());

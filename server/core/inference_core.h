@@ -83,6 +83,10 @@ class InferenceCore {
   // Returns true when idle.
   bool WaitIdle(int64_t timeout_us) { return inflight_.WaitIdle(timeout_us); }
   int inflight() const { return inflight_.count(); }
+  // When the last inference request arrived (clock_ time; 0 if none has),
+  // accepted or not: a drain waits for arrivals to stop before the
+  // transports close.
+  int64_t last_arrival_us() const { return last_arrival_us_.load(); }
 
   batcher::Clock* clock() const { return clock_; }
   const CoreOptions& options() const { return options_; }
@@ -107,6 +111,7 @@ class InferenceCore {
   Admission admission_;
   std::atomic<bool> ready_{false};
   std::atomic<bool> accepting_{true};
+  std::atomic<int64_t> last_arrival_us_{0};
   std::unique_ptr<InferenceExecutor> executor_;
   std::unique_ptr<ServableRegistry> registry_;
   std::unique_ptr<ThreadPool> preprocess_pool_;

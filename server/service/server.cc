@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <limits>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 
@@ -137,7 +138,18 @@ bool GhostServer::Shutdown(int64_t grace_ms) {
   shut_down_ = true;
   SetServing(false);
   core_->StopAccepting();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
   const bool drained = core_->WaitIdle(grace_ms * 1000);
+  // gRPC ends calls that have reached it but no handler yet when Shutdown
+  // begins with CANCELLED (grpc/grpc#41785, open in 1.51), and calls keep
+  // arriving until clients see the GOAWAY. Callers refused with UNAVAILABLE
+  // back off (or the load balancer stops sending), so wait, within the grace
+  // period, until none has arrived for kQuietMs: then none is in transit.
+  constexpr int64_t kQuietMs = 50;
+  while (std::chrono::steady_clock::now() < deadline &&
+         core_->clock()->NowMicros() - core_->last_arrival_us() < kQuietMs * 1000) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   // Requests still running after the grace period are cancelled by gRPC;
   // HTTP ones are dropped with their connections.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
