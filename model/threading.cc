@@ -8,16 +8,18 @@
 
 #include <mutex>
 
+#include "model/cpu_quota.h"
+
 namespace ghostserve::model {
 
 int AvailableCpus() {
+  int cpus = 0;
   cpu_set_t set;
   CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    const int n = CPU_COUNT(&set);
-    if (n > 0) return n;
-  }
-  return 1;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = CPU_COUNT(&set);
+  const int quota = CgroupCpuLimit();
+  if (quota > 0 && (cpus <= 0 || quota < cpus)) cpus = quota;
+  return cpus > 0 ? cpus : 1;
 }
 
 int ConfigureThreads(int intra_op_threads) {

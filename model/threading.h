@@ -22,7 +22,9 @@ int ConfigureThreads(int intra_op_threads);
 // without it. <= 0 means the CPUs available.
 void ConfigureInferenceThread(int intra_op_threads);
 
-// CPUs this process may run on (sched_getaffinity), at least 1.
+// CPUs this process may use, at least 1: those of its affinity mask
+// (sched_getaffinity: cpusets, taskset), or fewer if a cgroup v2 CPU quota
+// (cpu.max: a Kubernetes CPU limit, docker --cpus) allows fewer, rounded up.
 int AvailableCpus();
 
 }  // namespace ghostserve::model
