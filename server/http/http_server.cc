@@ -156,6 +156,7 @@ class Session : public Connection {
   void AfterConnect() {
     if (over_limit_) {
       keep_alive_ = false;
+      body_unread_ = true;
       return Send(ErrorResponse(Status::service_unavailable,
                                 "too many connections; retry later or reuse a connection"));
     }
@@ -213,7 +214,10 @@ class Session : public Connection {
                                  shared_->options.max_body_bytes, " bytes"));
     }
     if (auto early = shared_->handler->CheckHeader(header)) {
-      if (!parser_->is_done()) keep_alive_ = false;  // its body stays unread
+      if (!parser_->is_done()) {  // its body stays unread
+        keep_alive_ = false;
+        body_unread_ = true;
+      }
       return Send(std::move(*early));
     }
     if (parser_->is_done()) return Dispatch();
@@ -282,6 +286,7 @@ class Session : public Connection {
   // Answers a request that cannot be read or served, then closes.
   void Refuse(Status status, std::string_view message) {
     keep_alive_ = false;
+    body_unread_ = true;  // whatever the client still sends is not read
     Send(ErrorResponse(status, message));
   }
 
@@ -289,8 +294,43 @@ class Session : public Connection {
     const bool keep_alive = response_->keep_alive();
     response_.reset();
     if (std::exchange(dispatched_, false)) shared_->busy.fetch_sub(1);
+    if (!ec && std::exchange(body_unread_, false)) return LingeringClose();
     if (ec || !keep_alive) return Close();
     ReadRequest();
+  }
+
+  // After an answer sent without reading the whole request: the client may
+  // still be sending its body, and closing a socket with unread data makes
+  // the kernel reset the connection, which can destroy the answer before the
+  // client reads it (curl: "Send failure: Broken pipe", no 401). So, as
+  // nginx's lingering close does: half-close, read and drop what still comes
+  // for up to kLingerMs or kLingerBytes, then close.
+  void LingeringClose() {
+    constexpr int kLingerMs = 1000;
+    constexpr size_t kLingerBytes = 8 << 20;
+    beast::error_code ignored;
+    Lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    linger_left_ = kLingerBytes;
+    linger_until_ = std::chrono::steady_clock::now() + milliseconds(kLingerMs);
+    DrainSome();
+  }
+  void DrainSome() {
+    const auto left = std::chrono::duration_cast<milliseconds>(
+        linger_until_ - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return CloseSocket();
+    ArmReadTimer(static_cast<int>(left.count()));
+    if (linger_buffer_.empty()) linger_buffer_.resize(64 << 10);
+    Lowest().socket().async_read_some(
+        net::buffer(linger_buffer_), [self = Self()](beast::error_code ec, std::size_t n) {
+          const bool timed_out = self->DisarmReadTimer();
+          if (ec || timed_out || n >= self->linger_left_) return self->CloseSocket();
+          self->linger_left_ -= n;
+          self->DrainSome();
+        });
+  }
+  void CloseSocket() {
+    beast::error_code ignored;
+    Lowest().socket().close(ignored);
   }
 
   void Close() {
@@ -319,6 +359,10 @@ class Session : public Connection {
   bool read_timed_out_ = false;
   bool keep_alive_ = true;
   bool dispatched_ = false;  // the answer being written counts in shared_->busy
+  bool body_unread_ = false;  // answered before the request was read whole
+  size_t linger_left_ = 0;
+  std::chrono::steady_clock::time_point linger_until_;
+  std::vector<char> linger_buffer_;
 };
 
 void Accept(HttpServer::Shared* shared, std::weak_ptr<HttpServer::Shared> keep) {

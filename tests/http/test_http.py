@@ -337,6 +337,16 @@ class HttpTest(unittest.TestCase):
             {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1],
                          "data": [base64.b64encode(read("coffee.jpg")).decode()]}]})), 404, "version")
         self.assert_error(*curl(f"{b}/no/such/path"), 404)
+        # Refused from the header while curl is still sending a 900 KB body
+        # (below curl's 1 MiB Expect: 100-continue threshold): the answer
+        # must reach it (the server drains what it did not read before
+        # closing, or the kernel's reset would destroy the answer).
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(os.urandom(900 << 10))
+            f.flush()
+            for _ in range(5):
+                self.assert_error(*curl(f"{b}/v1/models/nope:classify", "--data-binary", "@" + f.name),
+                                  404, "nope")
         code, headers, body = curl(f"{b}/v2/models/{MODEL}/infer")  # GET
         self.assert_error(code, headers, body, 405)
         self.assertEqual(headers["allow"], "POST")
@@ -547,6 +557,14 @@ class HttpSecurityTest(unittest.TestCase):
                 self.assertIn("Authorization: Bearer", json.loads(body)["error"])
                 self.assertEqual(curl(base + "/v1/models", "--cacert", cert, "-H",
                                       "Authorization: Bearer wrong")[0], 401)
+                # Refused before its 900 KB body is read: the 401 still arrives.
+                with tempfile.NamedTemporaryFile() as f:
+                    f.write(os.urandom(900 << 10))
+                    f.flush()
+                    for _ in range(5):
+                        self.assertEqual(curl(f"{base}/v1/models/{MODEL}:classify", "--cacert", cert,
+                                              "-H", "Authorization: Bearer wrong",
+                                              "--data-binary", "@" + f.name)[0], 401)
                 code, _, body = curl(f"{base}/v1/models/{MODEL}:classify", "--cacert", cert, "-H",
                                      "Authorization: Bearer s3cret-token", "--data-binary",
                                      "@" + lib.src("tests", "testdata", "coffee.jpg"))
