@@ -8,8 +8,15 @@
 // latency runs from the scheduled send time, not the actual one, so a client
 // that falls behind cannot hide server stalls (coordinated omission).
 //
-// Calls go through gRPC's callback API, spread over several channels (one
-// HTTP/2 connection each); no thread is held per call.
+// gRPC calls go through gRPC's callback API, spread over several channels
+// (one HTTP/2 connection each); no thread is held per call.
+//
+// With BenchOptions::http_target set, the same images go to the REST API
+// instead, POST /v1/models/{model}:classify?top_k=K, under the same loops,
+// windows and summaries: one thread and one keep-alive HTTP/1.1 connection
+// per call in flight (HTTP/1.1 carries one request at a time), HTTP statuses
+// counted under the gRPC code names the API maps them from (HttpStatusCodeName
+// in http_client.h), the server's timing read from the response's JSON.
 #ifndef GHOSTSERVE_CLIENT_BENCH_H_
 #define GHOSTSERVE_CLIENT_BENCH_H_
 
@@ -38,8 +45,12 @@ struct BenchProgress {
 };
 
 struct BenchOptions {
-  // Server address, TLS and token.
+  // Server address, TLS and token. With http_target all but the address
+  // apply (TLS makes it HTTPS).
   ConnectionOptions connection;
+  // "HOST:PORT" of the server's HTTP listener; when set, calls go there over
+  // HTTP/1.1 instead of to connection.server over gRPC.
+  std::string http_target;
   std::string model;
   // Predictions asked for per call.
   uint32_t top_k = 5;
@@ -79,7 +90,8 @@ struct BenchResult {
   int64_t requests = 0;
   int64_t successes = 0;
   int64_t errors = 0;
-  // Failures by gRPC code name ("UNAVAILABLE", ...) and "client_overload".
+  // Failures by gRPC code name ("UNAVAILABLE", ...) and "client_overload";
+  // HTTP statuses are counted under the code they map from.
   std::map<std::string, int64_t> errors_by_code;
   // One message per code in errors_by_code, to explain the failures.
   std::map<std::string, std::string> error_examples;
@@ -96,8 +108,13 @@ struct BenchResult {
   double server_inference_us = 0;
   double server_total_us = 0;
   double batch_size = 0;
-  // Channels actually used.
+  // "grpc" or "http".
+  std::string protocol;
+  // gRPC channels, or HTTP connections (one per call in flight), used.
   int channels = 0;
+  // HTTP only: TCP connections opened in the whole run, warm-up included;
+  // more than `channels` means the server closed (or broke) keep-alive ones.
+  int64_t connects = 0;
 };
 
 // Runs one benchmark with `images` (encoded files, used round-robin) and

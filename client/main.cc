@@ -35,6 +35,7 @@
 #include "client/bench.h"
 #include "client/eval.h"
 #include "client/health.h"
+#include "client/http_client.h"
 #include "client/rpc.h"
 #include "ghostserve/v1/classifier.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -80,7 +81,10 @@ Exit code: 0 when every image was classified, 1 otherwise, 2 on bad usage.
 
 constexpr char kBenchUsage[] = R"(usage: ghostserve-client bench [flags] FILE...
 
-Loads the files into memory and sends them round-robin in Classify calls.
+Loads the files into memory and sends them round-robin in Classify calls,
+or with --http HOST:PORT as POST /v1/models/MODEL:classify?top_k=K requests
+to the server's HTTP listener (one keep-alive connection per request in
+flight; the TLS flags make it HTTPS; --server is not used).
 By default a closed loop keeps --concurrency calls in flight. With --rate, an
 open loop sends R calls per second on a fixed schedule, at most --concurrency
 in flight (a send skipped for that counts as error "client_overload"), and
@@ -445,6 +449,7 @@ Json BenchJson(const BenchOptions& options, const BenchResult& r, size_t files) 
                                   {"total", r.server_total_us}};
   out["batch_size_mean"] = r.batch_size;
   out["model"] = options.model;
+  out["protocol"] = r.protocol;
   out["mode"] = options.rate > 0 ? "open" : "closed";
   out["concurrency"] = options.concurrency;
   if (options.rate > 0) out["rate"] = options.rate;
@@ -452,6 +457,7 @@ Json BenchJson(const BenchOptions& options, const BenchResult& r, size_t files) 
   out["warmup_s"] = options.warmup_s;
   out["top_k"] = options.top_k;
   out["channels"] = r.channels;
+  if (r.protocol == "http") out["connects"] = r.connects;
   out["files"] = files;
   return out;
 }
@@ -461,11 +467,15 @@ void PrintBenchTable(const BenchOptions& options, const BenchResult& r) {
                          ? absl::StrFormat("open loop at %g/s, at most %d in flight", options.rate,
                                            options.concurrency)
                          : absl::StrFormat("closed loop, %d in flight", options.concurrency);
+  const std::string channels =
+      r.protocol == "http"
+          ? absl::StrFormat("HTTP, %d connections (%d opened)", r.channels, r.connects)
+          : absl::StrFormat("gRPC, %d channels", r.channels);
   std::cout << absl::StrFormat(
-      "model %s: %s, %d channels, %g s measured after %g s warm-up\n"
+      "model %s: %s, %s, %g s measured after %g s warm-up\n"
       "requests    %d (%d ok, %d failed)\n"
       "throughput  %.1f images/s\n",
-      options.model, mode, r.channels, r.measured_s, options.warmup_s, r.requests, r.successes,
+      options.model, mode, channels, r.measured_s, options.warmup_s, r.requests, r.successes,
       r.errors, r.images_per_second);
   if (r.latency_ms.count > 0) {
     std::cout << absl::StrFormat(
@@ -512,12 +522,20 @@ int Bench(const std::vector<std::string>& args) {
         app.add_option("--top-k", top_k, "predictions asked for per call")
             ->transform(IntIn(1, kMaxTopK))
             ->type_name("K");
+        app.add_option("--http", options.http_target,
+                       "benchmark the HTTP API at this address instead of gRPC")
+            ->type_name("ADDR");
         AddSwitch(app, "--json", json,
                   "print the results as one JSON object, the last stdout line");
         AddTimeout(app, options.timeout_ms, "deadline of each call in milliseconds");
       },
       [&](const Connection& /*conn*/, const std::vector<std::string>& files) {
         if (options.model.empty()) return UsageError("bench", "--model is required");
+        if (!options.http_target.empty()) {
+          if (absl::StatusOr<HttpTarget> t = ParseHttpTarget(options.http_target); !t.ok()) {
+            return UsageError("bench", std::string(t.status().message()));
+          }
+        }
         if (files.empty()) return UsageError("bench", "no image files given");
         options.concurrency = static_cast<int>(concurrency);
         options.top_k = static_cast<uint32_t>(top_k);

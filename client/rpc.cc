@@ -100,14 +100,17 @@ absl::StatusOr<Connection> Connection::Create(const ConnectionOptions& options) 
     grpc::SslCredentialsOptions ssl;
     auto ca = ReadFlagFile("tls-ca", options.tls_ca);
     if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = std::move(*ca);
+    ssl.pem_root_certs = *ca;
+    c.tls_ca_pem_ = std::move(*ca);
     if (!options.tls_cert.empty()) {
       auto cert = ReadFlagFile("tls-cert", options.tls_cert);
       if (!cert.ok()) return cert.status();
       auto key = ReadFlagFile("tls-key", options.tls_key);
       if (!key.ok()) return key.status();
-      ssl.pem_cert_chain = std::move(*cert);
-      ssl.pem_private_key = std::move(*key);
+      ssl.pem_cert_chain = *cert;
+      ssl.pem_private_key = *key;
+      c.tls_cert_pem_ = std::move(*cert);
+      c.tls_key_pem_ = std::move(*key);
     }
     c.credentials_ = grpc::SslCredentials(ssl);
     c.tls_ = true;

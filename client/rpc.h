@@ -65,12 +65,25 @@ class Connection {
 
   const std::string& server() const { return server_; }
   bool tls() const { return tls_; }
+  // "Bearer <token>" from --auth-token-file, or "" for none: the value of
+  // the authorization header (gRPC metadata or HTTP) on every call.
+  const std::string& authorization() const { return authorization_; }
+  // With TLS: the PEM contents of --tls-ca, --tls-cert and --tls-key (the
+  // last two empty without mutual TLS) and --tls-server-name, for clients
+  // that are not gRPC (bench --http).
+  const std::string& tls_ca_pem() const { return tls_ca_pem_; }
+  const std::string& tls_cert_pem() const { return tls_cert_pem_; }
+  const std::string& tls_key_pem() const { return tls_key_pem_; }
+  const std::string& tls_server_name() const { return server_name_; }
 
  private:
   std::string server_;
   bool tls_ = false;
   std::shared_ptr<grpc::ChannelCredentials> credentials_;
   std::string server_name_;
+  std::string tls_ca_pem_;
+  std::string tls_cert_pem_;
+  std::string tls_key_pem_;
   std::string authorization_;  // "Bearer <token>", or "" for none
 };
 
