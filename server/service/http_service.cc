@@ -4,6 +4,8 @@
 
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/verb.hpp>
+#include <charconv>
+#include <cstdlib>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -91,12 +93,27 @@ std::optional<absl::string_view> QueryParam(std::string_view query, std::string_
   return std::nullopt;
 }
 
+// A float as the double its shortest decimal form denotes, so JSON shows
+// 0.485 rather than 0.48500001430511475 (the same float either way). Not for
+// logits, which must round-trip exactly as the float's own value.
+double Short(float f) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof(buf), f);
+  return std::strtod(std::string(buf, r.ptr).c_str(), nullptr);
+}
+
+std::vector<double> Short(const google::protobuf::RepeatedField<float>& v) {
+  std::vector<double> out;
+  for (float f : v) out.push_back(Short(f));
+  return out;
+}
+
 json ModelJson(const v1::ModelInfo& m) {
   const auto& p = m.preprocess();
   return json{{"name", m.name()},
               {"parameters", m.parameters()},
               {"macs", m.macs()},
-              {"width", m.width()},
+              {"width", Short(m.width())},
               {"input_size", m.input_size()},
               {"input_channels", m.input_channels()},
               {"num_classes", m.num_classes()},
@@ -108,8 +125,8 @@ json ModelJson(const v1::ModelInfo& m) {
               {"preprocess",
                {{"resize_shorter_side", p.resize_shorter_side()},
                 {"input_size", p.input_size()},
-                {"mean", std::vector<float>(p.mean().begin(), p.mean().end())},
-                {"std", std::vector<float>(p.std().begin(), p.std().end())},
+                {"mean", Short(p.mean())},
+                {"std", Short(p.std())},
                 {"color", p.color()}}}};
 }
 
@@ -117,7 +134,7 @@ json ClassifyJson(const v1::ClassifyResponse& r) {
   json predictions = json::array();
   for (const auto& p : r.predictions()) {
     predictions.push_back(
-        {{"class_index", p.class_index()}, {"label", p.label()}, {"score", p.score()}});
+        {{"class_index", p.class_index()}, {"label", p.label()}, {"score", Short(p.score())}});
   }
   const auto& t = r.timing();
   return json{{"model", r.model()},

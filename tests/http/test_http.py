@@ -197,6 +197,7 @@ class HttpTest(unittest.TestCase):
                                  (m.parameters, m.macs, m.num_classes, m.trained, m.precision, m.ready))
         self.assertTrue(models["ghostnet_050_fashion"]["trained"])
         self.assertEqual(models[MODEL]["precision"], "fp32")
+        self.assertEqual(models[MODEL]["preprocess"]["mean"], [0.485, 0.456, 0.406])
 
     def test_classify_equals_grpc_classify(self):
         stub = self.stubs.pb_grpc.ClassifierStub(self.channel)
@@ -213,8 +214,9 @@ class HttpTest(unittest.TestCase):
                 self.assertEqual(rest["request_id"], "r-42")
                 self.assertEqual([(p["class_index"], p["label"]) for p in rest["predictions"]],
                                  [(p.class_index, p.label) for p in ref.predictions])
-                self.assertEqual([p["score"] for p in rest["predictions"]],
-                                 [p.score for p in ref.predictions])
+                # The same float32 (JSON prints its shortest form).
+                self.assertEqual([struct.pack("<f", p["score"]) for p in rest["predictions"]],
+                                 [struct.pack("<f", p.score) for p in ref.predictions])
                 t = rest["timing"]
                 self.assertGreater(t["total_us"], 0)
                 self.assertLessEqual(t["preprocess_us"] + t["queue_us"], t["total_us"])
@@ -301,6 +303,19 @@ class HttpTest(unittest.TestCase):
         outputs = json.loads(body[:n])["outputs"]
         self.assertEqual([o["name"] for o in outputs], ["logits", "probabilities"])
         self.assertEqual(list(struct.unpack("<1000f", body[n:n + 4000])), grpc_logits)
+
+    def test_client_bench_over_http(self):
+        """ghostserve-client bench --http drives this API (bench_service.py's REST row)."""
+        r = subprocess.run([lib.ARGS.client, "bench", "--http", f"127.0.0.1:{self.server.http_port}",
+                            "--model", MODEL, "--concurrency", "2", "--duration", "2", "--json",
+                            lib.src("tests", "testdata", "coffee.jpg"), lib.src("tests", "testdata", "chelsea.png")],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        self.assertEqual(out["protocol"], "http")
+        self.assertGreater(out["images_per_second"], 0)
+        self.assertEqual(out.get("errors", 0), 0, out)
+        self.assertLessEqual(out["connects"], 4, out)  # kept alive, not one per request
 
     def test_keep_alive_serves_many_requests_on_one_connection(self):
         import http.client
