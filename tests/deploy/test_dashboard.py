@@ -89,8 +89,10 @@ class DashboardTest(unittest.TestCase):
             return [(p["title"], t["expr"]) for p, t in self.targets() if pred(t["expr"])]
 
         self.assertTrue(panel_exprs(lambda e: "ghostserve_requests_total" in e and
-                                    re.search(r"by \((model, code|code, model)\)", e)),
-                        "request rate by model and code")
+                                    re.search(r"by \(([a-z, ]*)\)", e) and
+                                    {"model", "code", "protocol"} <=
+                                    set(re.search(r"by \(([a-z, ]*)\)", e).group(1).split(", "))),
+                        "request rate by model, protocol and code")
         for q in ("0.5", "0.9", "0.99"):
             self.assertTrue(panel_exprs(lambda e: f"histogram_quantile({q}," in e and
                                         "ghostserve_request_duration_seconds_bucket" in e), f"p{q}")
