@@ -13,10 +13,18 @@
    POST /v1/models/M:classify, one keep-alive connection per client); with
    --rounds N the two alternate N times (gRPC, REST, gRPC, REST, ...) and
    the medians are reported. The client runs on the same cores.
+   The same for each image set (--sets: jpeg = the JPEG photographs in
+   tests/testdata, png = the same photographs re-encoded as PNG, mixed = both
+   alternating) against ghostserve-pipeline-bench: the serving core in
+   process with the same flags and thread plan, fed the same files by the
+   same number of closed-loop callers, without RPC (decode + preprocess +
+   batching + forward): the service's ceiling. Pipeline and service runs
+   alternate within each round.
 4. ghostserve-client bench --concurrency 1: one client's p50 at low load.
 Prints a summary on stderr and one JSON line on stdout with the ratios the
-issues target: service / raw >= 0.8, p50 <= batch-1 p50 + max delay + 3 ms,
-and REST / gRPC images/s (rest_vs_grpc) >= 0.9 at 16 clients.
+issues target: service / raw >= 0.8, service / pipeline >= 0.9 per set,
+p50 <= batch-1 p50 + max delay + 3 ms, and REST / gRPC images/s
+(rest_vs_grpc) >= 0.9 at 16 clients.
 """
 import argparse
 import glob
@@ -64,6 +72,19 @@ def wait_http_ready(hport, seconds=60):
     raise SystemExit(f"{url} did not answer 200 within {seconds} s")
 
 
+def image_sets(jpegs, out_dir):
+    """jpeg: the photographs; png: the same re-encoded as PNG (Pillow,
+    default compression, as most encoders write them); mixed: alternating."""
+    from PIL import Image
+    pngs = []
+    for path in jpegs:
+        png = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+        Image.open(path).save(png)
+        pngs.append(png)
+    mixed = [f for pair in zip(jpegs, pngs) for f in pair]
+    return {"jpeg": jpegs, "png": pngs, "mixed": mixed}
+
+
 def median_run(runs):
     """The median over rounds of images/s and of each latency figure."""
     return {
@@ -86,11 +107,18 @@ def main():
                     help="saturation runs per protocol, alternating gRPC and REST")
     ap.add_argument("--max-batch-delay-us", type=int, default=2000)
     ap.add_argument("--server-args", default="", help="extra ghostserve flags")
+    ap.add_argument("--sets", default="jpeg,png,mixed",
+                    help="image sets to compare the service and the in-process pipeline on")
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     bin_dir = os.path.join(args.build, "bin")
     images = sorted(glob.glob(os.path.join(ROOT, "tests", "testdata", "*.jpg")))
+    sets = [x for x in args.sets.split(",") if x]
+    if set(sets) - {"jpeg", "png", "mixed"}:
+        ap.error("--sets takes jpeg, png, mixed")
+    tmp = tempfile.TemporaryDirectory(prefix="bench-service-")
+    files = image_sets(images, tmp.name)
 
     raw = run_json([os.path.join(bin_dir, "ghostserve-model-bench"), "--model", args.model,
                     "--batch-sizes", "1,8,16", "--seconds", "5", "--json"])
@@ -126,10 +154,22 @@ def main():
         saturation = ["--model", args.model, "--concurrency", str(args.concurrency),
                       "--duration", str(args.duration), "--warmup", "2", "--json"] + images
         grpc_runs, rest_runs = [], []
+        pipe_runs = {name: [] for name in sets}
+        svc_runs = {name: [] for name in sets}
+        load = ["--model", args.model, "--concurrency", str(args.concurrency),
+                "--duration", str(args.duration), "--warmup", "2", "--json"]
         for _ in range(args.rounds):
             grpc_runs.append(run_json([client, "bench", "--server", addr] + saturation))
             rest_runs.append(run_json([client, "bench", "--http", f"127.0.0.1:{hport}"]
                                       + saturation))
+            for name in sets:
+                pipe_runs[name].append(run_json(
+                    [os.path.join(bin_dir, "ghostserve-pipeline-bench")] + load + files[name]
+                    + ["--", "--max-batch-delay-us", str(args.max_batch_delay_us)]
+                    + args.server_args.split()))
+                svc_runs[name].append(
+                    grpc_runs[-1] if name == "jpeg"
+                    else run_json([client, "bench", "--server", addr] + load + files[name]))
         low = run_json([client, "bench", "--server", addr, "--model", args.model,
                         "--concurrency", "1", "--duration", str(args.duration / 2),
                         "--warmup", "1", "--json"] + images)
@@ -161,6 +201,22 @@ def main():
         "rest_connects": [r["connects"] for r in rest_runs],
         "grpc_rounds_images_per_second": [round(r["images_per_second"], 1) for r in grpc_runs],
         "rest_rounds_images_per_second": [round(r["images_per_second"], 1) for r in rest_runs],
+        "sets": {name: {
+            "files": len(files[name]),
+            "pipeline_images_per_second": round(statistics.median(
+                r["images_per_second"] for r in pipe_runs[name]), 1),
+            "service_images_per_second": round(statistics.median(
+                r["images_per_second"] for r in svc_runs[name]), 1),
+            "service_vs_pipeline": round(statistics.median(
+                r["images_per_second"] for r in svc_runs[name]) / max(1e-9, statistics.median(
+                    r["images_per_second"] for r in pipe_runs[name])), 3),
+            "pipeline_mean_batch_size": round(statistics.median(
+                r["mean_batch_size"] for r in pipe_runs[name]), 2),
+            "pipeline_rounds_images_per_second": [round(r["images_per_second"], 1)
+                                                  for r in pipe_runs[name]],
+            "service_rounds_images_per_second": [round(r["images_per_second"], 1)
+                                                 for r in svc_runs[name]],
+        } for name in sets},
         "rounds": args.rounds,
         "concurrency": args.concurrency,
         "max_batch_delay_us": args.max_batch_delay_us,
@@ -171,6 +227,10 @@ def main():
     print(f"REST: {rest['images_per_second']:.1f} img/s at concurrency {args.concurrency}, "
           f"{rest_ratio:.2f}x gRPC (target >= 0.9), p50 {rest['latency_ms']['p50']:.2f} ms "
           f"vs gRPC {sat['latency_ms']['p50']:.2f} ms, {rest['errors']} errors", file=sys.stderr)
+    for name, r in report["sets"].items():
+        print(f"{name}: service {r['service_images_per_second']:.1f} img/s, in-process pipeline "
+              f"{r['pipeline_images_per_second']:.1f} img/s: {r['service_vs_pipeline']:.2f}x "
+              f"(target >= 0.9)", file=sys.stderr)
     print(json.dumps(report))
 
 

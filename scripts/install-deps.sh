@@ -51,9 +51,10 @@ SANITIZER_PACKAGES="
 
 # Benchmark only: Node.js + npm run onnxruntime-node (installed from npm by
 # scripts/bench_ort.py into bench/ort/node_modules); python3-onnx lets
-# torch.onnx.export write the model.
+# torch.onnx.export write the model; python3-pil re-encodes the photographs
+# as PNG for scripts/bench_service.py.
 BENCH_PACKAGES="
-  nodejs npm python3-onnx
+  nodejs npm python3-onnx python3-pil
 "
 
 packages="$BUILD_PACKAGES"
