@@ -45,9 +45,26 @@ def vm_hwm_kb(pid):
 def scrape(port):
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     out = {}
-    for m in re.finditer(r"^(ghostserve_(?:decodes|refusals)_total\{[^}]*\})\s+(\S+)", text, re.M):
+    for m in re.finditer(r"^(ghostserve_(?:decodes|refusals)_total\{[^}]*\}|"
+                         r"ghostserve_refusal_duration_seconds_bucket\{[^}]*\})\s+(\S+)", text, re.M):
         out[m.group(1)] = float(m.group(2))
     return out
+
+
+def refusal_quantile_bound(delta, q):
+    """Upper bound (bucket edge, ms) of the q-quantile of the server-side
+    refusal times observed during the burst, from the histogram's buckets."""
+    buckets = sorted((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), n)
+                     for k, n in delta.items()
+                     for m in [re.search(r'le="([^"]+)"', k)]
+                     if k.startswith("ghostserve_refusal_duration_seconds_bucket"))
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    total = buckets[-1][1]
+    for le, n in buckets:
+        if n >= q * total:
+            return round(le * 1000, 3)
+    return None
 
 
 def main():
@@ -116,8 +133,12 @@ def main():
         "server_flags": " ".join(flags), "callers": args.callers,
         "image": os.path.basename(args.image), "image_bytes": len(image), "codes": codes,
         "refusal_ms": {"p50": pct(refused, 0.5), "p99": pct(refused, 0.99)},
+        # Server side, arrival to answer (ghostserve_refusal_duration_seconds):
+        # the bucket edge at or above the quantile.
+        "server_refusal_ms_at_most": {"p50": refusal_quantile_bound(delta, 0.5),
+                                      "p99": refusal_quantile_bound(delta, 0.99)},
         "accepted_ms": {"p50": pct(accepted, 0.5), "max": pct(accepted, 1.0)},
-        "server_counters_during_burst": delta,
+        "server_counters_during_burst": {k: v for k, v in delta.items() if "_bucket" not in k},
         "vm_hwm_kb": {"before": hwm_before, "after": hwm_after},
         "health_after": still}))
 

@@ -50,6 +50,13 @@ const std::vector<double>& ServerMetrics::LatencyBuckets() {
   return *kBuckets;
 }
 
+const std::vector<double>& ServerMetrics::RefusalBuckets() {
+  static const auto* const kBuckets = new std::vector<double>{
+      0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+      0.005,   0.01,     0.025,   0.05,   0.1,     0.25,   1.0};
+  return *kBuckets;
+}
+
 const std::vector<double>& ServerMetrics::BatchSizeBuckets() {
   static const auto* const kBuckets =
       new std::vector<double>{1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128};
@@ -86,6 +93,12 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
                    .Name("ghostserve_preprocess_wait_seconds")
                    .Help("Time an image waited for a preprocessing thread after it was accepted.")
                    .Register(*registry);
+  auto& refusal = prometheus::BuildHistogram()
+                      .Name("ghostserve_refusal_duration_seconds")
+                      .Help(
+                          "Arrival to answer of requests answered UNAVAILABLE (budgets full, "
+                          "draining): how fast an overloaded server says no.")
+                      .Register(*registry);
   auto& decodes = prometheus::BuildCounter()
                       .Name("ghostserve_decodes_total")
                       .Help("Encoded images handed to the decoder.")
@@ -134,6 +147,7 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
     m.inference_seconds = &inference.Add(labels, LatencyBuckets());
     m.batch_size = &batch.Add(labels, BatchSizeBuckets());
     m.preprocess_wait_seconds = &wait.Add(labels, LatencyBuckets());
+    m.refusal_seconds = &refusal.Add(labels, RefusalBuckets());
     m.decodes = &decodes.Add(labels);
     m.admitted_images = &admitted.Add(labels);
     m.queue_depth = &depth.Add(labels);
@@ -151,7 +165,9 @@ ModelMetrics* ServerMetrics::ForModel(const std::string& model) {
 void ServerMetrics::RecordRequest(const std::string& model, Protocol protocol,
                                   const std::string& code, double seconds) {
   CountRequest(model, protocol, code);
-  ForModel(model)->request_seconds[static_cast<int>(protocol)]->Observe(seconds);
+  ModelMetrics* m = ForModel(model);
+  m->request_seconds[static_cast<int>(protocol)]->Observe(seconds);
+  if (code == "UNAVAILABLE") m->refusal_seconds->Observe(seconds);
 }
 
 void ServerMetrics::CountRefusal(const std::string& model, const std::string& reason) {

@@ -33,6 +33,8 @@ struct ModelMetrics {
   prometheus::Histogram* inference_seconds = nullptr;  // per batch
   prometheus::Histogram* batch_size = nullptr;
   prometheus::Histogram* preprocess_wait_seconds = nullptr;
+  // Arrival to answer of requests answered UNAVAILABLE (refused).
+  prometheus::Histogram* refusal_seconds = nullptr;
   prometheus::Counter* decodes = nullptr;
   prometheus::Gauge* admitted_images = nullptr;
   prometheus::Gauge* queue_depth = nullptr;
@@ -63,6 +65,8 @@ class ServerMetrics {
 
   static const std::vector<double>& LatencyBuckets();
   static const std::vector<double>& BatchSizeBuckets();
+  // 10 us .. 1 s: a refusal should take microseconds.
+  static const std::vector<double>& RefusalBuckets();
 
  private:
   prometheus::Family<prometheus::Counter>* requests_;
