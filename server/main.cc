@@ -50,6 +50,7 @@ ghostserve::service::ServerOptions ServerOptionsFrom(const ghostserve::config::S
   so.http.idle_timeout_ms = cfg.http_idle_timeout_ms;
   so.http.header_timeout_ms = cfg.http_header_timeout_ms;
   so.http.body_timeout_ms = cfg.http_body_timeout_ms;
+  so.http.max_buffered_bytes = static_cast<uint64_t>(cfg.http_max_buffered_bytes);
   so.max_receive_message_bytes = cfg.max_message_bytes;
   so.tls_cert_pem = cfg.tls_cert_pem;
   so.tls_key_pem = cfg.tls_key_pem;

@@ -221,6 +221,9 @@ std::unique_ptr<CLI::App> MakeApp(ServerConfig& c, std::string& config_file) {
            "a request's whole header must arrive within this of its first byte (else 408), ms");
   int_flag("--http-body-timeout-ms", c.http_body_timeout_ms, 100, 3'600'000,
            "a request's whole body must arrive within this of its header (else 408), ms");
+  int_flag("--http-max-buffered-bytes", c.http_max_buffered_bytes, 1024, int64_t{1} << 40,
+           "bytes of HTTP request bodies being received or handled at once (each reserves its "
+           "Content-Length before it is read); beyond it 503. At least --max-message-bytes");
   for (CLI::Option* o : app->get_options()) {
     if (o->get_type_name() != "FILE") o->type_name("VALUE");
   }
@@ -493,6 +496,11 @@ absl::Status Finalize(ServerConfig* c, int cpus) {
           absl::StrCat("--weights names model '", name,
                        "', which is not served (served: ", absl::StrJoin(served, ","), ")"));
     }
+  }
+  if (c->http_max_buffered_bytes < c->max_message_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--http-max-buffered-bytes ", c->http_max_buffered_bytes, " is below --max-message-bytes ",
+        c->max_message_bytes, ": a largest request could never be received"));
   }
   if (c->max_input_bytes < c->max_message_bytes) {
     return absl::InvalidArgumentError(

@@ -70,6 +70,7 @@ struct ServerConfig {
   int http_idle_timeout_ms = 60'000;
   int http_header_timeout_ms = 10'000;
   int http_body_timeout_ms = 60'000;
+  int64_t http_max_buffered_bytes = int64_t{256} << 20;
 
   // Filled in by Finalize: the models read from model_config_paths.
   std::vector<ModelConfig> custom_models;

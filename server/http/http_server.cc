@@ -60,6 +60,8 @@ struct HttpServer::Shared {
   std::atomic<int> connections{0};
   // Requests handed to the handler whose answer is not yet written.
   std::atomic<int> busy{0};
+  // Body bytes reserved by requests being received or handled.
+  std::atomic<uint64_t> buffered{0};
   // Stopping: no new connections, no keep-alive after the current answer.
   std::atomic<bool> closing{false};
   std::mutex mu;
@@ -97,7 +99,10 @@ class Session : public Connection {
         read_timer_(stream_.get_executor()) {
     shared_->connections.fetch_add(1);
   }
-  ~Session() override { shared_->connections.fetch_sub(1); }
+  ~Session() override {
+    ReleaseBody();
+    shared_->connections.fetch_sub(1);
+  }
 
   void Run() {
     // Start on the strand (the socket was accepted on the acceptor's).
@@ -157,8 +162,10 @@ class Session : public Connection {
     if (over_limit_) {
       keep_alive_ = false;
       body_unread_ = true;
-      return Send(ErrorResponse(Status::service_unavailable,
-                                "too many connections; retry later or reuse a connection"));
+      Response res = ErrorResponse(Status::service_unavailable,
+                                   "too many connections; retry later or reuse a connection");
+      res.set(bhttp::field::retry_after, "1");
+      return Send(std::move(res));
     }
     ReadRequest();
   }
@@ -212,6 +219,10 @@ class Session : public Connection {
       return Refuse(Status::payload_too_large,
                     absl::StrCat("body of ", *length, " bytes exceeds the limit of ",
                                  shared_->options.max_body_bytes, " bytes"));
+    }
+    if (!parser_->is_done() && !ReserveBody(length ? *length : shared_->options.max_body_bytes)) {
+      return Refuse(Status::service_unavailable,
+                    "server is receiving too many request bodies at once; retry later");
     }
     if (auto early = shared_->handler->CheckHeader(header)) {
       if (!parser_->is_done()) {  // its body stays unread
@@ -287,12 +298,15 @@ class Session : public Connection {
   void Refuse(Status status, std::string_view message) {
     keep_alive_ = false;
     body_unread_ = true;  // whatever the client still sends is not read
-    Send(ErrorResponse(status, message));
+    Response res = ErrorResponse(status, message);
+    if (status == Status::service_unavailable) res.set(bhttp::field::retry_after, "1");
+    Send(std::move(res));
   }
 
   void OnWrite(beast::error_code ec) {
     const bool keep_alive = response_->keep_alive();
     response_.reset();
+    ReleaseBody();
     if (std::exchange(dispatched_, false)) shared_->busy.fetch_sub(1);
     if (!ec && std::exchange(body_unread_, false)) return LingeringClose();
     if (ec || !keep_alive) return Close();
@@ -328,6 +342,16 @@ class Session : public Connection {
           self->DrainSome();
         });
   }
+  bool ReserveBody(uint64_t bytes) {
+    uint64_t held = shared_->buffered.load();
+    do {
+      if (held + bytes > shared_->options.max_buffered_bytes) return false;
+    } while (!shared_->buffered.compare_exchange_weak(held, held + bytes));
+    reserved_ += bytes;
+    return true;
+  }
+  void ReleaseBody() { shared_->buffered.fetch_sub(std::exchange(reserved_, 0)); }
+
   void CloseSocket() {
     beast::error_code ignored;
     Lowest().socket().close(ignored);
@@ -360,6 +384,7 @@ class Session : public Connection {
   bool keep_alive_ = true;
   bool dispatched_ = false;  // the answer being written counts in shared_->busy
   bool body_unread_ = false;  // answered before the request was read whole
+  uint64_t reserved_ = 0;     // this request's share of shared_->buffered
   size_t linger_left_ = 0;
   std::chrono::steady_clock::time_point linger_until_;
   std::vector<char> linger_buffer_;

@@ -38,6 +38,11 @@ struct HttpServerOptions {
   uint32_t max_uri_bytes = 8 << 10;
   // Larger bodies get 413 before they are read.
   uint64_t max_body_bytes = 16 << 20;
+  // Bytes of request bodies being received or handled at once, over all
+  // connections: each request reserves its Content-Length (max_body_bytes
+  // for a chunked body) before its body is read, until its answer is
+  // written. Over the budget: 503 before the body is read.
+  uint64_t max_buffered_bytes = 256 << 20;
   // A kept-alive connection with no new request for this long is closed.
   int idle_timeout_ms = 60'000;
   // A request's whole header must arrive within this, once its first byte

@@ -110,7 +110,7 @@ class HttpTest(unittest.TestCase):
             "--models", f"{MODEL},ghostnet_050_fashion", "--max-images-per-request", "4",
             "--max-message-bytes", str(4 << 20), "--max-input-bytes", str(64 << 20),
             "--http-header-timeout-ms", "1500", "--http-body-timeout-ms", "1500",
-            "--http-max-connections", "24"]).start()
+            "--http-max-connections", "24", "--http-max-buffered-bytes", str(4 << 20)]).start()
         cls.server.wait_serving()
         cls.base = f"http://127.0.0.1:{cls.server.http_port}"
         import grpc
@@ -423,6 +423,33 @@ class HttpTest(unittest.TestCase):
         code, _, body = curl(f"{self.base}/v1/models/{MODEL}:classify", "--data-binary",
                              "@" + lib.src("tests", "testdata", "chelsea.jpg"))
         self.assertEqual(code, 200, body)
+
+    def test_body_bytes_being_received_are_bounded(self):
+        # --http-max-buffered-bytes 4 MiB: one 3 MiB body arriving slowly holds
+        # 3 MiB; a second 3 MiB request is refused (503, Retry-After) before
+        # its body is sent; once the first connection goes, bodies are taken.
+        head = (f"POST /v1/models/{MODEL}:classify HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Length: {3 << 20}\r\n\r\n").encode()
+        slow = socket.create_connection(("127.0.0.1", self.server.http_port))
+        try:
+            slow.sendall(head + b"x" * 1000)
+            time.sleep(0.3)
+            raw = raw_exchange(self.server.http_port, head, wait_s=5)
+            self.assertEqual(status_of(raw), 503, raw[:300])
+            self.assertIn(b"Retry-After: 1", raw)
+            self.assertIn(b"too many request bodies", raw)
+        finally:
+            slow.close()
+        deadline = time.time() + 10
+        while True:
+            with tempfile.NamedTemporaryFile() as f:
+                f.write(b"\0" * (3 << 20))
+                f.flush()
+                code = curl(f"{self.base}/v1/models/{MODEL}:classify", "--data-binary", "@" + f.name)[0]
+            if code != 503 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(code, 400)  # received and read: not an image
 
     def test_connection_bound(self):
         # --http-max-connections 24: hold 24 idle connections; the next one

@@ -66,6 +66,7 @@ const char* const kAllFlags[] = {
     "http-idle-timeout-ms",
     "http-header-timeout-ms",
     "http-body-timeout-ms",
+    "http-max-buffered-bytes",
     "grpc-max-threads",
 };
 
@@ -399,6 +400,7 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
       {"GHOSTSERVE_HTTP_IDLE_TIMEOUT_MS", "2700"},
       {"GHOSTSERVE_HTTP_HEADER_TIMEOUT_MS", "2800"},
       {"GHOSTSERVE_HTTP_BODY_TIMEOUT_MS", "2900"},
+      {"GHOSTSERVE_HTTP_MAX_BUFFERED_BYTES", "30000"},
   };
   ASSERT_EQ(values.size(), std::size(kAllFlags));
   const ServerConfig c = ParseOk({}, values);
@@ -442,6 +444,7 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
   EXPECT_EQ(c.http_idle_timeout_ms, 2700);
   EXPECT_EQ(c.http_header_timeout_ms, 2800);
   EXPECT_EQ(c.http_body_timeout_ms, 2900);
+  EXPECT_EQ(c.http_max_buffered_bytes, 30000);
 }
 
 TEST(ConfigTest, FinalizeResolvesAutomaticThreadCountsForTwoCpus) {
@@ -615,6 +618,14 @@ TEST(ConfigTest, InputByteBudgetMustHoldTheLargestMessage) {
   const absl::Status s = Finalize(&c, 2);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("--max-input-bytes 2048 is below --max-message-bytes 4096"));
+}
+
+TEST(ConfigTest, HttpBodyBudgetMustHoldTheLargestMessage) {
+  ServerConfig c = ParseOk({"--max-message-bytes=4096", "--http-max-buffered-bytes=2048"});
+  const absl::Status s = Finalize(&c, 2);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(),
+              HasSubstr("--http-max-buffered-bytes 2048 is below --max-message-bytes 4096"));
 }
 
 }  // namespace
