@@ -14,7 +14,8 @@
 #               reader and the safetensors reader, FUZZ_SECONDS (60) each;
 #               prints executions and findings per fuzzer
 #   make asan   unit + integration tests and a quick soak under ASan + UBSan
-#   make tsan   the batcher and serving-core tests under ThreadSanitizer
+#   make tsan   the batcher, serving-core and HTTP-server tests under
+#               ThreadSanitizer
 #   make soak   SOAK_SECONDS (60) of mixed and hostile load on a real server,
 #               refusal times, and a shed-rate run; one JSON line
 
@@ -92,10 +93,12 @@ TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(
 tsan: sanitizer-deps
 	cmake -S . -B $(TSAN_BUILD_DIR) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" \
 	  -DCMAKE_CXX_FLAGS="$(TSAN_FLAGS)" -DCMAKE_EXE_LINKER_FLAGS="$(TSAN_FLAGS)"
-	$(TSAN_ENV) cmake --build $(TSAN_BUILD_DIR) -j $(JOBS) --target batcher_test inference_core_test
+	$(TSAN_ENV) cmake --build $(TSAN_BUILD_DIR) -j $(JOBS) --target batcher_test inference_core_test \
+	  http_server_test
 	cd $(TSAN_BUILD_DIR) && $(TSAN_ENV) ctest --output-on-failure -j $(JOBS) \
-	  -R '^(BatcherTest|InferenceCoreTest|InferenceCoreOptionsTest)\.'
+	  -R '^(BatcherTest|InferenceCoreTest|InferenceCoreOptionsTest|HttpServerTest)\.'
 	$(TSAN_ENV) $(TSAN_BUILD_DIR)/bin/inference_core_test --gtest_repeat=20
+	$(TSAN_ENV) $(TSAN_BUILD_DIR)/bin/http_server_test --gtest_repeat=10
 	$(TSAN_ENV) $(TSAN_BUILD_DIR)/bin/batcher_test --gtest_repeat=20 \
 	  --gtest_filter='BatcherTest.ConcurrentSubmitCancelAndDrainAnswerEveryAcceptedTaskOnce'
 
