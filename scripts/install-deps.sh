@@ -22,7 +22,7 @@ BUILD_PACKAGES="
   build-essential cmake pkg-config ca-certificates
   libtorch-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libopencv-dev
+  libopencv-dev libdeflate-dev
   prometheus-cpp-dev
   libabsl-dev
   libgtest-dev googletest libgmock-dev

@@ -35,6 +35,11 @@ struct PreprocessConfig {
   // Decode large JPEGs at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling) when
   // the result keeps at least twice resize_shorter; see JpegDecodeReduction.
   bool reduced_jpeg_decode = true;
+  // Decode non-interlaced 8-bit RGB, RGBA and gray PNGs (photographs) with
+  // libdeflate and our own row unfiltering: the same pixels as OpenCV's
+  // libpng path, about twice as fast. Every other PNG, and any that is not
+  // clean, still goes to OpenCV; off: OpenCV for every PNG, as before.
+  bool fast_png_decode = true;
 
   absl::Status Validate() const;
   // timm's ImageNet defaults: resize 256 (crop_pct 0.875), crop 224, bilinear.
@@ -72,7 +77,8 @@ int JpegDecodeReduction(const ImageHeader& header, const PreprocessConfig& confi
 
 // Checks the header against `limits` (InvalidArgument naming the limit),
 // decodes (honouring EXIF orientation; large JPEGs at reduced scale, see
-// JpegDecodeReduction), converts to RGB or gray, resizes,
+// JpegDecodeReduction; common PNGs by a faster path, see fast_png_decode),
+// converts to RGB or gray, resizes,
 // crops and normalises, writing crop_size * crop_size * channels floats to
 // `dst` in HWC order: exactly one image of a channels-last [N, C, H, W]
 // tensor. Never throws; OpenCV errors and a `config` that fails Validate()

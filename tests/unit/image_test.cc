@@ -789,5 +789,390 @@ TEST(PreprocessTest, RefusesInvalidConfigInsteadOfReadingPastIt) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// --- PNG: the fast path (libdeflate + our unfiltering) against OpenCV -----
+
+// PNG writing by hand, to control what encoders choose: the filter of each
+// row, IDAT splits, interlacing, extra chunks. Deflate "stored" blocks need
+// no compressor.
+uint32_t Crc32(const std::string& bytes) {
+  uint32_t crc = 0xFFFFFFFFu;
+  for (unsigned char b : bytes) {
+    crc ^= b;
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+
+std::string Be32(uint32_t v) {
+  return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16),
+                     static_cast<char>(v >> 8), static_cast<char>(v)};
+}
+
+std::string Chunk(const std::string& type, const std::string& data) {
+  return Be32(static_cast<uint32_t>(data.size())) + type + data + Be32(Crc32(type + data));
+}
+
+std::string ZlibStored(const std::string& raw) {
+  std::string z("\x78\x01", 2);
+  size_t i = 0;
+  do {
+    const size_t n = std::min<size_t>(65535, raw.size() - i);
+    const bool last = i + n == raw.size();
+    z += static_cast<char>(last ? 1 : 0);
+    z += static_cast<char>(n & 0xFF);
+    z += static_cast<char>(n >> 8);
+    z += static_cast<char>(~n & 0xFF);
+    z += static_cast<char>((~n >> 8) & 0xFF);
+    z += raw.substr(i, n);
+    i += n;
+  } while (i < raw.size());
+  uint32_t a = 1, b = 0;
+  for (unsigned char c : raw) {
+    a = (a + c) % 65521;
+    b = (b + a) % 65521;
+  }
+  return z + Be32((b << 16) | a);
+}
+
+int PaethPredictor(int a, int b, int c) {
+  const int pa = std::abs(b - c), pb = std::abs(a - c), pc = std::abs(a + b - 2 * c);
+  return (pa <= pb && pa <= pc) ? a : (pb <= pc ? b : c);
+}
+
+// Filters one row with PNG filter `f` (bpp bytes per pixel).
+std::string FilterRow(int f, const std::string& row, const std::string& prev, int bpp) {
+  std::string out(1, static_cast<char>(f));
+  for (size_t i = 0; i < row.size(); ++i) {
+    const int x = static_cast<unsigned char>(row[i]);
+    const int a = i >= static_cast<size_t>(bpp) ? static_cast<unsigned char>(row[i - bpp]) : 0;
+    const int b = static_cast<unsigned char>(prev[i]);
+    const int c = i >= static_cast<size_t>(bpp) ? static_cast<unsigned char>(prev[i - bpp]) : 0;
+    const int pred = f == 0 ? 0 : f == 1 ? a : f == 2 ? b : f == 3 ? (a + b) / 2 : PaethPredictor(a, b, c);
+    out += static_cast<char>((x - pred) & 0xFF);
+  }
+  return out;
+}
+
+struct PngSpec {
+  int colour_type = 2;  // 0 gray, 2 RGB, 3 palette, 4 gray + alpha, 6 RGBA
+  int bit_depth = 8;
+  bool interlaced = false;
+  int idat_chunks = 1;
+  std::string before_idat;  // extra chunks, already framed
+  std::string after_idat;
+  int filter = -1;  // -1: row y uses filter y % 5
+};
+
+// `pixels`: rows of samples as stored (RGB order, 8- or 16-bit big-endian).
+std::string MakePng(const std::vector<std::string>& pixels, int width, const PngSpec& spec) {
+  const int height = static_cast<int>(pixels.size());
+  const int channels = spec.colour_type == 2 ? 3 : spec.colour_type == 6 ? 4
+                       : spec.colour_type == 4 ? 2 : 1;
+  const int bpp = std::max(1, channels * spec.bit_depth / 8);
+  std::string raw;
+  auto emit = [&](const std::vector<std::string>& rows) {
+    std::string prev(rows.empty() ? 0 : rows[0].size(), '\0');
+    for (size_t y = 0; y < rows.size(); ++y) {
+      const int f = spec.filter >= 0 ? spec.filter : static_cast<int>(y % 5);
+      raw += FilterRow(f, rows[y], prev, bpp);
+      prev = rows[y];
+    }
+  };
+  if (!spec.interlaced) {
+    emit(pixels);
+  } else {
+    static const int x0[7] = {0, 4, 0, 2, 0, 1, 0}, y0[7] = {0, 0, 4, 0, 2, 0, 1};
+    static const int dx[7] = {8, 8, 4, 4, 2, 2, 1}, dy[7] = {8, 8, 8, 4, 4, 2, 2};
+    for (int pass = 0; pass < 7; ++pass) {
+      std::vector<std::string> rows;
+      for (int y = y0[pass]; y < height; y += dy[pass]) {
+        std::string row;
+        for (int x = x0[pass]; x < width; x += dx[pass]) row += pixels[y].substr(x * bpp, bpp);
+        if (!row.empty()) rows.push_back(row);
+      }
+      emit(rows);
+    }
+  }
+  std::string ihdr = Be32(width) + Be32(height);
+  ihdr += static_cast<char>(spec.bit_depth);
+  ihdr += static_cast<char>(spec.colour_type);
+  ihdr += std::string("\0\0", 2);
+  ihdr += static_cast<char>(spec.interlaced ? 1 : 0);
+  std::string png = std::string("\x89PNG\r\n\x1a\n", 8) + Chunk("IHDR", ihdr) + spec.before_idat;
+  const std::string z = ZlibStored(raw);
+  const size_t part = (z.size() + spec.idat_chunks - 1) / spec.idat_chunks;
+  for (size_t i = 0; i < z.size(); i += part) png += Chunk("IDAT", z.substr(i, part));
+  return png + spec.after_idat + Chunk("IEND", "");
+}
+
+// Rows of random samples, `bytes_per_pixel` per pixel.
+std::vector<std::string> RandomRows(int width, int height, int bytes_per_pixel, uint32_t seed) {
+  std::vector<std::string> rows(height, std::string(static_cast<size_t>(width) * bytes_per_pixel, '\0'));
+  uint32_t x = seed;
+  for (auto& row : rows) {
+    for (char& c : row) {
+      x = x * 1664525u + 1013904223u;
+      c = static_cast<char>(x >> 24);
+    }
+  }
+  return rows;
+}
+
+PreprocessConfig GrayModelConfig() {
+  PreprocessConfig config = PreprocessConfig::ImageNet();
+  config.channels = 1;
+  config.mean = {0.5f};
+  config.std = {0.25f};
+  return config;
+}
+
+// The largest difference between the fast path and OpenCV's (the old one)
+// for `bytes`; both must succeed.
+double FastVsOpenCv(const std::string& bytes, PreprocessConfig config) {
+  config.fast_png_decode = true;
+  const torch::Tensor fast = PreprocessOrDie(bytes, config);
+  config.fast_png_decode = false;
+  const torch::Tensor opencv = PreprocessOrDie(bytes, config);
+  if (!fast.defined() || !opencv.defined()) return 1e9;
+  return MaxAbsDiff(fast, opencv);
+}
+
+std::vector<PreprocessConfig> PngTestConfigs() {
+  PreprocessConfig area = PreprocessConfig::ImageNet();
+  area.interpolation = Interpolation::kArea;
+  PreprocessConfig squash = PreprocessConfig::ImageNet();
+  squash.resize_shorter = 0;
+  squash.crop_size = 64;
+  PreprocessConfig gray_area = GrayModelConfig();
+  gray_area.interpolation = Interpolation::kArea;
+  return {PreprocessConfig::ImageNet(), area, squash, GrayModelConfig(), gray_area};
+}
+
+// Tolerance: none. The fast path must give OpenCV's pixels exactly.
+TEST(PngFastPathTest, EveryTestFilePngDecodesExactlyAsOpenCv) {
+  for (const char* file : {"chelsea.png", "chelsea_gray.png", "chelsea_palette.png",
+                           "chelsea_rgba.png", "chelsea_16bit.png"}) {
+    const std::string png = ReadTestFile(file);
+    for (const PreprocessConfig& config : PngTestConfigs()) {
+      EXPECT_EQ(FastVsOpenCv(png, config), 0.0) << file << " channels " << config.channels;
+    }
+  }
+}
+
+TEST(PngFastPathTest, OpenCvEncodedPhotosAtEveryLevelAndStrategyDecodeExactly) {
+  // libpng picks each row's filter adaptively; real photo content, resized
+  // so that the shorter side is both above and below 256.
+  const std::string jpeg = ReadTestFile("coffee.jpg");
+  cv::Mat photo =
+      cv::imdecode(cv::Mat(1, static_cast<int>(jpeg.size()), CV_8UC1, const_cast<char*>(jpeg.data())),
+                   cv::IMREAD_COLOR);
+  ASSERT_FALSE(photo.empty());
+  cv::Mat rgba, gray, big;
+  cv::cvtColor(photo, rgba, cv::COLOR_BGR2BGRA);
+  for (int y = 0; y < rgba.rows; ++y) {
+    for (int x = 0; x < rgba.cols; ++x) rgba.at<cv::Vec4b>(y, x)[3] = static_cast<uchar>(x + y);
+  }
+  cv::cvtColor(photo, gray, cv::COLOR_BGR2GRAY);
+  cv::resize(photo, big, cv::Size(1000, 667), 0, 0, cv::INTER_CUBIC);
+  for (const cv::Mat* img : {&photo, &rgba, &gray, &big}) {
+    for (int level : {0, 1, 6, 9}) {
+      for (int strategy : {cv::IMWRITE_PNG_STRATEGY_DEFAULT, cv::IMWRITE_PNG_STRATEGY_FILTERED,
+                           cv::IMWRITE_PNG_STRATEGY_RLE}) {
+        const std::string png = Encode(
+            *img, ".png", {cv::IMWRITE_PNG_COMPRESSION, level, cv::IMWRITE_PNG_STRATEGY, strategy});
+        for (const PreprocessConfig& config : PngTestConfigs()) {
+          SCOPED_TRACE(testing::Message() << img->channels() << " channels, level " << level
+                                          << ", strategy " << strategy << ", config channels "
+                                          << config.channels);
+          EXPECT_EQ(FastVsOpenCv(png, config), 0.0);
+        }
+      }
+    }
+  }
+}
+
+TEST(PngFastPathTest, EveryFilterTypeAndIdatSplitDecodesExactly) {
+  // Random samples defeat any predictor, so every filter's arithmetic
+  // (wrap-around, Paeth's ties) is exercised on every byte.
+  for (int colour_type : {0, 2, 6}) {
+    const int bpp = colour_type == 0 ? 1 : colour_type == 2 ? 3 : 4;
+    for (int filter : {-1, 0, 1, 2, 3, 4}) {
+      for (int idats : {1, 3}) {
+        for (const auto& [w, h] : {std::pair{257, 300}, std::pair{300, 229}, std::pair{17, 40}}) {
+          PngSpec spec;
+          spec.colour_type = colour_type;
+          spec.filter = filter;
+          spec.idat_chunks = idats;
+          const std::string png = MakePng(RandomRows(w, h, bpp, w * 7 + filter), w, spec);
+          for (const PreprocessConfig& config : PngTestConfigs()) {
+            if (config.channels == 1 && colour_type != 0) continue;  // OpenCV's path anyway
+            SCOPED_TRACE(testing::Message() << "colour type " << colour_type << ", filter "
+                                            << filter << ", " << idats << " IDATs, " << w << "x"
+                                            << h << ", config channels " << config.channels);
+            EXPECT_EQ(FastVsOpenCv(png, config), 0.0);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(PngFastPathTest, FastPathGivesTheStoredPixels) {
+  // Not only the same as OpenCV: the stored samples themselves. An RGB PNG
+  // already 224x224 with resize 224 is neither resized nor cropped.
+  const auto rows = RandomRows(224, 224, 3, 99);
+  PngSpec spec;
+  const std::string png = MakePng(rows, 224, spec);
+  PreprocessConfig config = PreprocessConfig::ImageNet();
+  config.resize_shorter = 224;
+  const torch::Tensor px = Denormalize(PreprocessOrDie(png, config));
+  ASSERT_TRUE(px.defined());
+  for (int y = 0; y < 224; y += 37) {
+    for (int x = 0; x < 224; x += 13) {
+      for (int c = 0; c < 3; ++c) {
+        ASSERT_NEAR(px[c][y][x].item<double>(), static_cast<unsigned char>(rows[y][3 * x + c]), 1e-3)
+            << y << ", " << x << ", " << c;
+      }
+    }
+  }
+}
+
+TEST(PngFastPathTest, VariantsForOpenCvsPathDecodeExactlyAsBefore) {
+  // Interlaced, 16-bit, palette, gray + alpha, 1-bit gray: OpenCV decodes
+  // them, as before; colour-space chunks for a gray config; eXIf (OpenCV
+  // applies the orientation).
+  const int w = 123, h = 77;
+  std::vector<std::string> files;
+  for (int colour_type : {0, 2, 4, 6}) {
+    for (int depth : {8, 16}) {
+      for (bool interlaced : {false, true}) {
+        const int channels = colour_type == 2 ? 3 : colour_type == 6 ? 4 : colour_type == 4 ? 2 : 1;
+        PngSpec spec;
+        spec.colour_type = colour_type;
+        spec.bit_depth = depth;
+        spec.interlaced = interlaced;
+        files.push_back(MakePng(RandomRows(w, h, channels * depth / 8, 5 + colour_type), w, spec));
+      }
+    }
+  }
+  {
+    PngSpec palette;
+    palette.colour_type = 3;
+    std::string plte;
+    for (int i = 0; i < 256; ++i) plte += std::string{static_cast<char>(i), static_cast<char>(255 - i), static_cast<char>(i * 7)};
+    palette.before_idat = Chunk("PLTE", plte) + Chunk("tRNS", std::string(256, '\x40'));
+    files.push_back(MakePng(RandomRows(w, h, 1, 3), w, palette));
+    PngSpec one_bit;
+    one_bit.colour_type = 0;
+    one_bit.bit_depth = 1;
+    files.push_back(MakePng(RandomRows((w + 7) / 8, h, 1, 4), w, one_bit));
+  }
+  // gAMA 1/2.2 and sRGB: libpng's rgb_to_gray then works in linear light.
+  for (const std::string& extra : {Chunk("gAMA", Be32(45455)), Chunk("sRGB", std::string(1, '\0'))}) {
+    for (int colour_type : {0, 2}) {
+      PngSpec spec;
+      spec.colour_type = colour_type;
+      spec.before_idat = extra;
+      files.push_back(MakePng(RandomRows(w, h, colour_type == 0 ? 1 : 3, 8), w, spec));
+    }
+  }
+  for (const std::string& bytes : files) {
+    for (const PreprocessConfig& config : PngTestConfigs()) {
+      EXPECT_EQ(FastVsOpenCv(bytes, config), 0.0)
+          << "file " << (&bytes - files.data()) << ", config channels " << config.channels;
+    }
+  }
+}
+
+TEST(PngFastPathTest, ExifOrientationInPngIsStillApplied) {
+  // Stored 90 degrees counter-clockwise, orientation 6: upright after the
+  // tag is applied (OpenCV reads eXIf before or after the image data).
+  const std::string upright_png = ReadTestFile("chelsea.png");
+  cv::Mat upright = cv::imdecode(
+      cv::Mat(1, static_cast<int>(upright_png.size()), CV_8UC1, const_cast<char*>(upright_png.data())),
+      cv::IMREAD_COLOR);
+  ASSERT_FALSE(upright.empty());
+  cv::Mat stored, rgb;
+  cv::rotate(upright, stored, cv::ROTATE_90_COUNTERCLOCKWISE);
+  cv::cvtColor(stored, rgb, cv::COLOR_BGR2RGB);
+  std::vector<std::string> rows;
+  for (int y = 0; y < rgb.rows; ++y) {
+    rows.emplace_back(reinterpret_cast<const char*>(rgb.ptr(y)), rgb.cols * 3);
+  }
+  const std::string tiff = std::string("MM\0\x2a", 4) + Be32(8) + std::string("\0\x01\x01\x12\0\x03", 6) +
+                           Be32(1) + std::string("\0\x06\0\0", 4) + Be32(0);
+  const torch::Tensor want = PreprocessOrDie(upright_png);
+  for (bool late : {false, true}) {
+    PngSpec spec;
+    (late ? spec.after_idat : spec.before_idat) = Chunk("eXIf", tiff);
+    const std::string png = MakePng(rows, rgb.cols, spec);
+    EXPECT_EQ(FastVsOpenCv(png, PreprocessConfig::ImageNet()), 0.0) << "late " << late;
+    const torch::Tensor got = PreprocessOrDie(png);
+    ASSERT_TRUE(got.defined());
+    EXPECT_LT(MaxAbsDiff(got, want), 1e-5) << "late " << late;
+  }
+}
+
+TEST(PngFastPathTest, CorruptPngsAreRefusedWithInvalidArgument) {
+  PngSpec spec;
+  const std::string good = MakePng(RandomRows(64, 48, 3, 1), 64, spec);
+  ASSERT_TRUE(Preprocess(good, PreprocessConfig::ImageNet(), ImageLimits()).ok());
+  const size_t idat = good.find("IDAT");
+  ASSERT_NE(idat, std::string::npos);
+  std::vector<std::pair<std::string, std::string>> cases;
+  std::string bad_crc = good;
+  bad_crc[good.size() - 12 - 1] ^= 1;  // last byte of the IDAT CRC
+  cases.emplace_back("IDAT CRC", bad_crc);
+  std::string bad_filter = good;
+  bad_filter[idat + 4 + 2 + 5] = 7;  // first row's filter byte, after zlib and block headers
+  cases.emplace_back("filter byte 7", bad_filter);
+  std::string bad_adler = good;
+  bad_adler[good.size() - 12 - 4 - 1] ^= 1;  // last byte of the Adler-32, then fix the CRC
+  {
+    const size_t len = (static_cast<size_t>(static_cast<unsigned char>(bad_adler[idat - 4])) << 24 | static_cast<size_t>(static_cast<unsigned char>(bad_adler[idat - 3])) << 16 | static_cast<size_t>(static_cast<unsigned char>(bad_adler[idat - 2])) << 8 | static_cast<unsigned char>(bad_adler[idat - 1]));
+    const std::string crc = Be32(Crc32(bad_adler.substr(idat, 4 + len)));
+    bad_adler.replace(idat + 4 + len, 4, crc);
+  }
+  cases.emplace_back("Adler-32", bad_adler);
+  cases.emplace_back("no IEND", good.substr(0, good.size() - 12));
+  for (size_t cut : {size_t{40}, good.size() / 2, good.size() - 20}) {
+    cases.emplace_back("cut at " + std::to_string(cut), good.substr(0, cut));
+  }
+  for (const auto& [what, bytes] : cases) {
+    for (bool fast : {true, false}) {
+      PreprocessConfig config = PreprocessConfig::ImageNet();
+      config.fast_png_decode = fast;
+      auto t = Preprocess(bytes, config, ImageLimits());
+      EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument)
+          << what << (fast ? " (fast)" : " (OpenCV)");
+      if (!t.ok()) {
+        EXPECT_THAT(t.status().message(), HasSubstr("could not be decoded")) << what;
+      }
+    }
+  }
+}
+
+TEST(PngFastPathTest, LimitsStillRefuseBeforeDecoding) {
+  // A real, decodable PNG over the limits is refused by its header alone,
+  // on the fast path as on OpenCV's.
+  PngSpec spec;
+  const std::string png = MakePng(RandomRows(300, 200, 3, 2), 300, spec);
+  for (bool fast : {true, false}) {
+    PreprocessConfig config = PreprocessConfig::ImageNet();
+    config.fast_png_decode = fast;
+    ImageLimits limits;
+    limits.max_side = 299;
+    auto t = Preprocess(png, config, limits);
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(t.status().message(), HasSubstr("300x200"));
+    limits = ImageLimits();
+    limits.max_pixels = 300 * 200 - 1;
+    t = Preprocess(png, config, limits);
+    EXPECT_THAT(t.status().message(), HasSubstr("300x200"));
+    EXPECT_EQ(Preprocess(PngHeaderOnly(20000, 20000), config, ImageLimits()).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
 }  // namespace
 }  // namespace ghostserve::preprocess
