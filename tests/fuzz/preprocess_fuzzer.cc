@@ -11,12 +11,21 @@
 //   - only OK or InvalidArgument come back,
 //   - OK implies the header parses and is within the limits,
 //   - every output value is finite and inside the normalised pixel range.
+// And differentially: each input also seeds a small, well-formed PNG (its
+// bytes become the filtered scanlines, with valid zlib and CRCs, so the fast
+// PNG path's unfiltering runs on arbitrary data rather than stopping at a
+// CRC), which must decode to exactly the same floats, or fail the same way,
+// with the fast path on and off (OpenCV's libpng).
+#include <zlib.h>
+
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <opencv2/core.hpp>
+#include <cstring>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -62,6 +71,70 @@ void Check(std::string_view bytes, const PreprocessConfig& config, const ImageLi
   }
 }
 
+void PutBE32(std::string* out, uint32_t v) {
+  const char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16),
+                     static_cast<char>(v >> 8), static_cast<char>(v)};
+  out->append(b, 4);
+}
+
+void AddChunk(std::string* png, const char* type, const std::string& data) {
+  PutBE32(png, static_cast<uint32_t>(data.size()));
+  const std::string body = std::string(type, 4) + data;
+  png->append(body);
+  PutBE32(png, static_cast<uint32_t>(
+                   crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()))));
+}
+
+// data[0], data[1]: width and height - 1 (mod 48); data[2]: colour type
+// (gray, RGB, RGBA) and whether the stream is split over two IDATs; the rest,
+// repeated, the filtered scanlines (filter bytes included).
+std::string SynthesizePng(const uint8_t* data, size_t size) {
+  const uint32_t w = 1 + data[0] % 48, h = 1 + data[1] % 48;
+  static const int kColour[3] = {0, 2, 6}, kBpp[3] = {1, 3, 4};
+  const int kind = data[2] % 3;
+  const size_t stride = w * static_cast<size_t>(kBpp[kind]) + 1;
+  std::string raw(h * stride, '\0');
+  if (size > 3) {
+    for (size_t i = 0; i < raw.size(); ++i) raw[i] = static_cast<char>(data[3 + i % (size - 3)]);
+  }
+  uLongf zlen = compressBound(static_cast<uLong>(raw.size()));
+  std::string z(zlen, '\0');
+  if (compress2(reinterpret_cast<Bytef*>(z.data()), &zlen,
+                reinterpret_cast<const Bytef*>(raw.data()), static_cast<uLong>(raw.size()),
+                6) != Z_OK) {
+    return {};
+  }
+  z.resize(zlen);
+  std::string png("\x89PNG\r\n\x1a\n", 8);
+  std::string ihdr;
+  PutBE32(&ihdr, w);
+  PutBE32(&ihdr, h);
+  ihdr += std::string{8, static_cast<char>(kColour[kind]), 0, 0, 0};
+  AddChunk(&png, "IHDR", ihdr);
+  if ((data[2] / 3) % 2 == 1 && z.size() > 1) {
+    AddChunk(&png, "IDAT", z.substr(0, z.size() / 2));
+    AddChunk(&png, "IDAT", z.substr(z.size() / 2));
+  } else {
+    AddChunk(&png, "IDAT", z);
+  }
+  AddChunk(&png, "IEND", "");
+  return png;
+}
+
+// The fast PNG path and OpenCV's agree exactly, in status and in output.
+void Differential(std::string_view png, PreprocessConfig config, const ImageLimits& limits) {
+  const size_t n = static_cast<size_t>(config.crop_size * config.crop_size * config.channels);
+  std::vector<float> fast(n, 0.0f), slow(n, 0.0f);
+  config.fast_png_decode = true;
+  const absl::Status a = PreprocessInto(png, config, limits, fast.data());
+  config.fast_png_decode = false;
+  const absl::Status b = PreprocessInto(png, config, limits, slow.data());
+  if (a.ok() != b.ok()) Fail("fast PNG path and OpenCV disagree on whether the PNG decodes");
+  if (a.ok() && std::memcmp(fast.data(), slow.data(), n * sizeof(float)) != 0) {
+    Fail("fast PNG path and OpenCV decode different pixels");
+  }
+}
+
 }  // namespace
 
 // The server decodes on its own threads with OpenCV's pool off; do the same,
@@ -84,5 +157,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   Check(bytes, imagenet, limits);
   Check(bytes, gray, limits);
+  if (size >= 3) {
+    const std::string png = SynthesizePng(data, size);
+    if (!png.empty()) {
+      Check(png, imagenet, limits);
+      Differential(png, imagenet, limits);
+      Differential(png, gray, limits);
+    }
+  }
   return 0;
 }
