@@ -1375,52 +1375,5 @@ TEST_F(DrainTest, ShutdownFinishesAcceptedRequestsAndRefusesNewOnes) {
   EXPECT_EQ(after.error_code(), grpc::StatusCode::UNAVAILABLE) << after.error_message();
 }
 
-TEST_F(DrainTest, CallersThatBackOffOnUnavailableNeverSeeCancelled) {
-  // Four callers keep classifying through a drain. A refused one backs off
-  // exponentially from 10 ms, as gRPC retry policies and load balancers do.
-  // Every call ends OK or UNAVAILABLE: the drain waits for arrivals to stop
-  // before gRPC's Shutdown, which would end calls still in transit with
-  // CANCELLED (grpc/grpc#41785).
-  const ClassifyRequest request = Request(kBig, "coffee.jpg", 1);
-  std::atomic<bool> stop{false};
-  std::mutex mu;
-  std::map<grpc::StatusCode, int> codes;
-  std::vector<std::thread> callers;
-  for (int t = 0; t < 4; ++t) {
-    callers.emplace_back([&] {
-      int backoff_ms = 10;
-      while (!stop.load()) {
-        ClassifyResponse r;
-        const grpc::Status s = Classify(request, &r, 5000);
-        {
-          std::lock_guard<std::mutex> lock(mu);
-          ++codes[s.error_code()];
-        }
-        if (s.ok()) continue;
-        std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
-        backoff_ms = std::min(backoff_ms * 2, 1000);
-      }
-    });
-  }
-  for (int i = 0; i < 5000; ++i) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (codes[grpc::StatusCode::OK] >= 8) break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  EXPECT_TRUE(server_->Shutdown(10'000));
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // calls after the close
-  stop = true;
-  for (auto& t : callers) t.join();
-  std::lock_guard<std::mutex> lock(mu);
-  EXPECT_GE(codes[grpc::StatusCode::OK], 8);
-  EXPECT_GT(codes[grpc::StatusCode::UNAVAILABLE], 0);
-  for (const auto& [code, n] : codes) {
-    EXPECT_TRUE(code == grpc::StatusCode::OK || code == grpc::StatusCode::UNAVAILABLE)
-        << n << " calls ended with code " << code;
-  }
-}
-
 }  // namespace
 }  // namespace ghostserve
