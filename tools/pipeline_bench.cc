@@ -4,8 +4,8 @@
 // Decode + preprocess + batching + forward, nothing else: the ceiling the
 // service is measured against (scripts/bench_service.py).
 //
-//   ghostserve-pipeline-bench --model ghostnet_100 --concurrency 16 \
-//       --duration 10 --json tests/testdata/*.jpg [-- SERVER FLAGS...]
+//   ghostserve-pipeline-bench --model ghostnet_100 --concurrency 16
+//     --duration 10 --json tests/testdata/*.jpg [-- SERVER FLAGS...]
 //
 // Prints one JSON line: images/s, latency percentiles (arrival to answer, as
 // the server's request histogram measures), errors by code, mean batch size.
