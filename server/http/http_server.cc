@@ -68,6 +68,8 @@ struct HttpServer::Shared {
   bool stopped = false;  // guarded by mu: the I/O threads are gone; answers are dropped
   std::optional<ssl::context> tls;
   net::io_context ioc;
+  // On its own strand: accepts re-arm from completion handlers on any I/O
+  // thread, and Stop closes it through the same strand.
   std::optional<tcp::acceptor> acceptor;
   std::vector<std::thread> threads;
 };
@@ -475,7 +477,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   auto endpoint = ParseListen(shared->ioc, options.listen);
   if (!endpoint.ok()) return endpoint.status();
   beast::error_code ec;
-  shared->acceptor.emplace(shared->ioc);
+  shared->acceptor.emplace(net::make_strand(shared->ioc));
   tcp::acceptor& acceptor = *shared->acceptor;
   acceptor.open(endpoint->protocol(), ec);
   if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
@@ -506,7 +508,7 @@ void HttpServer::Stop(int64_t grace_ms) {
   if (shared_ == nullptr || shared_->closing.exchange(true)) return;
   // No new connections; answers already on their way get `grace_ms` to be
   // written (the caller has let the handler finish its requests first).
-  net::post(shared_->ioc, [shared = shared_.get()] {
+  net::post(shared_->acceptor->get_executor(), [shared = shared_.get()] {
     beast::error_code ignored;
     shared->acceptor->close(ignored);
   });
