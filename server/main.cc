@@ -99,7 +99,8 @@ int main(int argc, char** argv) {
   // The main thread loads models single-threaded and never leads an OpenMP
   // team: only the inference executors do (see core/inference_executor.h).
   model::ConfigureThreads(1);
-  Log("cpus=" + std::to_string(cpus) + " executors=" + std::to_string(cfg.executors) +
+  Log("cpus=" + std::to_string(cpus) + " thread_plan=" + cfg.thread_plan +
+      " executors=" + std::to_string(cfg.executors) +
       " inference_threads=" + std::to_string(cfg.inference_threads) +
       " preprocess_threads=" + std::to_string(cfg.preprocess_threads) +
       " batch_workers/model=" + std::to_string(cfg.batch_workers));
@@ -147,6 +148,20 @@ int main(int argc, char** argv) {
   if (auto s = (*core)->Warmup(); !s.ok()) {
     std::cerr << "ghostserve: " << s.message() << "\n";
     return 1;
+  }
+  if ((*core)->executor().plan().adaptive) {
+    for (const auto& s : (*core)->servables()) {
+      const auto cost = s->lone_batch_cost();
+      char line[256];
+      std::snprintf(line, sizeof(line),
+                    "model %s: a lone batch of 1 took %.2f ms single-threaded, %.2f ms on %d "
+                    "threads: %s",
+                    s->name().c_str(), cost.single_thread_us / 1000.0,
+                    cost.all_threads_us / 1000.0, (*core)->executor().plan().executors,
+                    cost.use_all_threads ? "all threads when alone"
+                                         : "single-threaded always (all threads not 10% faster)");
+      Log(line);
+    }
   }
   (*server)->SetServing(true);
   Log("ready: all models warm, health SERVING");

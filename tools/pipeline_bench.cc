@@ -195,6 +195,7 @@ int main(int argc, char** argv) {
         {"p99", Percentile(latencies_ms, 0.99)},
         {"max", Percentile(latencies_ms, 1.0)},
         {"mean", mean}}},
+      {"thread_plan", cfg.thread_plan},
       {"executors", cfg.executors},
       {"inference_threads", cfg.inference_threads},
       {"preprocess_threads", cfg.preprocess_threads},

@@ -155,8 +155,15 @@ std::unique_ptr<CLI::App> MakeApp(ServerConfig& c, std::string& config_file) {
            "UNAVAILABLE on arrival");
   int_flag("--batch-workers", c.batch_workers, 0, 64,
            "threads forming batches, per model; 0 = --executors");
+  app->add_option("--thread-plan", c.thread_plan,
+                  "how forward passes use the CPUs: adaptive (a lone batch gets all CPUs, "
+                  "under load one single-threaded executor per CPU), throughput (always the "
+                  "latter), latency (always the former); --executors or --inference-threads "
+                  "fix the plan instead")
+      ->type_name("PLAN")
+      ->check(CLI::IsMember({"adaptive", "throughput", "latency"}));
   int_flag("--executors", c.executors, 0, 64,
-           "forward passes that may run at once, shared by all models; 0 = CPUs available");
+           "forward passes that may run at once, shared by all models; 0 = from --thread-plan");
   int_flag("--inference-threads", c.inference_threads, 0, 256,
            "LibTorch threads per executor; 0 = CPUs / executors");
   int_flag("--preprocess-threads", c.preprocess_threads, 0, 256,
@@ -508,10 +515,18 @@ absl::Status Finalize(ServerConfig* c, int cpus) {
                      c->max_message_bytes, ": a largest request could never be accepted"));
   }
   if (auto s = FinalizeSecurity(c); !s.ok()) return s;
-  // Throughput first: one single-threaded forward pass per CPU (no OpenMP
-  // barriers to stall when decoding or gRPC preempts a thread). On 2 CPUs
-  // this served 341 img/s against 216-292 with one 2-thread executor; one
-  // request alone takes ~2 ms longer (README, Threads).
+  // Under load, one single-threaded forward pass per CPU (no OpenMP barriers
+  // to stall when decoding or gRPC preempts a thread): on 2 CPUs this served
+  // 341 img/s against 216-292 with one 2-thread executor, but one request
+  // alone takes ~2 ms longer. The adaptive plan switches between the two by
+  // load (README, Threads); explicit --executors/--inference-threads fix it.
+  if (c->executors != 0 || c->inference_threads != 0) {
+    c->thread_plan = "fixed";
+  } else if (c->thread_plan == "latency") {
+    c->executors = 1;
+  } else if (c->thread_plan == "adaptive" && cpus < 2) {
+    c->thread_plan = "throughput";  // nothing to switch between
+  }
   if (c->executors == 0) c->executors = cpus;
   if (c->batch_workers == 0) c->batch_workers = c->executors;
   if (c->inference_threads == 0) c->inference_threads = std::max(1, cpus / c->executors);
@@ -563,6 +578,7 @@ core::CoreOptions CoreOptionsFrom(const ServerConfig& c) {
   o.batching.num_workers = c.batch_workers;
   o.executors = c.executors;
   o.intra_op_threads = c.inference_threads;
+  o.adaptive_threads = c.thread_plan == "adaptive";
   o.preprocess_threads = c.preprocess_threads;
   o.preprocess_queue = c.preprocess_queue;
   o.max_input_bytes = c.max_input_bytes;

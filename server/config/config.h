@@ -34,6 +34,9 @@ struct ServerConfig {
   int batch_workers = 0;       // per model, only form batches; 0 = executors
   int executors = 0;           // forward passes running at once; 0 = CPUs
   int inference_threads = 0;   // per executor; 0 = CPUs / executors
+  // adaptive | throughput | latency; Finalize makes it "fixed" when
+  // executors or inference_threads were set (core/inference_executor.h).
+  std::string thread_plan = "adaptive";
   int preprocess_threads = 0;  // 0 = max(1, CPUs / 2)
   int preprocess_queue = 512;
   int max_message_bytes = 16 << 20;

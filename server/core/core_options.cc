@@ -19,6 +19,12 @@ absl::Status CoreOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("inference threads must be in [0, 256], got ", intra_op_threads));
   }
+  if (adaptive_threads && intra_op_threads > 1) {
+    return absl::InvalidArgumentError(
+        "the adaptive thread plan runs executors single-threaded under load; inference threads "
+        "must be 0 or 1");
+  }
+  if (plan_hold_us < 0) return absl::InvalidArgumentError("plan hold must be >= 0");
   if (max_input_bytes < 1) return absl::InvalidArgumentError("max input bytes must be >= 1");
   if (max_images_per_request < 1) {
     return absl::InvalidArgumentError("max images per request must be >= 1");

@@ -24,6 +24,13 @@ struct CoreOptions {
   // Intra-op (OpenMP) threads per executor; 0 = CPUs available. Applied by
   // the executor thread start function the engine passes to Create.
   int intra_op_threads = 0;
+  // The adaptive thread plan (inference_executor.h): `executors` executors
+  // that run single-threaded under load, and a lone batch on executor 0 with
+  // `executors` threads. intra_op_threads must then be 1.
+  bool adaptive_threads = false;
+  // Adaptive plan: how long no batch may have waited for an executor before
+  // a lone batch gets all threads again.
+  int64_t plan_hold_us = 50000;
   // Bytes of request inputs (encoded images, tensors) that accepted requests
   // may hold at once, over all models; beyond it requests are refused with
   // UNAVAILABLE on arrival (admission.h).

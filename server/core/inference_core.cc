@@ -28,12 +28,22 @@ InferenceCore::InferenceCore(const CoreOptions& options, batcher::Clock* clock,
 
 absl::StatusOr<std::unique_ptr<InferenceCore>> InferenceCore::Create(
     const CoreOptions& options, batcher::Clock* clock, metrics::ServerMetrics* metrics,
-    std::function<void()> executor_thread_start) {
+    std::function<void(int)> executor_threads) {
   if (auto s = options.Validate(); !s.ok()) return s;
   if (clock == nullptr) return absl::InvalidArgumentError("the core needs a clock");
   std::unique_ptr<InferenceCore> core(new InferenceCore(options, clock, metrics));
-  core->executor_ =
-      std::make_unique<InferenceExecutor>(options.executors, std::move(executor_thread_start));
+  ExecutorPlan plan;
+  plan.executors = options.executors;
+  plan.threads_per_executor = options.intra_op_threads;
+  plan.adaptive = options.adaptive_threads;
+  plan.hold_us = options.plan_hold_us;
+  std::function<void(bool)> on_switch;
+  if (metrics != nullptr && plan.adaptive) {
+    metrics->SetThreadPlan(/*wide=*/true, /*switched=*/false);
+    on_switch = [metrics](bool wide) { metrics->SetThreadPlan(wide, /*switched=*/true); };
+  }
+  core->executor_ = std::make_unique<InferenceExecutor>(plan, std::move(executor_threads),
+                                                        std::move(on_switch));
   core->registry_ = std::make_unique<ServableRegistry>();
   core->preprocess_pool_ =
       std::make_unique<ThreadPool>(options.preprocess_threads, options.preprocess_queue,
@@ -64,7 +74,8 @@ absl::Status InferenceCore::AddServable(ServableSpec spec, std::unique_ptr<Model
       Servable::Create(std::move(spec), std::move(model), options_.batching, clock_, m,
                        [this](Servable* s, std::vector<std::unique_ptr<ImageTask>> tasks) {
                          // Batch threads only form batches; the batch runs on an executor.
-                         executor_->Run([&] { RunBatch(*s, std::move(tasks), *clock_); });
+                         executor_->Run([&] { RunBatch(*s, std::move(tasks), *clock_); },
+                                        s->lone_batch_cost().use_all_threads);
                        });
   if (!servable.ok()) return servable.status();
   if (ready()) {
@@ -81,30 +92,52 @@ absl::Status InferenceCore::RemoveServable(const std::string& name) {
 absl::Status InferenceCore::Warm(const Servable& servable) {
   std::mutex mu;
   absl::Status status;
-  // On every executor, so each thread's OpenMP team and kernel caches are
-  // ready before the first request.
-  executor_->RunOnEach([&] {
-    const int rows = servable.max_batch_size();
+  Servable::LoneBatchCost lone;
+  // On every executor with the threads each runs with, so each thread's
+  // OpenMP team and kernel caches are ready before the first request; for
+  // the adaptive plan, a lone batch of 1 is then timed on executor 0 alone,
+  // single-threaded and with all threads.
+  executor_->RunOnEach([&](int threads, bool alone) {
+    const int rows = alone ? 1 : servable.max_batch_size();
     const auto shape = servable.input_shape();
     Slab zeros(rows, servable.image_floats(), -1);
     std::memset(zeros.row(0), 0, sizeof(float) * rows * servable.image_floats());
     std::vector<float> logits(static_cast<size_t>(rows * servable.num_classes()));
     absl::Status local;
-    // Twice: first-call allocations and kernel selection; the second pass
-    // seeds the batch cost model.
-    for (int i = 0; i < 2 && local.ok(); ++i) {
-      for (int n = 1; n <= rows && local.ok(); n *= 2) {
-        const int64_t start = clock_->NowMicros();
-        local = servable.model().Forward(zeros.row(0), n, shape[1], shape[2], logits.data());
-        if (i == 1 && local.ok()) servable.costs().ObserveBatch(n, clock_->NowMicros() - start);
+    auto forward = [&](int n) {
+      const int64_t start = clock_->NowMicros();
+      local = servable.model().Forward(zeros.row(0), n, shape[1], shape[2], logits.data());
+      return clock_->NowMicros() - start;
+    };
+    int64_t best = -1;
+    if (!alone) {
+      // Twice: first-call allocations and kernel selection; the second pass
+      // seeds the batch cost model.
+      for (int i = 0; i < 2 && local.ok(); ++i) {
+        for (int n = 1; n <= rows && local.ok(); n *= 2) {
+          const int64_t us = forward(n);
+          if (i == 1 && local.ok()) servable.costs().ObserveBatch(n, us);
+        }
+      }
+    } else {
+      forward(1);  // a new OpenMP team's first forward
+      for (int i = 0; i < 3 && local.ok(); ++i) {
+        const int64_t us = forward(1);
+        if (best < 0 || us < best) best = us;
       }
     }
     std::lock_guard<std::mutex> lock(mu);
+    if (alone && local.ok()) (threads > 1 ? lone.all_threads_us : lone.single_thread_us) = best;
     if (status.ok() && !local.ok()) {
       status = absl::InternalError(
           absl::StrCat("warm-up of ", servable.name(), " failed: ", local.message()));
     }
   });
+  // All threads only where they measured at least 10% faster: a 2-thread
+  // forward can be slower than one thread (seen on a 2-core EPYC VM).
+  lone.use_all_threads =
+      lone.all_threads_us > 0 && lone.all_threads_us * 10 < lone.single_thread_us * 9;
+  servable.set_lone_batch_cost(lone);
   return status;
 }
 

@@ -43,11 +43,12 @@ class InferenceCore {
  public:
   // Starts the executors and the preprocessing pool; no servables yet.
   // `clock` and `metrics` (may be null) are borrowed and must outlive the
-  // core. `executor_thread_start` (may be null) runs first on each executor
-  // thread.
+  // core. `executor_threads(n)` (may be null) gives the calling executor
+  // thread n intra-op threads (0 = all CPUs): first on each executor thread,
+  // then whenever the thread plan changes its count.
   static absl::StatusOr<std::unique_ptr<InferenceCore>> Create(
       const CoreOptions& options, batcher::Clock* clock, metrics::ServerMetrics* metrics,
-      std::function<void()> executor_thread_start = nullptr);
+      std::function<void(int)> executor_threads = nullptr);
   // Stops accepting, answers everything accepted, joins all threads.
   ~InferenceCore();
 
@@ -63,6 +64,7 @@ class InferenceCore {
   // servable on every executor, twice (first-call allocations, kernel
   // selection), then marks the core ready.
   absl::Status Warmup();
+  const InferenceExecutor& executor() const { return *executor_; }
   bool ready() const { return ready_.load(); }
 
   // Answers through `done` exactly once: on the calling thread for errors

@@ -94,6 +94,24 @@ class Servable {
   // Batch and preprocessing costs, learned from this servable's own work.
   CostModel& costs() const { return *costs_; }
 
+  // The adaptive thread plan (inference_executor.h), measured at warm-up:
+  // a lone batch-1 forward with all threads and single-threaded (0 = not
+  // measured), and whether a lone batch of this model should get all threads
+  // (only when that measured at least 10% faster).
+  struct LoneBatchCost {
+    int64_t single_thread_us = 0;
+    int64_t all_threads_us = 0;
+    bool use_all_threads = false;
+  };
+  LoneBatchCost lone_batch_cost() const {
+    std::lock_guard<std::mutex> lock(lone_mu_);
+    return lone_batch_cost_;
+  }
+  void set_lone_batch_cost(const LoneBatchCost& cost) const {
+    std::lock_guard<std::mutex> lock(lone_mu_);
+    lone_batch_cost_ = cost;
+  }
+
  private:
   friend class ServableUse;
   Servable() = default;
@@ -109,6 +127,8 @@ class Servable {
   std::mutex use_mu_;
   std::condition_variable unused_cv_;
   int uses_ ABSL_GUARDED_BY(use_mu_) = 0;
+  mutable std::mutex lone_mu_;
+  mutable LoneBatchCost lone_batch_cost_ ABSL_GUARDED_BY(lone_mu_);
   std::unique_ptr<SlabAllocator> slabs_;
   std::unique_ptr<CostModel> costs_;
   // Last: destroyed first, so its threads are joined while the rest lives.

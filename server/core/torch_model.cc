@@ -41,9 +41,8 @@ absl::StatusOr<std::unique_ptr<InferenceCore>> CreateInferenceCore(
     const CoreOptions& options, std::vector<ModelSpec> models, batcher::Clock* clock,
     metrics::ServerMetrics* metrics) {
   if (models.empty()) return absl::InvalidArgumentError("no models configured");
-  const int threads = options.intra_op_threads;
   auto core = InferenceCore::Create(options, clock, metrics,
-                                    [threads] { model::ConfigureInferenceThread(threads); });
+                                    [](int threads) { model::ConfigureInferenceThread(threads); });
   if (!core.ok()) return core.status();
   for (auto& spec : models) {
     if ((*core)->Find(spec.name).ok()) {

@@ -40,7 +40,7 @@ struct ModelSpec {
 };
 
 // Loads every model and serves it from a new core whose executor threads are
-// set up for LibTorch (options.intra_op_threads OpenMP threads each).
+// set up for LibTorch (OpenMP threads per the options' thread plan).
 absl::StatusOr<std::unique_ptr<InferenceCore>> CreateInferenceCore(const CoreOptions& options,
                                                                    std::vector<ModelSpec> models,
                                                                    batcher::Clock* clock,

@@ -133,6 +133,18 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
                    .Help("Requests received and not yet answered.")
                    .Register(*registry)
                    .Add({});
+  plan_wide_ = &prometheus::BuildGauge()
+                    .Name("ghostserve_thread_plan_wide")
+                    .Help(
+                        "1 while the adaptive thread plan gives a lone batch all CPUs, 0 while "
+                        "it runs one single-threaded executor per CPU; always 0 with a fixed plan.")
+                    .Register(*registry)
+                    .Add({});
+  plan_switches_ = &prometheus::BuildCounter()
+                        .Name("ghostserve_thread_plan_switches_total")
+                        .Help("Mode changes of the adaptive thread plan.")
+                        .Register(*registry)
+                        .Add({});
   std::vector<std::string> names = models;
   names.push_back("unknown");
   for (const auto& name : names) {
@@ -180,6 +192,11 @@ void ServerMetrics::CountRequest(const std::string& model, Protocol protocol,
   const std::string label = models_.count(model) ? model : "unknown";
   requests_->Add({{"model", label}, {"protocol", ProtocolName(protocol)}, {"code", code}})
       .Increment();
+}
+
+void ServerMetrics::SetThreadPlan(bool wide, bool switched) {
+  plan_wide_->Set(wide ? 1.0 : 0.0);
+  if (switched) plan_switches_->Increment();
 }
 
 int64_t ResidentBytes() {

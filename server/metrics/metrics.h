@@ -60,6 +60,9 @@ class ServerMetrics {
   // Counts a request refused on arrival. `reason` is one of a fixed set:
   // draining, model_budget, byte_budget, preprocess_queue, batch_queue.
   void CountRefusal(const std::string& model, const std::string& reason);
+  // The adaptive thread plan's mode (inference_executor.h):
+  // ghostserve_thread_plan_wide, and a count of changes when `switched`.
+  void SetThreadPlan(bool wide, bool switched);
   prometheus::Gauge* inflight() { return inflight_; }
   prometheus::Gauge* held_bytes() { return held_bytes_; }
 
@@ -73,6 +76,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>* refusals_;
   prometheus::Gauge* inflight_;
   prometheus::Gauge* held_bytes_;
+  prometheus::Gauge* plan_wide_;
+  prometheus::Counter* plan_switches_;
   std::map<std::string, ModelMetrics> models_;  // fixed after construction
 };
 

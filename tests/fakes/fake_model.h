@@ -49,6 +49,24 @@ class FakeModelControl {
     latency_us_ = us;
   }
 
+  // The intra-op threads the core's executor_threads hook gave the calling
+  // thread (a stand-in for OpenMP's count; 0 = never set).
+  static int& Threads() {
+    thread_local int threads = 0;
+    return threads;
+  }
+  // A Forward on a thread given more than one thread advances the clock by
+  // `us` instead of SetLatency's figure.
+  void SetMultiThreadLatency(int64_t us) {
+    std::lock_guard<std::mutex> lock(mu_);
+    multi_thread_latency_us_ = us;
+  }
+  // Threads() of every Forward, in run order (including warm-up).
+  std::vector<int> forward_threads() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return forward_threads_;
+  }
+
   // Waits until `n` Forward calls have started (including warm-up).
   bool WaitForStarted(int n) {
     std::unique_lock<std::mutex> lock(mu_);
@@ -76,7 +94,11 @@ class FakeModelControl {
     batch_firsts_.push_back(images[0]);
     cv_.notify_all();
     cv_.wait(lock, [this] { return open_; });
-    if (clock_ != nullptr) clock_->Advance(latency_us_);
+    forward_threads_.push_back(Threads());
+    if (clock_ != nullptr) {
+      clock_->Advance(Threads() > 1 && multi_thread_latency_us_ >= 0 ? multi_thread_latency_us_
+                                                                     : latency_us_);
+    }
     if (!fail_next_.ok()) return std::exchange(fail_next_, absl::OkStatus());
     for (int i = 0; i < n; ++i) {
       for (int64_t j = 0; j < classes; ++j) {
@@ -93,6 +115,8 @@ class FakeModelControl {
   absl::Status fail_next_;
   batcher::FakeClock* clock_ = nullptr;
   int64_t latency_us_ = 0;
+  int64_t multi_thread_latency_us_ = -1;
+  std::vector<int> forward_threads_;
   int started_ = 0;
   std::vector<int> batch_sizes_;
   std::vector<float> batch_firsts_;

@@ -36,6 +36,7 @@ const char* const kAllFlags[] = {
     "max-batch-delay-us",
     "max-queue-size",
     "batch-workers",
+    "thread-plan",
     "executors",
     "inference-threads",
     "preprocess-threads",
@@ -401,6 +402,7 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
       {"GHOSTSERVE_HTTP_HEADER_TIMEOUT_MS", "2800"},
       {"GHOSTSERVE_HTTP_BODY_TIMEOUT_MS", "2900"},
       {"GHOSTSERVE_HTTP_MAX_BUFFERED_BYTES", "30000"},
+      {"GHOSTSERVE_THREAD_PLAN", "latency"},
   };
   ASSERT_EQ(values.size(), std::size(kAllFlags));
   const ServerConfig c = ParseOk({}, values);
@@ -415,6 +417,7 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
   EXPECT_EQ(c.batch_workers, 5);
   EXPECT_EQ(c.executors, 3);
   EXPECT_EQ(c.inference_threads, 6);
+  EXPECT_EQ(c.thread_plan, "latency");
   EXPECT_EQ(c.preprocess_threads, 7);
   EXPECT_EQ(c.preprocess_queue, 8);
   EXPECT_EQ(c.max_message_bytes, 4096);
@@ -472,6 +475,38 @@ TEST(ConfigTest, FinalizeResolvesAutomaticThreadCountsForTwoCpus) {
   ServerConfig one_cpu = ParseOk({});
   ASSERT_TRUE(Finalize(&one_cpu, 1).ok());
   EXPECT_EQ(one_cpu.preprocess_threads, 1);
+  EXPECT_EQ(one_cpu.thread_plan, "throughput");  // nothing to adapt between
+}
+
+TEST(ConfigTest, ThreadPlans) {
+  ServerConfig c = ParseOk({});
+  ASSERT_TRUE(Finalize(&c, 4).ok());
+  EXPECT_EQ(c.thread_plan, "adaptive");
+  EXPECT_EQ(c.executors, 4);
+  EXPECT_EQ(c.inference_threads, 1);
+  EXPECT_TRUE(CoreOptionsFrom(c).adaptive_threads);
+
+  ServerConfig latency = ParseOk({"--thread-plan", "latency"});
+  ASSERT_TRUE(Finalize(&latency, 4).ok());
+  EXPECT_EQ(latency.executors, 1);
+  EXPECT_EQ(latency.inference_threads, 4);
+  EXPECT_FALSE(CoreOptionsFrom(latency).adaptive_threads);
+
+  ServerConfig throughput = ParseOk({"--thread-plan", "throughput"});
+  ASSERT_TRUE(Finalize(&throughput, 4).ok());
+  EXPECT_EQ(throughput.executors, 4);
+  EXPECT_EQ(throughput.inference_threads, 1);
+  EXPECT_FALSE(CoreOptionsFrom(throughput).adaptive_threads);
+
+  // Explicit counts fix the plan, whatever --thread-plan says.
+  ServerConfig fixed = ParseOk({"--thread-plan", "adaptive", "--executors", "2"});
+  ASSERT_TRUE(Finalize(&fixed, 4).ok());
+  EXPECT_EQ(fixed.thread_plan, "fixed");
+  EXPECT_EQ(fixed.inference_threads, 2);
+  EXPECT_FALSE(CoreOptionsFrom(fixed).adaptive_threads);
+
+  EXPECT_THAT(std::string(ParseError({"--thread-plan", "fastest"}).message()),
+              HasSubstr("--thread-plan"));
 }
 
 TEST(ConfigTest, FinalizeKeepsExplicitThreadCounts) {

@@ -124,7 +124,8 @@ class InferenceCoreTest : public ::testing::Test {
     o.preprocess_queue = preprocess_queue;
     o.max_images_per_request = 8;
     o.limits.max_bytes = 16;
-    auto core = InferenceCore::Create(o, &clock_, nullptr);
+    auto core = InferenceCore::Create(o, &clock_, nullptr,
+                                      [](int threads) { FakeModelControl::Threads() = threads; });
     ASSERT_TRUE(core.ok()) << core.status();
     core_ = std::move(*core);
     const absl::Status added =
@@ -204,6 +205,37 @@ TEST_F(InferenceCoreTest, WarmupRunsEveryPowerOfTwoBatchTwice) {
   Start(/*max_batch=*/4);
   EXPECT_THAT(model_.batch_sizes(), ElementsAre(1, 2, 4, 1, 2, 4));
   EXPECT_TRUE(core_->ready());
+}
+
+// The adaptive thread plan: warm-up times a lone batch single-threaded and
+// with all threads; a lone request then gets all threads only if that was at
+// least 10% faster.
+TEST_F(InferenceCoreTest, AdaptivePlanGivesALoneBatchAllThreadsWhereWarmUpFoundThemFaster) {
+  options_.executors = 2;
+  options_.adaptive_threads = true;
+  model_.SetLatency(&clock_, 1000);
+  model_.SetMultiThreadLatency(600);
+  Start(/*max_batch=*/1, /*max_delay_us=*/0);
+  const auto cost = (*core_->Find("m"))->lone_batch_cost();
+  EXPECT_EQ(cost.single_thread_us, 1000);
+  EXPECT_EQ(cost.all_threads_us, 600);
+  EXPECT_TRUE(cost.use_all_threads);
+  ExpectLogits(Send("3")->Get(), {3});
+  EXPECT_EQ(model_.forward_threads().back(), 2);
+  EXPECT_TRUE(core_->executor().wide());
+}
+
+TEST_F(InferenceCoreTest, AdaptivePlanKeepsALoneBatchSingleThreadedWhereAllThreadsGainLittle) {
+  options_.executors = 2;
+  options_.adaptive_threads = true;
+  model_.SetLatency(&clock_, 1000);
+  model_.SetMultiThreadLatency(950);  // under 10% faster
+  Start(/*max_batch=*/1, /*max_delay_us=*/0);
+  const auto cost = (*core_->Find("m"))->lone_batch_cost();
+  EXPECT_EQ(cost.all_threads_us, 950);
+  EXPECT_FALSE(cost.use_all_threads);
+  ExpectLogits(Send("3")->Get(), {3});
+  EXPECT_EQ(model_.forward_threads().back(), 1);
 }
 
 TEST_F(InferenceCoreTest, EachRequestGetsItsOwnLogitsAndPredictions) {
