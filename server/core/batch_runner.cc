@@ -65,7 +65,7 @@ void RunBatch(Servable& servable, std::vector<std::unique_ptr<ImageTask>> tasks,
       task.Fail(status);
       continue;
     }
-    const int64_t queue_us = start - task.enqueue_us;
+    const int64_t queue_us = start - task.ready_us;
     if (metrics != nullptr) metrics->queue_seconds->Observe(queue_us * 1e-6);
     Timing timing;
     timing.preprocess_wait_us = task.preprocess_wait_us;

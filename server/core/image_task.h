@@ -21,6 +21,10 @@ struct ImageTask : batcher::BatchTask {
   SlabRow row;
   int64_t preprocess_wait_us = 0;
   int64_t preprocess_us = 0;
+  // When the image was ready for a batch (preprocessing ended): its queue
+  // time runs from here, so the timing parts add up to the total without a
+  // gap before the batcher's own enqueue stamp.
+  int64_t ready_us = 0;
 
   // Images in rows of one slab may share a batch.
   int64_t group() const { return row.slab->id(); }

@@ -236,7 +236,7 @@ void InferenceCore::Preprocess(std::shared_ptr<CallState> call, int index,
   }
   // Counted as coming until it is queued, so a batch never leaves without
   // it in the moment between; `call` keeps the servable alive until then.
-  Submit(call, index, std::move(row), wait_us, t1 - t0);
+  Submit(call, index, std::move(row), wait_us, t1 - t0, t1);
   s.EndPreprocessing();
 }
 
@@ -250,11 +250,12 @@ void InferenceCore::SubmitTensor(const std::shared_ptr<CallState>& call, int ind
   const int64_t floats = s.image_floats();
   CopyChwToHwc(static_cast<const char*>(images) + index * floats * sizeof(float), shape[0],
                shape[1] * shape[2], row.data());
-  Submit(call, index, std::move(row), 0, 0);
+  Submit(call, index, std::move(row), 0, 0, call->start_us());
 }
 
 void InferenceCore::Submit(const std::shared_ptr<CallState>& call, int index, SlabRow row,
-                           int64_t preprocess_wait_us, int64_t preprocess_us) {
+                           int64_t preprocess_wait_us, int64_t preprocess_us,
+                           int64_t ready_us) {
   // The caller's reference to `call` keeps the servable alive through this
   // function, also after the task is queued and perhaps already answered.
   Servable& s = call->servable();
@@ -266,6 +267,7 @@ void InferenceCore::Submit(const std::shared_ptr<CallState>& call, int index, Sl
   task->row = std::move(row);
   task->preprocess_wait_us = preprocess_wait_us;
   task->preprocess_us = preprocess_us;
+  task->ready_us = ready_us;
   const absl::Status st = s.batcher().Submit(&task);
   if (s.metrics() != nullptr) s.metrics()->queue_depth->Set(s.batcher().QueueDepth());
   if (!st.ok()) task->Fail(st);

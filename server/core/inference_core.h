@@ -101,7 +101,7 @@ class InferenceCore {
   // Image `index` of the request's [N, C, H, W] tensor `images`.
   void SubmitTensor(const std::shared_ptr<CallState>& call, int index, const void* images);
   void Submit(const std::shared_ptr<CallState>& call, int index, SlabRow row,
-              int64_t preprocess_wait_us, int64_t preprocess_us);
+              int64_t preprocess_wait_us, int64_t preprocess_us, int64_t ready_us);
   // Runs the warm-up batches through `servable` on every executor and seeds
   // its batch cost model.
   absl::Status Warm(const Servable& servable);
