@@ -156,8 +156,8 @@ int main(int argc, char** argv) {
       std::snprintf(line, sizeof(line),
                     "model %s: a lone batch of 1 took %.2f ms single-threaded, %.2f ms on %d "
                     "threads: %s",
-                    s->name().c_str(), cost.single_thread_us / 1000.0,
-                    cost.all_threads_us / 1000.0, (*core)->executor().plan().executors,
+                    s->name().c_str(), cost.single_thread_us / 1000.0, cost.all_threads_us / 1000.0,
+                    (*core)->executor().plan().executors,
                     cost.use_all_threads ? "all threads when alone"
                                          : "single-threaded always (all threads not 10% faster)");
       Log(line);

@@ -42,8 +42,8 @@ absl::StatusOr<std::unique_ptr<InferenceCore>> InferenceCore::Create(
     metrics->SetThreadPlan(/*wide=*/true, /*switched=*/false);
     on_switch = [metrics](bool wide) { metrics->SetThreadPlan(wide, /*switched=*/true); };
   }
-  core->executor_ = std::make_unique<InferenceExecutor>(plan, std::move(executor_threads),
-                                                        std::move(on_switch));
+  core->executor_ =
+      std::make_unique<InferenceExecutor>(plan, std::move(executor_threads), std::move(on_switch));
   core->registry_ = std::make_unique<ServableRegistry>();
   core->preprocess_pool_ =
       std::make_unique<ThreadPool>(options.preprocess_threads, options.preprocess_queue,
@@ -254,8 +254,7 @@ void InferenceCore::SubmitTensor(const std::shared_ptr<CallState>& call, int ind
 }
 
 void InferenceCore::Submit(const std::shared_ptr<CallState>& call, int index, SlabRow row,
-                           int64_t preprocess_wait_us, int64_t preprocess_us,
-                           int64_t ready_us) {
+                           int64_t preprocess_wait_us, int64_t preprocess_us, int64_t ready_us) {
   // The caller's reference to `call` keeps the servable alive through this
   // function, also after the task is queued and perhaps already answered.
   Servable& s = call->servable();

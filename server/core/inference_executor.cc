@@ -11,8 +11,7 @@ std::string ExecutorPlan::Describe() const {
   return absl::StrCat("fixed (", executors, "x", threads_per_executor, ")");
 }
 
-InferenceExecutor::InferenceExecutor(const ExecutorPlan& plan,
-                                     std::function<void(int)> set_threads,
+InferenceExecutor::InferenceExecutor(const ExecutorPlan& plan, std::function<void(int)> set_threads,
                                      std::function<void(bool)> on_switch)
     : plan_(plan), set_threads_(std::move(set_threads)), on_switch_(std::move(on_switch)) {
   {
@@ -123,7 +122,8 @@ void InferenceExecutor::RunOnEach(const std::function<void(int threads, bool alo
   const int narrow = plan_.adaptive ? 1 : plan_.threads_per_executor;
   const std::function<void()> side_by_side = [&] { fn(narrow, false); };
   std::vector<Job> jobs(static_cast<size_t>(size()));
-  for (size_t i = 0; i < jobs.size(); ++i) jobs[i] = Job{&side_by_side, static_cast<int>(i), narrow};
+  for (size_t i = 0; i < jobs.size(); ++i)
+    jobs[i] = Job{&side_by_side, static_cast<int>(i), narrow};
   run_all(jobs);
   if (!plan_.adaptive) return;
   for (const int threads : {1, plan_.executors}) {

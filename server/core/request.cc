@@ -24,8 +24,11 @@ std::vector<Prediction> TopK(const float* logits, int64_t num_classes, int64_t k
   k = std::clamp<int64_t>(k, 0, num_classes);
   std::vector<int64_t> order(static_cast<size_t>(num_classes));
   std::iota(order.begin(), order.end(), 0);
+  // Ranked by logit, not probability: far from the best class the softmax
+  // underflows to 0 and would rank by index (seen with an untrained model's
+  // logits of 1e6).
   std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
-    return probs[a] != probs[b] ? probs[a] > probs[b] : a < b;
+    return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
   });
   std::vector<Prediction> out;
   out.reserve(static_cast<size_t>(k));

@@ -51,9 +51,9 @@ const std::vector<double>& ServerMetrics::LatencyBuckets() {
 }
 
 const std::vector<double>& ServerMetrics::RefusalBuckets() {
-  static const auto* const kBuckets = new std::vector<double>{
-      0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-      0.005,   0.01,     0.025,   0.05,   0.1,     0.25,   1.0};
+  static const auto* const kBuckets =
+      new std::vector<double>{0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                              0.005,   0.01,     0.025,   0.05,   0.1,     0.25,   1.0};
   return *kBuckets;
 }
 
@@ -151,8 +151,9 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
     ModelMetrics m;
     const prometheus::Labels labels{{"model", name}};
     for (int p = 0; p < kProtocolCount; ++p) {
-      m.request_seconds[p] = &request.Add(
-          {{"model", name}, {"protocol", ProtocolName(static_cast<Protocol>(p))}}, LatencyBuckets());
+      m.request_seconds[p] =
+          &request.Add({{"model", name}, {"protocol", ProtocolName(static_cast<Protocol>(p))}},
+                       LatencyBuckets());
     }
     m.queue_seconds = &queue.Add(labels, LatencyBuckets());
     m.preprocess_seconds = &preprocess.Add(labels, LatencyBuckets());

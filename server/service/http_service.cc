@@ -49,14 +49,15 @@ enum class Kind {
 };
 
 http::Response Json(http::Status status, const json& body) {
-  return http::MakeResponse(
-      status, body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+  return http::MakeResponse(status, body.dump(-1, ' ', false, json::error_handler_t::replace),
+                            "application/json");
 }
 
 // An error answer for a failed call, with the headers its status implies.
 http::Response ErrorFor(const absl::Status& status) {
-  auto res = http::ErrorResponse(static_cast<http::Status>(ToHttpStatus(status)),
-                                 std::string_view(status.message().data(), status.message().size()));
+  auto res =
+      http::ErrorResponse(static_cast<http::Status>(ToHttpStatus(status)),
+                          std::string_view(status.message().data(), status.message().size()));
   if (status.code() == absl::StatusCode::kUnavailable) res.set(bhttp::field::retry_after, "1");
   if (status.code() == absl::StatusCode::kUnauthenticated) {
     res.set(bhttp::field::www_authenticate, "Bearer");
@@ -76,7 +77,9 @@ std::optional<std::string> PercentDecode(std::string_view s) {
     if (i + 2 >= s.size() || !absl::ascii_isxdigit(s[i + 1]) || !absl::ascii_isxdigit(s[i + 2])) {
       return std::nullopt;
     }
-    auto hex = [](char c) { return absl::ascii_isdigit(c) ? c - '0' : absl::ascii_tolower(c) - 'a' + 10; };
+    auto hex = [](char c) {
+      return absl::ascii_isdigit(c) ? c - '0' : absl::ascii_tolower(c) - 'a' + 10;
+    };
     out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
     i += 2;
   }
@@ -293,26 +296,29 @@ void HttpService::Handle(std::shared_ptr<http::Request> request, http::Responder
     case Kind::kListModels:
       return respond(ListModels());
     case Kind::kServerMetadata:
-      return respond(Json(http::Status::ok, {{"name", "ghostserve"},
-                                             {"version", version_},
-                                             {"extensions", {"binary_tensor_data"}}}));
+      return respond(Json(
+          http::Status::ok,
+          {{"name", "ghostserve"}, {"version", version_}, {"extensions", {"binary_tensor_data"}}}));
     case Kind::kLive:
       return respond(http::MakeResponse(http::Status::ok, "", "text/plain"));
     case Kind::kReady:
-      return respond(http::MakeResponse(Ready() ? http::Status::ok : http::Status::bad_request,
-                                        "", "text/plain"));
+      return respond(http::MakeResponse(Ready() ? http::Status::ok : http::Status::bad_request, "",
+                                        "text/plain"));
     case Kind::kModelMetadata:
     case Kind::kModelReady: {
       auto found = core_->Find(route->model);
-      if (!found.ok()) return respond(ErrorFor(found.status()));
       if (route->kind == Kind::kModelReady) {
-        return respond(http::MakeResponse(Ready() ? http::Status::ok : http::Status::bad_request,
-                                          "", "text/plain"));
+        // As Triton: an unknown model or version is just not ready (400).
+        const bool ready = found.ok() && CheckVersion(**found, route->version).ok() && Ready();
+        return respond(http::MakeResponse(ready ? http::Status::ok : http::Status::bad_request, "",
+                                          "text/plain"));
       }
+      if (!found.ok()) return respond(ErrorFor(found.status()));
+      if (auto v = CheckVersion(**found, route->version); !v.ok()) return respond(ErrorFor(v));
       inference::ModelMetadataResponse metadata;
       ToModelMetadata(**found, &metadata);
-      return respond(http::MakeResponse(http::Status::ok, ToRestMetadata(metadata),
-                                        "application/json"));
+      return respond(
+          http::MakeResponse(http::Status::ok, ToRestMetadata(metadata), "application/json"));
     }
     case Kind::kClassify:
       return Classify(*route, std::move(request), std::move(respond));
@@ -364,15 +370,15 @@ void HttpService::Classify(const Route& route, std::shared_ptr<http::Request> re
   auto infer = FromClassify(*call);
   if (!infer.ok()) return fail(infer.status());
   infer->deadline_us = TimeoutDeadline(*core_->clock(), timeout_us);
-  core_->Infer(std::move(*infer), [call, recorder, respond = std::move(respond)](
-                                      absl::StatusOr<core::InferResult> r) {
-    if (!r.ok()) {
-      recorder.Record(absl::StatusCodeToString(r.status().code()));
-      return respond(ErrorFor(r.status()));
-    }
-    recorder.Record("OK");
-    respond(Json(http::Status::ok, ClassifyJson(ToClassify(*call, *r))));
-  });
+  core_->Infer(std::move(*infer),
+               [call, recorder, respond = std::move(respond)](absl::StatusOr<core::InferResult> r) {
+                 if (!r.ok()) {
+                   recorder.Record(absl::StatusCodeToString(r.status().code()));
+                   return respond(ErrorFor(r.status()));
+                 }
+                 recorder.Record("OK");
+                 respond(Json(http::Status::ok, ClassifyJson(ToClassify(*call, *r))));
+               });
 }
 
 void HttpService::KServeInfer(const Route& route, std::shared_ptr<http::Request> request,
@@ -410,8 +416,8 @@ void HttpService::KServeInfer(const Route& route, std::shared_ptr<http::Request>
                  ToKServe(rest->proto, *r, outputs, &response);
                  RestBody body = ToRestInfer(*rest, response);
                  if (!body.json_length) {
-                   return respond(
-                       http::MakeResponse(http::Status::ok, std::move(body.body), "application/json"));
+                   return respond(http::MakeResponse(http::Status::ok, std::move(body.body),
+                                                     "application/json"));
                  }
                  auto res = http::MakeResponse(http::Status::ok, std::move(body.body),
                                                "application/octet-stream");

@@ -1,11 +1,13 @@
 #include "server/service/kserve_conversion.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <string_view>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace ghostserve::service {
 namespace {
@@ -98,7 +100,39 @@ void AddOutput(const char* name, int64_t rows, int64_t cols, const float* values
                                               rows * cols * sizeof(float));
 }
 
+// Triton's classification output: BYTES [N, k], each "score:index:label"
+// (score printed as %f, as Triton does), serialized as 4-byte little-endian
+// lengths followed by the bytes.
+void AddClassification(const char* name, const core::InferResult& result, int64_t k,
+                       const float* values, inference::ModelInferResponse* response) {
+  const int64_t n = result.images(), classes = result.num_classes;
+  k = std::min(k, classes);
+  auto* out = response->add_outputs();
+  out->set_name(name);
+  out->set_datatype("BYTES");
+  out->add_shape(n);
+  out->add_shape(k);
+  std::string* raw = response->add_raw_output_contents();
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& ranked = result.predictions[static_cast<size_t>(i)];
+    for (int64_t j = 0; j < k && j < static_cast<int64_t>(ranked.size()); ++j) {
+      const core::Prediction& p = ranked[static_cast<size_t>(j)];
+      const std::string element =
+          absl::StrFormat("%f:%d:%s", values[i * classes + p.class_index], p.class_index, p.label);
+      const uint32_t len = static_cast<uint32_t>(element.size());
+      raw->append(reinterpret_cast<const char*>(&len), 4);
+      raw->append(element);
+    }
+  }
+}
+
 }  // namespace
+
+absl::Status CheckVersion(const core::Servable& servable, const std::string& version) {
+  if (version.empty() || version == "1") return absl::OkStatus();
+  return absl::NotFoundError(absl::StrCat("model '", servable.name(), "' has no version '",
+                                          version.substr(0, 32), "' (versions: 1)"));
+}
 
 absl::StatusOr<KServeCall> FromKServe(const inference::ModelInferRequest& request) {
   if (request.inputs_size() != 1) {
@@ -111,15 +145,30 @@ absl::StatusOr<KServeCall> FromKServe(const inference::ModelInferRequest& reques
   KServeCall call;
   if (request.outputs_size() > 0) call.outputs = {false, false};
   for (const auto& o : request.outputs()) {
+    int64_t class_count = 0;
+    if (auto c = o.parameters().find("classification"); c != o.parameters().end()) {
+      if (c->second.parameter_choice_case() != inference::InferParameter::kInt64Param ||
+          c->second.int64_param() < 1) {
+        return absl::InvalidArgumentError(
+            "output parameter 'classification' must be an int64 >= 1 (the class count)");
+      }
+      class_count = c->second.int64_param();
+    }
     if (o.name() == "logits") {
       call.outputs.logits = true;
+      call.outputs.logits_class_count = class_count;
     } else if (o.name() == "probabilities") {
       call.outputs.probabilities = true;
+      call.outputs.probabilities_class_count = class_count;
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown output '", o.name().substr(0, 64),
                                                      "'; outputs are logits, probabilities"));
     }
   }
+  const int64_t class_count =
+      std::max(call.outputs.logits_class_count, call.outputs.probabilities_class_count);
+  // The core ranks the classes (and names them) once for both outputs.
+  if (class_count > 0) call.request.top_k = class_count;
   call.request.model = request.model_name();
   call.request.version = request.model_version();
   // Triton's convention: priority 1 is the highest level; 0 (or absent)
@@ -140,6 +189,18 @@ absl::StatusOr<KServeCall> FromKServe(const inference::ModelInferRequest& reques
     call.timeout_us = t->second.int64_param();
   }
   const std::string& datatype = request.inputs(0).datatype();
+  const std::string& name = request.inputs(0).name();
+  if (name != "images" && name != "input") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unexpected inference input '", name.substr(0, 64), "' for model '",
+        request.model_name().substr(0, 64),
+        "'; inputs are images (BYTES [N], encoded images) and input (FP32 [N,C,H,W])"));
+  }
+  if ((name == "images") != (datatype == "BYTES") && (datatype == "BYTES" || datatype == "FP32")) {
+    return absl::InvalidArgumentError(absl::StrCat("input '", name, "' must have datatype ",
+                                                   name == "images" ? "BYTES" : "FP32", ", got ",
+                                                   datatype));
+  }
   absl::Status parsed;
   if (datatype == "FP32") {
     parsed = FromFp32(request, &call.request);
@@ -160,14 +221,26 @@ void ToKServe(const inference::ModelInferRequest& request, const core::InferResu
   response->set_model_version("1");
   response->set_id(request.id());
   const int64_t n = result.images(), classes = result.num_classes;
-  if (outputs.logits) AddOutput("logits", n, classes, result.logits.data(), response);
+  if (outputs.logits) {
+    if (outputs.logits_class_count > 0) {
+      AddClassification("logits", result, outputs.logits_class_count, result.logits.data(),
+                        response);
+    } else {
+      AddOutput("logits", n, classes, result.logits.data(), response);
+    }
+  }
   if (outputs.probabilities) {
     std::vector<float> probs(result.logits.size());
     for (int64_t i = 0; i < n; ++i) {
       const std::vector<double> p = core::Softmax(result.row(i), classes);
       for (int64_t j = 0; j < classes; ++j) probs[i * classes + j] = static_cast<float>(p[j]);
     }
-    AddOutput("probabilities", n, classes, probs.data(), response);
+    if (outputs.probabilities_class_count > 0) {
+      AddClassification("probabilities", result, outputs.probabilities_class_count, probs.data(),
+                        response);
+    } else {
+      AddOutput("probabilities", n, classes, probs.data(), response);
+    }
   }
 }
 

@@ -15,6 +15,11 @@ namespace ghostserve::service {
 struct KServeOutputs {
   bool logits = true;
   bool probabilities = true;
+  // Triton's classification extension: an output asked for with the
+  // parameter classification=K comes back as BYTES [N, K] holding
+  // "score:index:label" for its K best classes (0 = the plain FP32 tensor).
+  int64_t logits_class_count = 0;
+  int64_t probabilities_class_count = 0;
 };
 
 struct KServeCall {
@@ -25,8 +30,9 @@ struct KServeCall {
   int64_t timeout_us = 0;
 };
 
-// Checks what the protocol fixes (one input, FP32 [N, C, H, W] or BYTES [N],
-// contents that hold exactly what the shape says, known output names) and
+// Checks what the protocol fixes (one input, named as ModelMetadata says:
+// "images" BYTES [N] or "input" FP32 [N, C, H, W]; contents that hold exactly
+// what the shape says; known output names and parameters) and
 // leaves the rest (model, version, image count and shape, sizes) to the core.
 // The inputs are borrowed from `request`, which must outlive the core call.
 absl::StatusOr<KServeCall> FromKServe(const inference::ModelInferRequest& request);
@@ -36,6 +42,9 @@ void ToKServe(const inference::ModelInferRequest& request, const core::InferResu
               const KServeOutputs& outputs, inference::ModelInferResponse* response);
 
 void ToModelMetadata(const core::Servable& servable, inference::ModelMetadataResponse* response);
+
+// NotFound unless `version` is empty or one the servable serves ("1").
+absl::Status CheckVersion(const core::Servable& servable, const std::string& version);
 
 }  // namespace ghostserve::service
 

@@ -89,7 +89,8 @@ absl::Status ParseInput(const json& in, size_t index, std::string_view* binary,
   auto name = in.find("name");
   auto shape = in.find("shape");
   auto datatype = in.find("datatype");
-  if (name == in.end() || !name->is_string()) return Invalid(absl::StrCat(where, " needs a 'name'"));
+  if (name == in.end() || !name->is_string())
+    return Invalid(absl::StrCat(where, " needs a 'name'"));
   if (datatype == in.end() || !datatype->is_string()) {
     return Invalid(absl::StrCat(where, " needs a 'datatype'"));
   }
@@ -119,8 +120,8 @@ absl::Status ParseInput(const json& in, size_t index, std::string_view* binary,
       return Invalid(absl::StrCat(where, " has both 'data' and 'binary_data_size'"));
     }
     if (*binary_size > binary->size()) {
-      return Invalid(absl::StrCat(where, " declares ", *binary_size,
-                                  " binary bytes; only ", binary->size(), " remain in the body"));
+      return Invalid(absl::StrCat(where, " declares ", *binary_size, " binary bytes; only ",
+                                  binary->size(), " remain in the body"));
     }
     request->add_raw_input_contents()->assign(binary->data(), *binary_size);
     binary->remove_prefix(*binary_size);
@@ -129,8 +130,10 @@ absl::Status ParseInput(const json& in, size_t index, std::string_view* binary,
   if (data == in.end() || !data->is_array()) {
     return Invalid(absl::StrCat(where, " needs a 'data' array or a 'binary_data_size' parameter"));
   }
-  if (input->datatype() == "FP32") return FlattenFloats(*data, 1, input->mutable_contents()->mutable_fp32_contents());
-  if (input->datatype() == "BYTES") return FlattenBytes(*data, 1, input->mutable_contents()->mutable_bytes_contents());
+  if (input->datatype() == "FP32")
+    return FlattenFloats(*data, 1, input->mutable_contents()->mutable_fp32_contents());
+  if (input->datatype() == "BYTES")
+    return FlattenBytes(*data, 1, input->mutable_contents()->mutable_bytes_contents());
   // Other datatypes: left for kserve_conversion to refuse with its message.
   return absl::OkStatus();
 }
@@ -180,8 +183,8 @@ absl::StatusOr<RestInferRequest> ParseRestInfer(std::string_view model, std::str
     if (auto s = ParseInput((*inputs)[i], i, &binary, &proto); !s.ok()) return s;
   }
   if (!binary.empty()) {
-    return Invalid(absl::StrCat(binary.size(),
-                                " bytes of binary data follow the inputs' binary_data_size"));
+    return Invalid(
+        absl::StrCat(binary.size(), " bytes of binary data follow the inputs' binary_data_size"));
   }
   if (auto outputs = doc.find("outputs"); outputs != doc.end()) {
     if (!outputs->is_array()) return Invalid("'outputs' must be an array");
@@ -205,7 +208,8 @@ absl::StatusOr<RestInferRequest> ParseRestInfer(std::string_view model, std::str
   return out;
 }
 
-RestBody ToRestInfer(const RestInferRequest& request, const inference::ModelInferResponse& response) {
+RestBody ToRestInfer(const RestInferRequest& request,
+                     const inference::ModelInferResponse& response) {
   json doc;
   doc["model_name"] = response.model_name();
   doc["model_version"] = response.model_version();
@@ -225,6 +229,16 @@ RestBody ToRestInfer(const RestInferRequest& request, const inference::ModelInfe
     if (as_binary) {
       entry["parameters"] = {{"binary_data_size", raw.size()}};
       binary += raw;
+    } else if (o.datatype() == "BYTES") {
+      // Length-prefixed elements (the classification extension's strings).
+      json strings = json::array();
+      for (size_t pos = 0; pos + 4 <= raw.size();) {
+        uint32_t len;
+        std::memcpy(&len, raw.data() + pos, 4);
+        strings.push_back(raw.substr(pos + 4, len));
+        pos += 4 + len;
+      }
+      entry["data"] = std::move(strings);
     } else {
       std::vector<float> values(raw.size() / sizeof(float));
       std::memcpy(values.data(), raw.data(), values.size() * sizeof(float));

@@ -39,9 +39,10 @@ grpc::ServerUnaryReactor* KServeService::ModelReady(grpc::CallbackServerContext*
                                                     const inference::ModelReadyRequest* request,
                                                     inference::ModelReadyResponse* response) {
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
+  // As Triton: an unknown model or version is not ready, not an error.
   auto s = core_->Find(request->name());
-  if (!s.ok()) return Done(ctx, ToGrpcStatus(s.status()));
-  response->set_ready(core_->ready() && core_->accepting());
+  response->set_ready(s.ok() && CheckVersion(**s, request->version()).ok() && core_->ready() &&
+                      core_->accepting());
   return Done(ctx, grpc::Status::OK);
 }
 
@@ -60,6 +61,9 @@ grpc::ServerUnaryReactor* KServeService::ModelMetadata(
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   auto found = core_->Find(request->name());
   if (!found.ok()) return Done(ctx, ToGrpcStatus(found.status()));
+  if (auto v = CheckVersion(**found, request->version()); !v.ok()) {
+    return Done(ctx, ToGrpcStatus(v));
+  }
   ToModelMetadata(**found, response);
   return Done(ctx, grpc::Status::OK);
 }

@@ -171,6 +171,9 @@ class HttpTest(unittest.TestCase):
         for path in ["/v2/health/live", "/v2/health/ready", f"/v2/models/{MODEL}/ready",
                      f"/v2/models/{MODEL}/versions/1/ready"]:
             self.assertEqual(curl(self.base + path)[0], 200, path)
+        # As Triton: an unknown model or version is not ready (400), not 404.
+        for path in ["/v2/models/nope/ready", f"/v2/models/{MODEL}/versions/2/ready"]:
+            self.assertEqual(curl(self.base + path)[0], 400, path)
         self.assertEqual(curl(self.base + "/healthz")[2], b"ok\n")
 
     def test_metadata_and_model_list(self):
@@ -279,6 +282,35 @@ class HttpTest(unittest.TestCase):
         self.assertEqual([o["name"] for o in json.loads(body[:n])["outputs"]], ["logits", "probabilities"])
         self.assertEqual(list(struct.unpack("<2000f", body[n:n + 8000])), grpc_logits)
 
+    def test_classification_extension(self):
+        # Triton's classification parameter on an output: "score:index:label"
+        # strings for the K best classes, in JSON and as binary data.
+        image = read(PHOTOS[0])
+        _, grpc_logits = self.grpc_infer(images=[image])
+        best = sorted(range(1000), key=lambda i: -grpc_logits[i])[:3]
+        doc = {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1],
+                           "data": [base64.b64encode(image).decode()]}],
+               "outputs": [{"name": "logits", "parameters": {"classification": 3}}]}
+        code, _, body = curl(f"{self.base}/v2/models/{MODEL}/infer", "--data-binary", json.dumps(doc))
+        self.assertEqual(code, 200, body)
+        out = json.loads(body)["outputs"][0]
+        self.assertEqual((out["datatype"], out["shape"]), ("BYTES", [1, 3]))
+        for element, index in zip(out["data"], best):
+            score, got_index, label = element.split(":", 2)
+            self.assertEqual(int(got_index), index)
+            self.assertAlmostEqual(float(score), grpc_logits[index], places=4)
+            self.assertTrue(label)
+        doc["outputs"][0]["parameters"]["binary_data"] = True
+        code, headers, body = curl(f"{self.base}/v2/models/{MODEL}/infer", "--data-binary", json.dumps(doc))
+        self.assertEqual(code, 200, body[:300])
+        json_length = int(headers["inference-header-content-length"])
+        raw, strings = body[json_length:], []
+        while raw:
+            (n,), raw = struct.unpack("<I", raw[:4]), raw[4:]
+            strings.append(raw[:n].decode())
+            raw = raw[n:]
+        self.assertEqual(strings, out["data"])
+
     def test_python_rest_round_trip_equals_grpc(self):
         """Python's own HTTP client (urllib), JSON and binary, against gRPC."""
         image = read("coffee.jpg")
@@ -347,6 +379,11 @@ class HttpTest(unittest.TestCase):
                                                         "data": [1]}]})), 400, "INT8")
         self.assert_error(*curl(f"{b}/v1/models/nope:classify", "--data-binary", "@" + junk), 404, "nope")
         self.assert_error(*curl(f"{b}/v2/models/nope"), 404)
+        self.assert_error(*curl(f"{b}/v2/models/{MODEL}/versions/2"), 404, "no version")
+        self.assert_error(*curl(f"{b}/v2/models/{MODEL}/infer", "--data-binary", json.dumps(
+            {"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1],
+                         "data": [base64.b64encode(read("coffee.jpg")).decode()]}]})), 400,
+            "unexpected inference input")
         self.assert_error(*curl(f"{b}/v2/models/nope/infer", "--data-binary", "{}"), 404)
         self.assert_error(*curl(f"{b}/v2/models/{MODEL}/versions/7/infer", "--data-binary", json.dumps(
             {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1],

@@ -720,7 +720,8 @@ TEST_F(DeadlineTest, ExpiredRequestIsDeadlineExceededAndNeverRunsTheModel) {
   // The server answers the expired request (so its metrics count it) once
   // the preprocessing thread reaches it.
   const std::string deadline_series =
-      "ghostserve_requests_total{code=\"DEADLINE_EXCEEDED\",model=\"ghostnet_050\",protocol=\"grpc\"}";
+      "ghostserve_requests_total{code=\"DEADLINE_EXCEEDED\",model=\"ghostnet_050\",protocol="
+      "\"grpc\"}";
   std::map<std::string, double> m;
   for (int i = 0; i < 100 && core_->inflight() > 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -728,9 +729,13 @@ TEST_F(DeadlineTest, ExpiredRequestIsDeadlineExceededAndNeverRunsTheModel) {
   ASSERT_EQ(core_->inflight(), 0);
   m = ScrapeMetrics();
   EXPECT_EQ(m[deadline_series], 1) << "expired request not counted as DEADLINE_EXCEEDED";
-  EXPECT_EQ(m.count("ghostserve_requests_total{code=\"CANCELLED\",model=\"ghostnet_050\",protocol=\"grpc\"}"), 0u)
+  EXPECT_EQ(
+      m.count(
+          "ghostserve_requests_total{code=\"CANCELLED\",model=\"ghostnet_050\",protocol=\"grpc\"}"),
+      0u)
       << "an expired deadline was reported as a cancellation";
-  EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"ghostnet_050\",protocol=\"grpc\"}"], 1);
+  EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"ghostnet_050\",protocol=\"grpc\"}"],
+            1);
   // Only the slow image went through the model.
   EXPECT_EQ(m["ghostserve_batch_size_sum{model=\"ghostnet_050\"}"], 1)
       << "an expired request ran through the model";
@@ -885,11 +890,32 @@ TEST_F(KServeTest, ModelReadyKnowsTheServedModels) {
     ASSERT_TRUE(kserve_->ModelReady(&ctx, req, &r).ok()) << name;
     EXPECT_TRUE(r.ready()) << name;
   }
+  // As Triton: an unknown model or version is not ready, and not an error.
+  for (const auto& [name, version] : std::vector<std::pair<std::string, std::string>>{
+           {"ghostnet_999", ""}, {kBig, "2"}, {kBig, "1"}}) {
+    grpc::ClientContext ctx;
+    inference::ModelReadyRequest req;
+    req.set_name(name);
+    req.set_version(version);
+    inference::ModelReadyResponse r;
+    ASSERT_TRUE(kserve_->ModelReady(&ctx, req, &r).ok()) << name << " " << version;
+    EXPECT_EQ(r.ready(), version == "1") << name << " " << version;
+  }
+}
+
+TEST_F(KServeTest, ModelMetadataOfAVersionThatDoesNotExistIsNotFound) {
   grpc::ClientContext ctx;
-  inference::ModelReadyRequest req;
-  req.set_name("ghostnet_999");
-  inference::ModelReadyResponse r;
-  EXPECT_EQ(kserve_->ModelReady(&ctx, req, &r).error_code(), grpc::StatusCode::NOT_FOUND);
+  inference::ModelMetadataRequest req;
+  req.set_name(kBig);
+  req.set_version("2");
+  inference::ModelMetadataResponse r;
+  const grpc::Status s = kserve_->ModelMetadata(&ctx, req, &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(s.error_message().find("has no version '2'"), std::string::npos) << s.error_message();
+  grpc::ClientContext ctx1;
+  req.set_version("1");
+  EXPECT_TRUE(kserve_->ModelMetadata(&ctx1, req, &r).ok());
+  EXPECT_EQ(r.versions(0), "1");
 }
 
 TEST_F(KServeTest, ModelMetadataListsInputsAndOutputs) {
@@ -1027,6 +1053,80 @@ TEST_F(KServeInferTest, PriorityParameterIsAcceptedAsTritonSpellsIt) {
   ASSERT_TRUE(s.ok()) << s.error_message();
   ExpectLogitsMatch(Output(r, "logits"), ExpectedBatch(kBig, {"coffee.jpg"}));
   (*req.mutable_parameters())["priority"].set_string_param("high");
+  EXPECT_EQ(Infer(req, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(KServeInferTest, InputsMustBeNamedAsMetadataSays) {
+  inference::ModelInferRequest req = Base(kTiny, "BYTES", {1});
+  req.mutable_inputs(0)->mutable_contents()->add_bytes_contents(Image("coffee.jpg"));
+  inference::ModelInferResponse r;
+  ASSERT_TRUE(Infer(req, &r).ok());
+  req.mutable_inputs(0)->set_name("INPUT0");
+  grpc::Status s = Infer(req, &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("unexpected inference input 'INPUT0'"), std::string::npos)
+      << s.error_message();
+  req.mutable_inputs(0)->set_name("input");  // the FP32 input's name on BYTES
+  s = Infer(req, &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("input 'input' must have datatype FP32, got BYTES"),
+            std::string::npos)
+      << s.error_message();
+}
+
+// Triton's classification extension: class_count=K on an output gives BYTES
+// [N, K] of "score:index:label", best first, scores from that output.
+TEST_F(KServeInferTest, ClassificationParameterGivesScoreIndexLabelStrings) {
+  const std::vector<std::string> images = {"coffee.jpg", "astronaut.jpg"};
+  inference::ModelInferRequest req = Base(kBig, "BYTES", {2});
+  for (const auto& image : images) {
+    req.mutable_inputs(0)->mutable_contents()->add_bytes_contents(Image(image));
+  }
+  auto* logits = req.add_outputs();
+  logits->set_name("logits");
+  (*logits->mutable_parameters())["classification"].set_int64_param(3);
+  auto* probs = req.add_outputs();
+  probs->set_name("probabilities");
+  (*probs->mutable_parameters())["classification"].set_int64_param(2);
+  inference::ModelInferResponse r;
+  const grpc::Status s = Infer(req, &r);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(r.outputs_size(), 2);
+  ASSERT_EQ(r.raw_output_contents_size(), 2);
+  const torch::Tensor want = ExpectedBatch(kBig, images);
+  const auto& labels = config::ImageNetLabels();
+  for (int o = 0; o < 2; ++o) {
+    const auto& out = r.outputs(o);
+    const int64_t k = o == 0 ? 3 : 2;
+    SCOPED_TRACE(out.name());
+    EXPECT_EQ(out.datatype(), "BYTES");
+    ASSERT_EQ(out.shape_size(), 2);
+    EXPECT_EQ(out.shape(0), 2);
+    EXPECT_EQ(out.shape(1), k);
+    const std::string& raw = r.raw_output_contents(o);
+    size_t pos = 0;
+    for (int64_t i = 0; i < 2; ++i) {
+      const torch::Tensor row = o == 0 ? want[i] : torch::softmax(want[i], 0);
+      const torch::Tensor best = std::get<1>(row.topk(k));
+      for (int64_t j = 0; j < k; ++j) {
+        ASSERT_LE(pos + 4, raw.size());
+        uint32_t len;
+        std::memcpy(&len, raw.data() + pos, 4);
+        const std::string element = raw.substr(pos + 4, len);
+        pos += 4 + len;
+        const int64_t index = best[j].item<int64_t>();
+        const size_t c1 = element.find(':'), c2 = element.find(':', c1 + 1);
+        ASSERT_NE(c2, std::string::npos) << element;
+        EXPECT_NEAR(std::stod(element.substr(0, c1)), row[index].item<float>(),
+                    1e-4 * std::max(1.0f, std::abs(row[index].item<float>())))
+            << element;
+        EXPECT_EQ(element.substr(c1 + 1, c2 - c1 - 1), std::to_string(index)) << element;
+        EXPECT_EQ(element.substr(c2 + 1), labels[static_cast<size_t>(index)]) << element;
+      }
+    }
+    EXPECT_EQ(pos, raw.size());
+  }
+  (*logits->mutable_parameters())["classification"].set_int64_param(0);
   EXPECT_EQ(Infer(req, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
@@ -1275,10 +1375,14 @@ TEST_F(MetricsTest, CountsRequestsByModelAndCode) {
   EXPECT_EQ(Classify(bad, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
   std::map<std::string, double> m = ScrapeMetrics();
-  EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"ghostnet_050\",protocol=\"grpc\"}"], kOk);
+  EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"ghostnet_050\",protocol=\"grpc\"}"],
+            kOk);
   EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"tiny_10\",protocol=\"grpc\"}"], 1);
-  EXPECT_EQ(m["ghostserve_requests_total{code=\"NOT_FOUND\",model=\"unknown\",protocol=\"grpc\"}"], 1);
-  EXPECT_EQ(m["ghostserve_requests_total{code=\"INVALID_ARGUMENT\",model=\"ghostnet_050\",protocol=\"grpc\"}"], 1);
+  EXPECT_EQ(m["ghostserve_requests_total{code=\"NOT_FOUND\",model=\"unknown\",protocol=\"grpc\"}"],
+            1);
+  EXPECT_EQ(m["ghostserve_requests_total{code=\"INVALID_ARGUMENT\",model=\"ghostnet_050\",protocol="
+              "\"grpc\"}"],
+            1);
   // The client's model name never becomes a label.
   for (const auto& [series, value] : m) EXPECT_EQ(series.find("resnet_50"), std::string::npos);
   // Every image that reached the model ran in some batch; the bad one did not.
@@ -1289,7 +1393,9 @@ TEST_F(MetricsTest, CountsRequestsByModelAndCode) {
   EXPECT_EQ(m["ghostserve_inference_duration_seconds_bucket{model=\"ghostnet_050\",le=\"+Inf\"}"],
             batches);
   EXPECT_GT(m["ghostserve_inference_duration_seconds_sum{model=\"ghostnet_050\"}"], 0);
-  EXPECT_EQ(m["ghostserve_request_duration_seconds_count{model=\"ghostnet_050\",protocol=\"grpc\"}"], kOk + 1);
+  EXPECT_EQ(
+      m["ghostserve_request_duration_seconds_count{model=\"ghostnet_050\",protocol=\"grpc\"}"],
+      kOk + 1);
   ASSERT_EQ(m.count("ghostserve_queue_depth{model=\"ghostnet_050\"}"), 1u);
   EXPECT_EQ(m["ghostserve_queue_depth{model=\"ghostnet_050\"}"], 0);
   EXPECT_EQ(m["ghostserve_inflight_requests"], 0);
@@ -1301,7 +1407,8 @@ TEST_F(MetricsTest, CountsRequestsByModelAndCode) {
   // Counters move with further traffic.
   ExpectServes(kBig, "coffee.jpg");
   m = ScrapeMetrics();
-  EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"ghostnet_050\",protocol=\"grpc\"}"], kOk + 1);
+  EXPECT_EQ(m["ghostserve_requests_total{code=\"OK\",model=\"ghostnet_050\",protocol=\"grpc\"}"],
+            kOk + 1);
 }
 
 TEST_F(MetricsTest, OtherPathsAreNotFound) {

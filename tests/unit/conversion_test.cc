@@ -73,7 +73,7 @@ inference::ModelInferRequest KServe(const std::string& datatype, std::vector<int
   inference::ModelInferRequest req;
   req.set_model_name("m");
   auto* in = req.add_inputs();
-  in->set_name("input");
+  in->set_name(datatype == "BYTES" ? "images" : "input");  // as ModelMetadata names them
   in->set_datatype(datatype);
   for (int64_t d : shape) in->add_shape(d);
   return req;

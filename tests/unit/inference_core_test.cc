@@ -684,3 +684,22 @@ TEST(InferenceCoreOptionsTest, ServableMustFitItsModel) {
 
 }  // namespace
 }  // namespace ghostserve::core
+
+namespace ghostserve::core {
+namespace {
+
+TEST(TopKTest, RanksByLogitEvenWhereTheSoftmaxUnderflows) {
+  // An untrained model's logits: every probability but the best is 0.
+  const float logits[] = {-1e6f, 3e6f, 2e5f, -7e5f};
+  const auto top = TopK(logits, 4, 3, {"a", "b", "c", "d"});
+  ASSERT_EQ(top.size(), 3u);
+  EXPECT_EQ(top[0].class_index, 1);
+  EXPECT_EQ(top[1].class_index, 2);
+  EXPECT_EQ(top[2].class_index, 3);
+  EXPECT_EQ(top[1].label, "c");
+  EXPECT_FLOAT_EQ(top[0].score, 1.0f);
+  EXPECT_FLOAT_EQ(top[1].score, 0.0f);
+}
+
+}  // namespace
+}  // namespace ghostserve::core
