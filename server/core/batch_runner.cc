@@ -54,7 +54,10 @@ void RunBatch(Servable& servable, std::vector<std::unique_ptr<ImageTask>> tasks,
     status = absl::InternalError(absl::StrCat("batch failed: ", e.what()));
   }
   const int64_t end = clock.NowMicros();
-  if (status.ok()) servable.costs().ObserveBatch(n, end - start);
+  if (status.ok()) {
+    servable.costs().ObserveBatch(n, end - start);
+    servable.stats().BatchRan(n, end - start);
+  }
   if (metrics != nullptr) {
     metrics->inference_seconds->Observe((end - start) * 1e-6);
     metrics->batch_size->Observe(n);

@@ -96,6 +96,14 @@ void CallState::ImageDone() {
     }
   }
   result.timing.total_us = clock_->NowMicros() - start_us_;
+  if (error.ok()) {
+    const auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+    servable_->stats().RequestSucceeded(result.timing, static_cast<uint64_t>(wall_ms));
+  } else {
+    servable_->stats().RequestFailed(result.timing.total_us);
+  }
   ticket_.Release();
   inflight_->Answering();
   if (error.ok()) {

@@ -18,6 +18,7 @@
 #include "server/batcher/batcher.h"
 #include "server/batcher/clock.h"
 #include "server/core/cost_model.h"
+#include "server/core/servable_stats.h"
 #include "server/core/image_task.h"
 #include "server/core/model.h"
 #include "server/core/slab.h"
@@ -93,6 +94,8 @@ class Servable {
 
   // Batch and preprocessing costs, learned from this servable's own work.
   CostModel& costs() const { return *costs_; }
+  // Triton-style cumulative statistics (ModelStatistics).
+  ServableStats& stats() const { return stats_; }
 
   // The adaptive thread plan (inference_executor.h), measured at warm-up:
   // a lone batch-1 forward with all threads and single-threaded (0 = not
@@ -127,6 +130,7 @@ class Servable {
   std::mutex use_mu_;
   std::condition_variable unused_cv_;
   int uses_ ABSL_GUARDED_BY(use_mu_) = 0;
+  mutable ServableStats stats_;
   mutable std::mutex lone_mu_;
   mutable LoneBatchCost lone_batch_cost_ ABSL_GUARDED_BY(lone_mu_);
   std::unique_ptr<SlabAllocator> slabs_;

@@ -73,8 +73,10 @@ absl::Status FromFp32(const inference::ModelInferRequest& request, core::InferRe
 
 absl::Status FromBytes(const inference::ModelInferRequest& request, core::InferRequest* out) {
   const auto& input = request.inputs(0);
-  if (input.shape_size() != 1 || input.shape(0) < 1) {
-    return absl::InvalidArgumentError("BYTES input must have shape [N] with N >= 1");
+  // [N], or [N, 1] as Triton's model config (dims [1] after the batch) has it.
+  if (input.shape_size() < 1 || input.shape_size() > 2 || input.shape(0) < 1 ||
+      (input.shape_size() == 2 && input.shape(1) != 1)) {
+    return absl::InvalidArgumentError("BYTES input must have shape [N] or [N, 1] with N >= 1");
   }
   const int64_t n = input.shape(0);
   if (request.raw_input_contents_size() == 1) {
@@ -127,6 +129,65 @@ void AddClassification(const char* name, const core::InferResult& result, int64_
 }
 
 }  // namespace
+
+void ToModelConfig(const core::Servable& s, int executors, inference::ModelConfig* config) {
+  config->set_name(s.name());
+  config->set_platform(s.info().platform);
+  config->set_backend(s.info().platform.rfind("pytorch", 0) == 0 ? "pytorch" : s.info().platform);
+  config->set_max_batch_size(s.max_batch_size());
+  auto* images = config->add_input();
+  images->set_name("images");
+  images->set_data_type(inference::TYPE_STRING);
+  images->add_dims(1);
+  auto* tensor = config->add_input();
+  tensor->set_name("input");
+  tensor->set_data_type(inference::TYPE_FP32);
+  tensor->set_format(inference::ModelInput::FORMAT_NCHW);
+  for (int64_t d : s.input_shape()) tensor->add_dims(d);
+  for (const char* name : {"logits", "probabilities"}) {
+    auto* out = config->add_output();
+    out->set_name(name);
+    out->set_data_type(inference::TYPE_FP32);
+    out->add_dims(s.num_classes());
+  }
+  auto* group = config->add_instance_group();
+  group->set_name(s.name());
+  group->set_count(executors);
+  group->set_kind(inference::ModelInstanceGroup::KIND_CPU);
+  auto* batching = config->mutable_dynamic_batching();
+  batching->set_max_queue_delay_microseconds(
+      static_cast<uint64_t>(s.batcher().options().max_delay_us));
+  // Triton numbers levels from 1 (highest); requests without one get 2.
+  batching->set_priority_levels(2);
+  batching->set_default_priority_level(2);
+}
+
+void ToModelStatistics(const core::Servable& s, inference::ModelStatistics* out) {
+  const core::ServableStatsSnapshot st = s.stats().Snapshot();
+  auto set = [](const core::StatDuration& d, inference::StatisticDuration* to) {
+    to->set_count(d.count);
+    to->set_ns(d.ns);
+  };
+  out->set_name(s.name());
+  out->set_version("1");
+  out->set_last_inference(st.last_inference_ms);
+  out->set_inference_count(st.inference_count);
+  out->set_execution_count(st.execution_count);
+  auto* inf = out->mutable_inference_stats();
+  set(st.success, inf->mutable_success());
+  set(st.fail, inf->mutable_fail());
+  set(st.queue, inf->mutable_queue());
+  set(st.compute_input, inf->mutable_compute_input());
+  set(st.compute_infer, inf->mutable_compute_infer());
+  set(st.compute_output, inf->mutable_compute_output());
+  for (const auto& [size, b] : st.batches) {
+    auto* batch = out->add_batch_stats();
+    batch->set_batch_size(size);
+    set(b.compute_input, batch->mutable_compute_input());
+    set(b.compute_infer, batch->mutable_compute_infer());
+    set(b.compute_output, batch->mutable_compute_output());
+  }
+}
 
 absl::Status CheckVersion(const core::Servable& servable, const std::string& version) {
   if (version.empty() || version == "1") return absl::OkStatus();

@@ -43,6 +43,15 @@ void ToKServe(const inference::ModelInferRequest& request, const core::InferResu
 
 void ToModelMetadata(const core::Servable& servable, inference::ModelMetadataResponse* response);
 
+// Triton's ModelConfig of a servable: max_batch_size, inputs "images"
+// (TYPE_STRING, dims [1]) and "input" (TYPE_FP32 NCHW [C, H, W]), outputs
+// (TYPE_FP32 [classes]), `executors` CPU instances, dynamic batching with the
+// batcher's delay and two priority levels.
+void ToModelConfig(const core::Servable& servable, int executors, inference::ModelConfig* config);
+
+// Triton's ModelStatistics of a servable (version "1").
+void ToModelStatistics(const core::Servable& servable, inference::ModelStatistics* stats);
+
 // NotFound unless `version` is empty or one the servable serves ("1").
 absl::Status CheckVersion(const core::Servable& servable, const std::string& version);
 

@@ -68,6 +68,53 @@ grpc::ServerUnaryReactor* KServeService::ModelMetadata(
   return Done(ctx, grpc::Status::OK);
 }
 
+grpc::ServerUnaryReactor* KServeService::ModelConfig(grpc::CallbackServerContext* ctx,
+                                                     const inference::ModelConfigRequest* request,
+                                                     inference::ModelConfigResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
+  auto found = core_->Find(request->name());
+  if (!found.ok()) return Done(ctx, ToGrpcStatus(found.status()));
+  if (auto v = CheckVersion(**found, request->version()); !v.ok()) {
+    return Done(ctx, ToGrpcStatus(v));
+  }
+  ToModelConfig(**found, core_->executor().size(), response->mutable_config());
+  return Done(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* KServeService::ModelStatistics(
+    grpc::CallbackServerContext* ctx, const inference::ModelStatisticsRequest* request,
+    inference::ModelStatisticsResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
+  // No name: every model, as Triton.
+  if (request->name().empty()) {
+    for (const auto& s : core_->servables()) ToModelStatistics(*s, response->add_model_stats());
+    return Done(ctx, grpc::Status::OK);
+  }
+  auto found = core_->Find(request->name());
+  if (!found.ok()) return Done(ctx, ToGrpcStatus(found.status()));
+  if (auto v = CheckVersion(**found, request->version()); !v.ok()) {
+    return Done(ctx, ToGrpcStatus(v));
+  }
+  ToModelStatistics(**found, response->add_model_stats());
+  return Done(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* KServeService::RepositoryIndex(
+    grpc::CallbackServerContext* ctx, const inference::RepositoryIndexRequest* request,
+    inference::RepositoryIndexResponse* response) {
+  if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
+  const bool ready = core_->ready() && core_->accepting();
+  for (const auto& s : core_->servables()) {
+    if (request->ready() && !ready) continue;
+    auto* m = response->add_models();
+    m->set_name(s->name());
+    m->set_version("1");
+    m->set_state(ready ? "READY" : "UNAVAILABLE");
+    if (!ready) m->set_reason(core_->ready() ? "server is draining" : "warming up");
+  }
+  return Done(ctx, grpc::Status::OK);
+}
+
 grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext* ctx,
                                                     const inference::ModelInferRequest* request,
                                                     inference::ModelInferResponse* response) {

@@ -500,7 +500,7 @@ TEST_F(AuthTest, EveryClassifierAndKServeMethodNeedsTheToken) {
       ++unary;
     }
   }
-  EXPECT_EQ(unary, 8);  // Classify, ListModels + six KServe methods
+  EXPECT_EQ(unary, 11);  // Classify, ListModels + nine KServe methods (three Triton extensions)
 
   // The one streaming method.
   for (const bool with_token : {false, true}) {

@@ -1056,6 +1056,61 @@ TEST_F(KServeInferTest, PriorityParameterIsAcceptedAsTritonSpellsIt) {
   EXPECT_EQ(Infer(req, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+TEST_F(KServeTest, ModelConfigDescribesTheModelAsTritonDoes) {
+  grpc::ClientContext ctx;
+  inference::ModelConfigRequest req;
+  req.set_name(kTiny);
+  inference::ModelConfigResponse r;
+  ASSERT_TRUE(kserve_->ModelConfig(&ctx, req, &r).ok());
+  const inference::ModelConfig& c = r.config();
+  EXPECT_EQ(c.name(), kTiny);
+  EXPECT_EQ(c.platform(), "pytorch_libtorch");
+  EXPECT_EQ(c.backend(), "pytorch");
+  EXPECT_EQ(c.max_batch_size(), Servable(kTiny).max_batch_size());
+  ASSERT_EQ(c.input_size(), 2);
+  EXPECT_EQ(c.input(0).name(), "images");
+  EXPECT_EQ(c.input(0).data_type(), inference::TYPE_STRING);
+  EXPECT_EQ(c.input(1).name(), "input");
+  EXPECT_EQ(c.input(1).data_type(), inference::TYPE_FP32);
+  EXPECT_EQ(c.input(1).format(), inference::ModelInput::FORMAT_NCHW);
+  const auto shape = Servable(kTiny).input_shape();
+  EXPECT_EQ(std::vector<int64_t>(c.input(1).dims().begin(), c.input(1).dims().end()), shape);
+  ASSERT_EQ(c.output_size(), 2);
+  for (const auto& out : c.output()) {
+    EXPECT_EQ(out.data_type(), inference::TYPE_FP32);
+    ASSERT_EQ(out.dims_size(), 1);
+    EXPECT_EQ(out.dims(0), kTinyClasses);
+  }
+  ASSERT_EQ(c.instance_group_size(), 1);
+  EXPECT_EQ(c.instance_group(0).kind(), inference::ModelInstanceGroup::KIND_CPU);
+  EXPECT_GE(c.instance_group(0).count(), 1);
+  ASSERT_TRUE(c.has_dynamic_batching());
+  EXPECT_EQ(c.dynamic_batching().max_queue_delay_microseconds(),
+            static_cast<uint64_t>(Servable(kTiny).batcher().options().max_delay_us));
+  EXPECT_EQ(c.dynamic_batching().priority_levels(), 2u);
+  grpc::ClientContext ctx2;
+  req.set_name("nope");
+  EXPECT_EQ(kserve_->ModelConfig(&ctx2, req, &r).error_code(), grpc::StatusCode::NOT_FOUND);
+  grpc::ClientContext ctx3;
+  req.set_name(kTiny);
+  req.set_version("3");
+  EXPECT_EQ(kserve_->ModelConfig(&ctx3, req, &r).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(KServeTest, RepositoryIndexListsEveryModelReady) {
+  grpc::ClientContext ctx;
+  inference::RepositoryIndexRequest req;
+  req.set_ready(true);
+  inference::RepositoryIndexResponse r;
+  ASSERT_TRUE(kserve_->RepositoryIndex(&ctx, req, &r).ok());
+  std::map<std::string, std::string> states;
+  for (const auto& m : r.models()) {
+    EXPECT_EQ(m.version(), "1");
+    states[m.name()] = m.state();
+  }
+  EXPECT_EQ(states, (std::map<std::string, std::string>{{kBig, "READY"}, {kTiny, "READY"}}));
+}
+
 TEST_F(KServeInferTest, InputsMustBeNamedAsMetadataSays) {
   inference::ModelInferRequest req = Base(kTiny, "BYTES", {1});
   req.mutable_inputs(0)->mutable_contents()->add_bytes_contents(Image("coffee.jpg"));
@@ -1128,6 +1183,63 @@ TEST_F(KServeInferTest, ClassificationParameterGivesScoreIndexLabelStrings) {
   }
   (*logits->mutable_parameters())["classification"].set_int64_param(0);
   EXPECT_EQ(Infer(req, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// ModelStatistics equal what this test sent: requests, images, batches.
+TEST_F(KServeInferTest, StatisticsCountWhatWasSent) {
+  auto stats = [&](const std::string& name) {
+    grpc::ClientContext ctx;
+    inference::ModelStatisticsRequest req;
+    req.set_name(name);
+    inference::ModelStatisticsResponse r;
+    const grpc::Status s = kserve_->ModelStatistics(&ctx, req, &r);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(r.model_stats_size(), 1);
+    return r.model_stats_size() == 1 ? r.model_stats(0) : inference::ModelStatistics();
+  };
+  const inference::ModelStatistics before = stats(kTiny);
+  EXPECT_EQ(before.inference_stats().success().count(), 0u);
+  EXPECT_EQ(before.execution_count(), 0u);  // warm-up does not count
+  inference::ModelInferResponse r;
+  for (int images : {1, 2}) {
+    inference::ModelInferRequest req = Base(kTiny, "BYTES", {images});
+    for (int i = 0; i < images; ++i) {
+      req.mutable_inputs(0)->mutable_contents()->add_bytes_contents(Image("coffee.jpg"));
+    }
+    ASSERT_TRUE(Infer(req, &r).ok());
+  }
+  inference::ModelInferRequest bad = Base(kTiny, "BYTES", {1});
+  bad.mutable_inputs(0)->mutable_contents()->add_bytes_contents("not an image");
+  EXPECT_EQ(Infer(bad, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  const inference::ModelStatistics after = stats(kTiny);
+  EXPECT_EQ(after.name(), kTiny);
+  EXPECT_EQ(after.version(), "1");
+  const auto& inf = after.inference_stats();
+  EXPECT_EQ(inf.success().count(), 2u);
+  EXPECT_EQ(inf.fail().count(), 1u);
+  EXPECT_EQ(inf.queue().count(), 2u);
+  EXPECT_EQ(inf.compute_input().count(), 2u);
+  EXPECT_EQ(inf.compute_infer().count(), 2u);
+  EXPECT_GT(inf.success().ns(), 0u);
+  EXPECT_GT(inf.compute_infer().ns(), 0u);
+  EXPECT_GE(inf.success().ns(), inf.compute_infer().ns());
+  EXPECT_EQ(after.inference_count(), 3u);
+  uint64_t executions = 0, images = 0;
+  for (const auto& b : after.batch_stats()) {
+    executions += b.compute_infer().count();
+    images += b.batch_size() * b.compute_infer().count();
+  }
+  EXPECT_EQ(executions, after.execution_count());
+  EXPECT_EQ(images, 3u);
+  EXPECT_GE(after.execution_count(), 2u);
+  EXPECT_GT(after.last_inference(), 1'700'000'000'000u);  // ms since the epoch
+  // The other model saw none of it; no name lists both.
+  EXPECT_EQ(stats(kBig).inference_count(), 0u);
+  grpc::ClientContext ctx;
+  inference::ModelStatisticsResponse all;
+  ASSERT_TRUE(kserve_->ModelStatistics(&ctx, {}, &all).ok());
+  EXPECT_EQ(all.model_stats_size(), 2);
 }
 
 TEST_F(KServeInferTest, RawLengthPrefixedBytesGiveInProcessLogits) {

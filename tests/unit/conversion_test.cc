@@ -91,6 +91,21 @@ TEST(KServeConversionTest, Fp32RawContentsAreBorrowedWithTheirShape) {
   EXPECT_TRUE(call->outputs.probabilities);
 }
 
+TEST(KServeConversionTest, BytesMayCarryTritonsTrailingDimensionOfOne) {
+  // ModelConfig declares "images" with dims [1]; Triton clients then send
+  // [N, 1].
+  inference::ModelInferRequest req = KServe("BYTES", {2, 1});
+  req.mutable_inputs(0)->mutable_contents()->add_bytes_contents("a");
+  req.mutable_inputs(0)->mutable_contents()->add_bytes_contents("b");
+  auto call = FromKServe(req);
+  ASSERT_TRUE(call.ok()) << call.status();
+  EXPECT_EQ(call->request.images(), 2);
+  req = KServe("BYTES", {1, 2});
+  req.mutable_inputs(0)->mutable_contents()->add_bytes_contents("a");
+  req.mutable_inputs(0)->mutable_contents()->add_bytes_contents("b");
+  EXPECT_EQ(FromKServe(req).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(KServeConversionTest, ProtocolErrorsAreInvalidArgument) {
   auto expect = [](const inference::ModelInferRequest& req, const std::string& text) {
     const absl::Status s = FromKServe(req).status();
