@@ -46,6 +46,9 @@ enum class Kind {
   kModelMetadata,
   kModelReady,
   kInfer,
+  kModelConfig,      // Triton: GET /v2/models/{m}[/versions/{v}]/config
+  kModelStats,       // Triton: GET /v2/models[/{m}[/versions/{v}]]/stats
+  kRepositoryIndex,  // Triton: POST /v2/repository/index
 };
 
 http::Response Json(http::Status status, const json& body) {
@@ -182,6 +185,10 @@ std::optional<HttpService::Route> Match(std::string_view target) {
   if (path == "/v2/health/live") return simple(Kind::kLive, bhttp::verb::get, false);
   if (path == "/v2/health/ready") return simple(Kind::kReady, bhttp::verb::get, false);
   if (path == "/v1/models") return simple(Kind::kListModels, bhttp::verb::get, true);
+  if (path == "/v2/models/stats") return simple(Kind::kModelStats, bhttp::verb::get, true);
+  if (path == "/v2/repository/index") {
+    return simple(Kind::kRepositoryIndex, bhttp::verb::post, true);
+  }
   std::vector<absl::string_view> parts = absl::StrSplit(Av(path.substr(1)), '/');
   auto sv = [](absl::string_view s) { return std::string_view(s.data(), s.size()); };
   if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "models" &&
@@ -211,6 +218,10 @@ std::optional<HttpService::Route> Match(std::string_view target) {
   } else if (parts.size() == next + 1 && parts[next] == "infer") {
     r.kind = Kind::kInfer;
     r.method = bhttp::verb::post;
+  } else if (parts.size() == next + 1 && parts[next] == "config") {
+    r.kind = Kind::kModelConfig;
+  } else if (parts.size() == next + 1 && parts[next] == "stats") {
+    r.kind = Kind::kModelStats;
   } else if (parts.size() != next) {
     return std::nullopt;
   }
@@ -319,6 +330,39 @@ void HttpService::Handle(std::shared_ptr<http::Request> request, http::Responder
       ToModelMetadata(**found, &metadata);
       return respond(
           http::MakeResponse(http::Status::ok, ToRestMetadata(metadata), "application/json"));
+    }
+    case Kind::kModelConfig:
+    case Kind::kModelStats: {
+      inference::ModelStatisticsResponse stats;
+      if (route->kind == Kind::kModelStats && route->model.empty()) {
+        for (const auto& s : core_->servables()) ToModelStatistics(*s, stats.add_model_stats());
+        return respond(
+            http::MakeResponse(http::Status::ok, ToRestStatistics(stats), "application/json"));
+      }
+      auto found = core_->Find(route->model);
+      if (!found.ok()) return respond(ErrorFor(found.status()));
+      if (auto v = CheckVersion(**found, route->version); !v.ok()) return respond(ErrorFor(v));
+      if (route->kind == Kind::kModelStats) {
+        ToModelStatistics(**found, stats.add_model_stats());
+        return respond(
+            http::MakeResponse(http::Status::ok, ToRestStatistics(stats), "application/json"));
+      }
+      inference::ModelConfig config;
+      ToModelConfig(**found, core_->executor().size(), &config);
+      return respond(
+          http::MakeResponse(http::Status::ok, ToRestConfig(config), "application/json"));
+    }
+    case Kind::kRepositoryIndex: {
+      // The body may carry {"ready": true}; anything else lists everything.
+      bool only_ready = false;
+      const json body = json::parse(request->body(), nullptr, /*allow_exceptions=*/false);
+      if (body.is_object() && body.contains("ready") && body["ready"].is_boolean()) {
+        only_ready = body["ready"].get<bool>();
+      }
+      inference::RepositoryIndexResponse index;
+      ToRepositoryIndex(core_->servables(), Ready(), core_->ready(), only_ready, &index);
+      return respond(
+          http::MakeResponse(http::Status::ok, ToRestRepositoryIndex(index), "application/json"));
     }
     case Kind::kClassify:
       return Classify(*route, std::move(request), std::move(respond));

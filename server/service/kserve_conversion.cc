@@ -189,6 +189,19 @@ void ToModelStatistics(const core::Servable& s, inference::ModelStatistics* out)
   }
 }
 
+void ToRepositoryIndex(const std::vector<std::shared_ptr<const core::Servable>>& servables,
+                       bool ready, bool warm, bool only_ready,
+                       inference::RepositoryIndexResponse* response) {
+  if (only_ready && !ready) return;
+  for (const auto& s : servables) {
+    auto* m = response->add_models();
+    m->set_name(s->name());
+    m->set_version("1");
+    m->set_state(ready ? "READY" : "UNAVAILABLE");
+    if (!ready) m->set_reason(warm ? "server is draining" : "warming up");
+  }
+}
+
 absl::Status CheckVersion(const core::Servable& servable, const std::string& version) {
   if (version.empty() || version == "1") return absl::OkStatus();
   return absl::NotFoundError(absl::StrCat("model '", servable.name(), "' has no version '",

@@ -4,6 +4,9 @@
 #ifndef GHOSTSERVE_SERVER_SERVICE_KSERVE_CONVERSION_H_
 #define GHOSTSERVE_SERVER_SERVICE_KSERVE_CONVERSION_H_
 
+#include <memory>
+#include <vector>
+
 #include "absl/status/statusor.h"
 #include "kserve/grpc_predict_v2.pb.h"
 #include "server/core/request.h"
@@ -51,6 +54,13 @@ void ToModelConfig(const core::Servable& servable, int executors, inference::Mod
 
 // Triton's ModelStatistics of a servable (version "1").
 void ToModelStatistics(const core::Servable& servable, inference::ModelStatistics* stats);
+
+// Triton's RepositoryIndex of the served models (version "1"): READY, or
+// UNAVAILABLE with a reason when the server is not ready; with `only_ready`
+// and not ready, none.
+void ToRepositoryIndex(const std::vector<std::shared_ptr<const core::Servable>>& servables,
+                       bool ready, bool warm, bool only_ready,
+                       inference::RepositoryIndexResponse* response);
 
 // NotFound unless `version` is empty or one the servable serves ("1").
 absl::Status CheckVersion(const core::Servable& servable, const std::string& version);

@@ -274,4 +274,84 @@ std::string ToRestMetadata(const inference::ModelMetadataResponse& m) {
   return doc.dump();
 }
 
+std::string ToRestConfig(const inference::ModelConfig& c) {
+  json inputs = json::array(), outputs = json::array(), groups = json::array();
+  for (const auto& in : c.input()) {
+    inputs.push_back({{"name", in.name()},
+                      {"data_type", inference::DataType_Name(in.data_type())},
+                      {"format", inference::ModelInput::Format_Name(in.format())},
+                      {"dims", std::vector<int64_t>(in.dims().begin(), in.dims().end())}});
+  }
+  for (const auto& out : c.output()) {
+    outputs.push_back({{"name", out.name()},
+                       {"data_type", inference::DataType_Name(out.data_type())},
+                       {"dims", std::vector<int64_t>(out.dims().begin(), out.dims().end())},
+                       {"label_filename", out.label_filename()}});
+  }
+  for (const auto& g : c.instance_group()) {
+    groups.push_back({{"name", g.name()},
+                      {"kind", inference::ModelInstanceGroup::Kind_Name(g.kind())},
+                      {"count", g.count()}});
+  }
+  json doc{{"name", c.name()},
+           {"platform", c.platform()},
+           {"backend", c.backend()},
+           {"max_batch_size", c.max_batch_size()},
+           {"input", std::move(inputs)},
+           {"output", std::move(outputs)},
+           {"instance_group", std::move(groups)}};
+  if (c.has_dynamic_batching()) {
+    const auto& b = c.dynamic_batching();
+    doc["dynamic_batching"] = {
+        {"preferred_batch_size",
+         std::vector<int32_t>(b.preferred_batch_size().begin(), b.preferred_batch_size().end())},
+        {"max_queue_delay_microseconds", b.max_queue_delay_microseconds()},
+        {"preserve_ordering", b.preserve_ordering()},
+        {"priority_levels", b.priority_levels()},
+        {"default_priority_level", b.default_priority_level()}};
+  }
+  return doc.dump();
+}
+
+std::string ToRestStatistics(const inference::ModelStatisticsResponse& stats) {
+  auto duration = [](const inference::StatisticDuration& d) {
+    return json{{"count", d.count()}, {"ns", d.ns()}};
+  };
+  json models = json::array();
+  for (const auto& m : stats.model_stats()) {
+    const auto& i = m.inference_stats();
+    json batches = json::array();
+    for (const auto& b : m.batch_stats()) {
+      batches.push_back({{"batch_size", b.batch_size()},
+                         {"compute_input", duration(b.compute_input())},
+                         {"compute_infer", duration(b.compute_infer())},
+                         {"compute_output", duration(b.compute_output())}});
+    }
+    models.push_back({{"name", m.name()},
+                      {"version", m.version()},
+                      {"last_inference", m.last_inference()},
+                      {"inference_count", m.inference_count()},
+                      {"execution_count", m.execution_count()},
+                      {"inference_stats",
+                       {{"success", duration(i.success())},
+                        {"fail", duration(i.fail())},
+                        {"queue", duration(i.queue())},
+                        {"compute_input", duration(i.compute_input())},
+                        {"compute_infer", duration(i.compute_infer())},
+                        {"compute_output", duration(i.compute_output())}}},
+                      {"batch_stats", std::move(batches)}});
+  }
+  return json{{"model_stats", std::move(models)}}.dump();
+}
+
+std::string ToRestRepositoryIndex(const inference::RepositoryIndexResponse& index) {
+  json models = json::array();
+  for (const auto& m : index.models()) {
+    json entry{{"name", m.name()}, {"version", m.version()}, {"state", m.state()}};
+    if (!m.reason().empty()) entry["reason"] = m.reason();
+    models.push_back(std::move(entry));
+  }
+  return models.dump();
+}
+
 }  // namespace ghostserve::service

@@ -46,10 +46,19 @@ struct RestBody {
 };
 
 // The response for `response` (raw_output_contents as ToKServe fills them).
-RestBody ToRestInfer(const RestInferRequest& request, const inference::ModelInferResponse& response);
+RestBody ToRestInfer(const RestInferRequest& request,
+                     const inference::ModelInferResponse& response);
 
 // GET /v2/models/{m}: the metadata as KServe's REST JSON.
 std::string ToRestMetadata(const inference::ModelMetadataResponse& metadata);
+
+// Triton's REST forms of its extensions: the model config as Triton prints it
+// (field names as in model_config.proto, enums by name, integers as
+// numbers), {"model_stats": [...]} with numbers, and the repository index
+// as an array of {name, version, state, reason}.
+std::string ToRestConfig(const inference::ModelConfig& config);
+std::string ToRestStatistics(const inference::ModelStatisticsResponse& stats);
+std::string ToRestRepositoryIndex(const inference::RepositoryIndexResponse& index);
 
 }  // namespace ghostserve::service
 

@@ -103,15 +103,8 @@ grpc::ServerUnaryReactor* KServeService::RepositoryIndex(
     grpc::CallbackServerContext* ctx, const inference::RepositoryIndexRequest* request,
     inference::RepositoryIndexResponse* response) {
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
-  const bool ready = core_->ready() && core_->accepting();
-  for (const auto& s : core_->servables()) {
-    if (request->ready() && !ready) continue;
-    auto* m = response->add_models();
-    m->set_name(s->name());
-    m->set_version("1");
-    m->set_state(ready ? "READY" : "UNAVAILABLE");
-    if (!ready) m->set_reason(core_->ready() ? "server is draining" : "warming up");
-  }
+  ToRepositoryIndex(core_->servables(), core_->ready() && core_->accepting(), core_->ready(),
+                    request->ready(), response);
   return Done(ctx, grpc::Status::OK);
 }
 

@@ -90,8 +90,8 @@ absl::StatusOr<std::unique_ptr<GhostServer>> GhostServer::Create(
     ho.tls_cert_pem = options.tls_cert_pem;
     ho.tls_key_pem = options.tls_key_pem;
     ho.tls_client_ca_pem = options.tls_client_ca_pem;
-    s->http_service_ = std::make_unique<HttpService>(core, metrics, s->auth_.get(),
-                                                     options.version, collectables);
+    s->http_service_ =
+        std::make_unique<HttpService>(core, metrics, s->auth_.get(), options.version, collectables);
     auto started = http::HttpServer::Start(ho, s->http_service_.get());
     if (!started.ok()) {
       s->server_->Shutdown();

@@ -311,6 +311,43 @@ class HttpTest(unittest.TestCase):
             raw = raw[n:]
         self.assertEqual(strings, out["data"])
 
+    def test_triton_config_stats_and_repository_index(self):
+        # The REST forms of Triton's extensions equal the gRPC ones.
+        k = self.stubs.kpb
+        stub = self.stubs.kpb_grpc.GRPCInferenceServiceStub(self.channel)
+        config = self.get_json(f"/v2/models/{MODEL}/config")
+        grpc_config = stub.ModelConfig(k.ModelConfigRequest(name=MODEL), timeout=30).config
+        self.assertEqual((config["name"], config["platform"], config["backend"], config["max_batch_size"]),
+                         (MODEL, "pytorch_libtorch", "pytorch", grpc_config.max_batch_size))
+        self.assertEqual([(i["name"], i["data_type"], i["dims"]) for i in config["input"]],
+                         [("images", "TYPE_STRING", [1]), ("input", "TYPE_FP32", [3, 224, 224])])
+        self.assertEqual([(o["name"], o["dims"]) for o in config["output"]],
+                         [("logits", [1000]), ("probabilities", [1000])])
+        self.assertEqual(config["instance_group"][0]["kind"], "KIND_CPU")
+        self.assertEqual(config["dynamic_batching"]["priority_levels"], 2)
+        self.assertEqual(self.get_json(f"/v2/models/{MODEL}/versions/1/config"), config)
+        self.assert_error(*curl(f"{self.base}/v2/models/{MODEL}/versions/4/config"), 404)
+        # One classify more, then the counts over REST and gRPC agree.
+        before = self.get_json(f"/v2/models/{MODEL}/stats")["model_stats"][0]
+        code, _, _ = curl(f"{self.base}/v1/models/{MODEL}:classify", "--data-binary",
+                          "@" + lib.src("tests", "testdata", "coffee.jpg"))
+        self.assertEqual(code, 200)
+        after = self.get_json(f"/v2/models/{MODEL}/stats")["model_stats"][0]
+        self.assertEqual(after["name"], MODEL)
+        self.assertEqual(after["inference_count"], before["inference_count"] + 1)
+        self.assertEqual(after["inference_stats"]["success"]["count"],
+                         before["inference_stats"]["success"]["count"] + 1)
+        self.assertIsInstance(after["inference_stats"]["compute_infer"]["ns"], int)
+        grpc_stats = stub.ModelStatistics(k.ModelStatisticsRequest(name=MODEL), timeout=30).model_stats[0]
+        self.assertEqual(grpc_stats.inference_count, after["inference_count"])
+        everything = self.get_json("/v2/models/stats")["model_stats"]
+        self.assertEqual({m["name"] for m in everything}, {MODEL, "ghostnet_050_fashion"})
+        code, _, body = curl(f"{self.base}/v2/repository/index", "-X", "POST", "--data-binary",
+                             json.dumps({"ready": True}))
+        self.assertEqual(code, 200, body)
+        self.assertEqual(sorted((m["name"], m["version"], m["state"]) for m in json.loads(body)),
+                         sorted([("ghostnet_050_fashion", "1", "READY"), (MODEL, "1", "READY")]))
+
     def test_python_rest_round_trip_equals_grpc(self):
         """Python's own HTTP client (urllib), JSON and binary, against gRPC."""
         image = read("coffee.jpg")
