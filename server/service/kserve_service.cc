@@ -1,6 +1,9 @@
 #include "server/service/kserve_service.h"
 
+#include <atomic>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <utility>
 
 #include "server/service/classifier_service.h"
@@ -17,7 +20,160 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, grpc::Status st
   return reactor;
 }
 
+// Triton's ModelStreamInfer: each request of the stream runs as ModelInfer
+// does, up to kWindow at once, and each gets one ModelStreamInferResponse as
+// it completes (in completion order, as Triton sends them; clients match
+// them by id). A failed request answers with error_message (its id and model
+// in infer_response) and the stream goes on. Deletes itself once gRPC is done
+// with it and no request still refers to it.
+class StreamInferReactor : public grpc::ServerBidiReactor<inference::ModelInferRequest,
+                                                          inference::ModelStreamInferResponse> {
+ public:
+  static constexpr size_t kWindow = 32;
+
+  StreamInferReactor(core::InferenceCore* core, metrics::ServerMetrics* metrics,
+                     grpc::CallbackServerContext* ctx)
+      : core_(core), metrics_(metrics), ctx_(ctx) {
+    reading_ = true;
+    StartRead(&read_buf_);
+  }
+
+  void OnReadDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    reading_ = false;
+    if (!ok || finishing_) {
+      reads_done_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    auto request = std::make_shared<inference::ModelInferRequest>(std::move(read_buf_));
+    read_buf_.Clear();
+    ++in_flight_;
+    ResumeReadLocked();
+    lock.unlock();
+    Run(std::move(request));
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) {
+      finishing_ = true;  // the client went away
+      final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "stream write failed");
+    }
+    WriteNextLocked();
+    ResumeReadLocked();
+    MaybeFinishLocked();
+  }
+
+  void OnDone() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_ = true;
+    gone_->store(true);
+    if (in_flight_ == 0) {
+      lock.unlock();
+      delete this;
+    }
+  }
+
+ private:
+  void Run(std::shared_ptr<inference::ModelInferRequest> request) {
+    RequestRecorder recorder(metrics_, core_->clock(), request->model_name());
+    auto fail = [this, request, recorder](const grpc::Status& status) {
+      recorder.Record(status);
+      inference::ModelStreamInferResponse response;
+      response.set_error_message(status.error_message());
+      response.mutable_infer_response()->set_model_name(request->model_name());
+      response.mutable_infer_response()->set_id(request->id());
+      Deliver(std::move(response));
+    };
+    auto call = FromKServe(*request);
+    if (!call.ok()) return fail(ToGrpcStatus(call.status()));
+    core::InferRequest& infer = call->request;
+    infer.deadline_us = EarlierDeadline(DeadlineOnClock(*ctx_, *core_->clock()),
+                                        TimeoutDeadline(*core_->clock(), call->timeout_us));
+    infer.is_cancelled = [gone = gone_] { return gone->load(); };
+    core_->Infer(std::move(infer), [this, request, outputs = call->outputs, recorder,
+                                    fail](absl::StatusOr<core::InferResult> r) {
+      if (!r.ok()) return fail(ToGrpcStatus(r.status()));
+      recorder.Record(grpc::Status::OK);
+      inference::ModelStreamInferResponse response;
+      ToKServe(*request, *r, outputs, response.mutable_infer_response());
+      Deliver(std::move(response));
+    });
+  }
+
+  void Deliver(inference::ModelStreamInferResponse response) {
+    std::unique_lock<std::mutex> lock(mu_);
+    --in_flight_;
+    if (done_) {
+      if (in_flight_ == 0) {
+        lock.unlock();
+        delete this;
+      }
+      return;
+    }
+    if (!finishing_) pending_.push_back(std::move(response));
+    WriteNextLocked();
+    ResumeReadLocked();
+    MaybeFinishLocked();
+  }
+
+  void ResumeReadLocked() {
+    if (!reading_ && !reads_done_ && !finishing_ &&
+        static_cast<size_t>(in_flight_) + pending_.size() < kWindow) {
+      reading_ = true;
+      StartRead(&read_buf_);
+    }
+  }
+
+  void WriteNextLocked() {
+    if (writing_ || finishing_ || pending_.empty()) return;
+    write_buf_ = std::move(pending_.front());
+    pending_.pop_front();
+    writing_ = true;
+    StartWrite(&write_buf_);
+  }
+
+  void MaybeFinishLocked() {
+    if (finished_ || writing_) return;
+    if ((reads_done_ && in_flight_ == 0 && pending_.empty()) || finishing_) {
+      // With a read outstanding gRPC completes it with ok=false.
+      finished_ = true;
+      Finish(finishing_ ? final_status_ : grpc::Status::OK);
+    }
+  }
+
+  core::InferenceCore* const core_;
+  metrics::ServerMetrics* const metrics_;
+  grpc::CallbackServerContext* const ctx_;
+  std::shared_ptr<std::atomic<bool>> gone_ = std::make_shared<std::atomic<bool>>(false);
+  std::mutex mu_;
+  inference::ModelInferRequest read_buf_;
+  inference::ModelStreamInferResponse write_buf_;
+  std::deque<inference::ModelStreamInferResponse> pending_;
+  int in_flight_ = 0;
+  bool reading_ = false;
+  bool reads_done_ = false;
+  bool writing_ = false;
+  bool finishing_ = false;
+  bool finished_ = false;
+  bool done_ = false;
+  grpc::Status final_status_;
+};
+
 }  // namespace
+
+grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
+KServeService::ModelStreamInfer(grpc::CallbackServerContext* ctx) {
+  if (auth_ != nullptr) {
+    if (grpc::Status status = auth_->Check(*ctx); !status.ok()) {
+      return new RefusedBidiReactor<inference::ModelInferRequest,
+                                    inference::ModelStreamInferResponse>(std::move(status));
+    }
+  }
+  return new StreamInferReactor(core_, metrics_, ctx);
+}
 
 grpc::ServerUnaryReactor* KServeService::ServerLive(grpc::CallbackServerContext* ctx,
                                                     const inference::ServerLiveRequest*,

@@ -50,6 +50,10 @@ class KServeService final : public inference::GRPCInferenceService::CallbackServ
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx,
                                        const inference::ModelInferRequest* request,
                                        inference::ModelInferResponse* response) override;
+  // Triton's streaming inference (tritonclient's start_stream /
+  // async_stream_infer).
+  grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
+  ModelStreamInfer(grpc::CallbackServerContext* ctx) override;
   // Triton's extensions (what tritonclient's get_model_config,
   // get_inference_statistics and get_model_repository_index call).
   grpc::ServerUnaryReactor* ModelConfig(grpc::CallbackServerContext* ctx,

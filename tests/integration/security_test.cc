@@ -502,7 +502,22 @@ TEST_F(AuthTest, EveryClassifierAndKServeMethodNeedsTheToken) {
   }
   EXPECT_EQ(unary, 11);  // Classify, ListModels + nine KServe methods (three Triton extensions)
 
-  // The one streaming method.
+  // The streaming methods: Triton's ModelStreamInfer...
+  for (const bool with_token : {false, true}) {
+    grpc::ClientContext ctx;
+    SetTimeout(ctx, kCallTimeoutMs);
+    if (with_token) ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
+    auto stub = inference::GRPCInferenceService::NewStub(channel_);
+    auto stream = stub->ModelStreamInfer(&ctx);
+    stream->WritesDone();
+    inference::ModelStreamInferResponse r;
+    while (stream->Read(&r)) {
+    }
+    const grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(),
+              with_token ? grpc::StatusCode::OK : grpc::StatusCode::UNAUTHENTICATED);
+  }
+  // ...and ClassifyStream.
   for (const bool with_token : {false, true}) {
     grpc::ClientContext ctx;
     SetTimeout(ctx, kCallTimeoutMs);

@@ -1185,6 +1185,65 @@ TEST_F(KServeInferTest, ClassificationParameterGivesScoreIndexLabelStrings) {
   EXPECT_EQ(Infer(req, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// Triton's ModelStreamInfer: one response per request, matched by id; a bad
+// request answers with error_message and the stream goes on.
+TEST_F(KServeInferTest, StreamInferAnswersEachRequestAndReportsErrorsInBand) {
+  grpc::ClientContext ctx;
+  SetTimeout(ctx, kCallTimeoutMs);
+  auto stream = kserve_->ModelStreamInfer(&ctx);
+  const std::vector<std::string> images = {"coffee.jpg", "astronaut.jpg", "chelsea_rgba.png"};
+  for (size_t i = 0; i < images.size(); ++i) {
+    inference::ModelInferRequest req = Base(kTiny, "BYTES", {1});
+    req.set_id("ok-" + std::to_string(i));
+    req.mutable_inputs(0)->mutable_contents()->add_bytes_contents(Image(images[i]));
+    req.add_outputs()->set_name("logits");
+    ASSERT_TRUE(stream->Write(req));
+  }
+  inference::ModelInferRequest bad = Base(kTiny, "BYTES", {1});
+  bad.set_id("bad");
+  bad.mutable_inputs(0)->set_name("INPUT0");
+  bad.mutable_inputs(0)->mutable_contents()->add_bytes_contents(Image("coffee.jpg"));
+  ASSERT_TRUE(stream->Write(bad));
+  ASSERT_TRUE(stream->WritesDone());
+  std::map<std::string, inference::ModelStreamInferResponse> got;
+  inference::ModelStreamInferResponse r;
+  while (stream->Read(&r)) got[r.infer_response().id()] = r;
+  const grpc::Status s = stream->Finish();
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(got.size(), 4u);
+  for (size_t i = 0; i < images.size(); ++i) {
+    const auto& one = got["ok-" + std::to_string(i)];
+    EXPECT_TRUE(one.error_message().empty()) << one.error_message();
+    EXPECT_EQ(one.infer_response().model_name(), kTiny);
+    ExpectLogitsMatch(Output(one.infer_response(), "logits"), ExpectedBatch(kTiny, {images[i]}));
+  }
+  EXPECT_NE(got["bad"].error_message().find("unexpected inference input 'INPUT0'"),
+            std::string::npos)
+      << got["bad"].error_message();
+}
+
+TEST_F(KServeInferTest, StreamCancelledWithRequestsInFlightLeavesTheServerServing) {
+  for (int round = 0; round < 3; ++round) {
+    grpc::ClientContext ctx;
+    SetTimeout(ctx, kCallTimeoutMs);
+    auto stream = kserve_->ModelStreamInfer(&ctx);
+    for (int i = 0; i < 12; ++i) {
+      inference::ModelInferRequest req = Base(kTiny, "BYTES", {1});
+      req.mutable_inputs(0)->mutable_contents()->add_bytes_contents(Image("coffee.jpg"));
+      stream->Write(req);
+    }
+    ctx.TryCancel();
+    inference::ModelStreamInferResponse r;
+    while (stream->Read(&r)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  inference::ModelInferRequest req = Base(kTiny, "BYTES", {1});
+  req.mutable_inputs(0)->mutable_contents()->add_bytes_contents(Image("coffee.jpg"));
+  inference::ModelInferResponse r;
+  EXPECT_TRUE(Infer(req, &r).ok());
+}
+
 // ModelStatistics equal what this test sent: requests, images, batches.
 TEST_F(KServeInferTest, StatisticsCountWhatWasSent) {
   auto stats = [&](const std::string& name) {
