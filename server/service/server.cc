@@ -131,6 +131,8 @@ void GhostServer::SetServing(bool serving) {
   for (const char* name : {"ghostserve.v1.Classifier", "inference.GRPCInferenceService"}) {
     health->SetServingStatus(name, serving);
   }
+  // Per model, under the model's name, so a probe can ask for one model.
+  for (const auto& s : core_->servables()) health->SetServingStatus(s->name(), serving);
 }
 
 bool GhostServer::Shutdown(int64_t grace_ms) {

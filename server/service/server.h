@@ -92,7 +92,8 @@ class GhostServer {
   // 0 when HTTP is disabled.
   int http_port() const { return http_server_ ? http_server_->port() : 0; }
 
-  // grpc.health.v1: overall ("") and per service.
+  // grpc.health.v1: overall (""), per service, and per model (the model's
+  // name as the service name).
   void SetServing(bool serving);
 
   // Graceful stop: health NOT_SERVING, new requests refused with UNAVAILABLE,

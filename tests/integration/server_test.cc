@@ -1409,7 +1409,8 @@ TEST_F(KServeInferTest, MisshapenInputsAreInvalidArgument) {
 using HealthTest = ServerTest;
 
 TEST_F(HealthTest, FollowsSetServing) {
-  for (const char* service : {"", "ghostserve.v1.Classifier", "inference.GRPCInferenceService"}) {
+  for (const char* service :
+       {"", "ghostserve.v1.Classifier", "inference.GRPCInferenceService", kBig, kTiny}) {
     const auto h = client::CheckHealth(channel_, service, 5000);
     ASSERT_TRUE(h.rpc_status.ok()) << service << ": " << h.rpc_status.error_message();
     EXPECT_EQ(h.serving, client::ServingStatus::kServing) << service;
@@ -1417,8 +1418,11 @@ TEST_F(HealthTest, FollowsSetServing) {
   // A service the server does not have.
   EXPECT_EQ(client::CheckHealth(channel_, "no.such.Service", 5000).rpc_status.error_code(),
             grpc::StatusCode::NOT_FOUND);
+  // A model the server does not serve.
+  EXPECT_EQ(client::CheckHealth(channel_, "ghostnet_999", 5000).rpc_status.error_code(),
+            grpc::StatusCode::NOT_FOUND);
   server_->SetServing(false);
-  for (const char* service : {"", "ghostserve.v1.Classifier"}) {
+  for (const char* service : {"", "ghostserve.v1.Classifier", kTiny}) {
     const auto h = client::CheckHealth(channel_, service, 5000);
     ASSERT_TRUE(h.rpc_status.ok()) << h.rpc_status.error_message();
     EXPECT_EQ(h.serving, client::ServingStatus::kNotServing) << service;
