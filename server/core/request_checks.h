@@ -13,6 +13,11 @@
 
 namespace ghostserve::core {
 
+// NotFound unless `version` is empty (the latest) or one the servable
+// serves ("1"). Every front-end asks this, for inference, readiness,
+// metadata, config and statistics alike.
+absl::Status CheckVersion(const Servable& servable, const std::string& version);
+
 // NotFound for a version that is not served; InvalidArgument or
 // ResourceExhausted for the images (count, emptiness, size, tensor shape)
 // and top_k.

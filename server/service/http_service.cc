@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
+#include "server/core/request_checks.h"
 #include "server/http/multipart.h"
 #include "server/service/classifier_service.h"
 #include "server/service/classify_conversion.h"
@@ -320,12 +321,14 @@ void HttpService::Handle(std::shared_ptr<http::Request> request, http::Responder
       auto found = core_->Find(route->model);
       if (route->kind == Kind::kModelReady) {
         // As Triton: an unknown model or version is just not ready (400).
-        const bool ready = found.ok() && CheckVersion(**found, route->version).ok() && Ready();
+        const bool ready =
+            found.ok() && core::CheckVersion(**found, route->version).ok() && Ready();
         return respond(http::MakeResponse(ready ? http::Status::ok : http::Status::bad_request, "",
                                           "text/plain"));
       }
       if (!found.ok()) return respond(ErrorFor(found.status()));
-      if (auto v = CheckVersion(**found, route->version); !v.ok()) return respond(ErrorFor(v));
+      if (auto v = core::CheckVersion(**found, route->version); !v.ok())
+        return respond(ErrorFor(v));
       inference::ModelMetadataResponse metadata;
       ToModelMetadata(**found, &metadata);
       return respond(
@@ -341,7 +344,8 @@ void HttpService::Handle(std::shared_ptr<http::Request> request, http::Responder
       }
       auto found = core_->Find(route->model);
       if (!found.ok()) return respond(ErrorFor(found.status()));
-      if (auto v = CheckVersion(**found, route->version); !v.ok()) return respond(ErrorFor(v));
+      if (auto v = core::CheckVersion(**found, route->version); !v.ok())
+        return respond(ErrorFor(v));
       if (route->kind == Kind::kModelStats) {
         ToModelStatistics(**found, stats.add_model_stats());
         return respond(

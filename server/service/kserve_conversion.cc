@@ -12,29 +12,6 @@
 namespace ghostserve::service {
 namespace {
 
-// Splits a raw BYTES tensor: elements are a uint32 little-endian length
-// followed by that many bytes.
-absl::Status SplitRawBytes(const std::string& raw, int64_t count,
-                           std::vector<std::string_view>* out) {
-  size_t pos = 0;
-  while (pos < raw.size()) {
-    if (raw.size() - pos < 4) return absl::InvalidArgumentError("raw BYTES input is truncated");
-    uint32_t len;
-    std::memcpy(&len, raw.data() + pos, 4);
-    pos += 4;
-    if (len > raw.size() - pos) {
-      return absl::InvalidArgumentError("raw BYTES element overruns the input");
-    }
-    out->emplace_back(raw.data() + pos, len);
-    pos += len;
-  }
-  if (static_cast<int64_t>(out->size()) != count) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("raw BYTES input holds ", out->size(), " elements, shape says ", count));
-  }
-  return absl::OkStatus();
-}
-
 // Values in `shape`, or -1 if a dimension is < 1 or the product overflows.
 int64_t Elements(const google::protobuf::RepeatedField<int64_t>& shape) {
   int64_t n = 1;
@@ -130,6 +107,27 @@ void AddClassification(const char* name, const core::InferResult& result, int64_
 
 }  // namespace
 
+absl::Status SplitRawBytes(const std::string& raw, int64_t count,
+                           std::vector<std::string_view>* out) {
+  size_t pos = 0;
+  while (pos < raw.size()) {
+    if (raw.size() - pos < 4) return absl::InvalidArgumentError("raw BYTES input is truncated");
+    uint32_t len;
+    std::memcpy(&len, raw.data() + pos, 4);
+    pos += 4;
+    if (len > raw.size() - pos) {
+      return absl::InvalidArgumentError("raw BYTES element overruns the input");
+    }
+    out->emplace_back(raw.data() + pos, len);
+    pos += len;
+  }
+  if (static_cast<int64_t>(out->size()) != count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("raw BYTES input holds ", out->size(), " elements, shape says ", count));
+  }
+  return absl::OkStatus();
+}
+
 void ToModelConfig(const core::Servable& s, int executors, inference::ModelConfig* config) {
   config->set_name(s.name());
   config->set_platform(s.info().platform);
@@ -200,12 +198,6 @@ void ToRepositoryIndex(const std::vector<std::shared_ptr<const core::Servable>>&
     m->set_state(ready ? "READY" : "UNAVAILABLE");
     if (!ready) m->set_reason(warm ? "server is draining" : "warming up");
   }
-}
-
-absl::Status CheckVersion(const core::Servable& servable, const std::string& version) {
-  if (version.empty() || version == "1") return absl::OkStatus();
-  return absl::NotFoundError(absl::StrCat("model '", servable.name(), "' has no version '",
-                                          version.substr(0, 32), "' (versions: 1)"));
 }
 
 absl::StatusOr<KServeCall> FromKServe(const inference::ModelInferRequest& request) {

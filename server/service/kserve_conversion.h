@@ -5,6 +5,8 @@
 #define GHOSTSERVE_SERVER_SERVICE_KSERVE_CONVERSION_H_
 
 #include <memory>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -40,6 +42,12 @@ struct KServeCall {
 // The inputs are borrowed from `request`, which must outlive the core call.
 absl::StatusOr<KServeCall> FromKServe(const inference::ModelInferRequest& request);
 
+// Splits a raw BYTES tensor (each element a uint32 little-endian length, then
+// that many bytes) into `count` views of `raw`; InvalidArgument if it does
+// not hold exactly that.
+absl::Status SplitRawBytes(const std::string& raw, int64_t count,
+                           std::vector<std::string_view>* out);
+
 // Fills `response` with the requested outputs of `result`.
 void ToKServe(const inference::ModelInferRequest& request, const core::InferResult& result,
               const KServeOutputs& outputs, inference::ModelInferResponse* response);
@@ -61,9 +69,6 @@ void ToModelStatistics(const core::Servable& servable, inference::ModelStatistic
 void ToRepositoryIndex(const std::vector<std::shared_ptr<const core::Servable>>& servables,
                        bool ready, bool warm, bool only_ready,
                        inference::RepositoryIndexResponse* response);
-
-// NotFound unless `version` is empty or one the servable serves ("1").
-absl::Status CheckVersion(const core::Servable& servable, const std::string& version);
 
 }  // namespace ghostserve::service
 

@@ -7,6 +7,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "server/service/kserve_conversion.h"
 
 namespace ghostserve::service {
 namespace {
@@ -231,14 +232,12 @@ RestBody ToRestInfer(const RestInferRequest& request,
       binary += raw;
     } else if (o.datatype() == "BYTES") {
       // Length-prefixed elements (the classification extension's strings).
-      json strings = json::array();
-      for (size_t pos = 0; pos + 4 <= raw.size();) {
-        uint32_t len;
-        std::memcpy(&len, raw.data() + pos, 4);
-        strings.push_back(raw.substr(pos + 4, len));
-        pos += 4 + len;
+      int64_t count = 1;
+      for (int64_t d : o.shape()) count *= d;
+      std::vector<std::string_view> elements;
+      if (SplitRawBytes(raw, count, &elements).ok()) {
+        entry["data"] = std::vector<std::string>(elements.begin(), elements.end());
       }
-      entry["data"] = std::move(strings);
     } else {
       std::vector<float> values(raw.size() / sizeof(float));
       std::memcpy(values.data(), raw.data(), values.size() * sizeof(float));

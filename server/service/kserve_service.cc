@@ -6,6 +6,7 @@
 #include <mutex>
 #include <utility>
 
+#include "server/core/request_checks.h"
 #include "server/service/classifier_service.h"
 #include "server/service/kserve_conversion.h"
 #include "server/service/request_recorder.h"
@@ -197,8 +198,8 @@ grpc::ServerUnaryReactor* KServeService::ModelReady(grpc::CallbackServerContext*
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   // As Triton: an unknown model or version is not ready, not an error.
   auto s = core_->Find(request->name());
-  response->set_ready(s.ok() && CheckVersion(**s, request->version()).ok() && core_->ready() &&
-                      core_->accepting());
+  response->set_ready(s.ok() && core::CheckVersion(**s, request->version()).ok() &&
+                      core_->ready() && core_->accepting());
   return Done(ctx, grpc::Status::OK);
 }
 
@@ -217,7 +218,7 @@ grpc::ServerUnaryReactor* KServeService::ModelMetadata(
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   auto found = core_->Find(request->name());
   if (!found.ok()) return Done(ctx, ToGrpcStatus(found.status()));
-  if (auto v = CheckVersion(**found, request->version()); !v.ok()) {
+  if (auto v = core::CheckVersion(**found, request->version()); !v.ok()) {
     return Done(ctx, ToGrpcStatus(v));
   }
   ToModelMetadata(**found, response);
@@ -230,7 +231,7 @@ grpc::ServerUnaryReactor* KServeService::ModelConfig(grpc::CallbackServerContext
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   auto found = core_->Find(request->name());
   if (!found.ok()) return Done(ctx, ToGrpcStatus(found.status()));
-  if (auto v = CheckVersion(**found, request->version()); !v.ok()) {
+  if (auto v = core::CheckVersion(**found, request->version()); !v.ok()) {
     return Done(ctx, ToGrpcStatus(v));
   }
   ToModelConfig(**found, core_->executor().size(), response->mutable_config());
@@ -248,7 +249,7 @@ grpc::ServerUnaryReactor* KServeService::ModelStatistics(
   }
   auto found = core_->Find(request->name());
   if (!found.ok()) return Done(ctx, ToGrpcStatus(found.status()));
-  if (auto v = CheckVersion(**found, request->version()); !v.ok()) {
+  if (auto v = core::CheckVersion(**found, request->version()); !v.ok()) {
     return Done(ctx, ToGrpcStatus(v));
   }
   ToModelStatistics(**found, response->add_model_stats());

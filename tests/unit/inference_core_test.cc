@@ -550,7 +550,7 @@ TEST_F(InferenceCoreTest, ValidationHasOneMessagePerCondition) {
   expect(r, absl::StatusCode::kNotFound, "unknown model 'nope'; served models: m");
   r = base;
   r.version = "2";
-  expect(r, absl::StatusCode::kNotFound, "model m has only version 1");
+  expect(r, absl::StatusCode::kNotFound, "model 'm' has no version '2' (versions: 1)");
   r = base;
   r.encoded.clear();
   expect(r, absl::StatusCode::kInvalidArgument, "request carries no image");
