@@ -94,12 +94,13 @@ tsan: sanitizer-deps
 	cmake -S . -B $(TSAN_BUILD_DIR) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" \
 	  -DCMAKE_CXX_FLAGS="$(TSAN_FLAGS)" -DCMAKE_EXE_LINKER_FLAGS="$(TSAN_FLAGS)"
 	$(TSAN_ENV) cmake --build $(TSAN_BUILD_DIR) -j $(JOBS) --target batcher_test inference_core_test \
-	  inference_executor_test http_server_test
+	  inference_executor_test http_server_test model_repository_test
 	cd $(TSAN_BUILD_DIR) && $(TSAN_ENV) ctest --output-on-failure -j $(JOBS) \
-	  -R '^(BatcherTest|InferenceCoreTest|InferenceCoreOptionsTest|InferenceExecutorTest|HttpServerTest)\.'
+	  -R '^(BatcherTest|InferenceCoreTest|InferenceCoreOptionsTest|InferenceExecutorTest|HttpServerTest|ModelRepositoryTest|VersionPolicyTest)\.'
 	$(TSAN_ENV) $(TSAN_BUILD_DIR)/bin/inference_core_test --gtest_repeat=20
 	$(TSAN_ENV) $(TSAN_BUILD_DIR)/bin/http_server_test --gtest_repeat=10
 	$(TSAN_ENV) $(TSAN_BUILD_DIR)/bin/inference_executor_test --gtest_repeat=10
+	$(TSAN_ENV) $(TSAN_BUILD_DIR)/bin/model_repository_test --gtest_repeat=5
 	$(TSAN_ENV) $(TSAN_BUILD_DIR)/bin/batcher_test --gtest_repeat=20 \
 	  --gtest_filter='BatcherTest.ConcurrentSubmitCancelAndDrainAnswerEveryAcceptedTaskOnce'
 

@@ -18,6 +18,7 @@
 #include "model/threading.h"
 #include "server/batcher/clock.h"
 #include "server/config/config.h"
+#include "server/config/repository_loader.h"
 #include "server/core/torch_model.h"
 #include "server/metrics/metrics.h"
 #include "server/service/server.h"
@@ -113,15 +114,34 @@ int main(int argc, char** argv) {
     std::cerr << "ghostserve: " << core.status().message() << "\n";
     return 1;
   }
+  std::unique_ptr<core::ModelRepository> repository;
+  if (!cfg.model_repository.empty()) {
+    auto created = core::ModelRepository::Create(config::RepositoryOptionsFrom(cfg),
+                                                 config::GhostNetRepositoryLoader(), core->get(),
+                                                 &metrics, Log);
+    if (!created.ok()) {
+      std::cerr << "ghostserve: --model-repository: " << created.status().message() << "\n";
+      return 1;
+    }
+    repository = std::move(*created);
+    Log("model repository " + cfg.model_repository + ", model control " + cfg.model_control_mode +
+        (cfg.model_control_mode == "poll"
+             ? " every " + std::to_string(cfg.repository_poll_secs) + " s"
+             : ""));
+    if (auto s = repository->LoadInitial(); !s.ok()) {
+      std::cerr << "ghostserve: --model-repository: " << s.message() << "\n";
+      return 1;
+    }
+  }
   for (const auto& s : (*core)->servables()) {
     const auto& m = s->info();
-    Log("model " + s->name() + ": " + std::to_string(m.parameters) + " parameters, " +
+    Log("model " + s->name() + " version " + std::to_string(s->version()) + ": " + std::to_string(m.parameters) + " parameters, " +
         std::to_string(m.macs / 1000000) + "M MACs, weights " + m.weights_source +
         (m.trained ? "" : " (UNTRAINED: predictions are meaningless)"));
   }
 
   const service::ServerOptions so = ServerOptionsFrom(cfg);
-  auto server = service::GhostServer::Create(so, core->get(), registry, &metrics);
+  auto server = service::GhostServer::Create(so, core->get(), registry, &metrics, repository.get());
   if (!server.ok()) {
     std::cerr << "ghostserve: " << server.status().message() << "\n";
     return 1;
@@ -164,6 +184,7 @@ int main(int argc, char** argv) {
     }
   }
   (*server)->SetServing(true);
+  if (repository) repository->Start([s = server->get()] { s->UpdateModelHealth(); });
   Log("ready: all models warm, health SERVING");
 
   int sig = 0;
@@ -172,6 +193,7 @@ int main(int argc, char** argv) {
       std::to_string(cfg.drain_timeout_ms) + " ms");
   const bool drained = (*server)->Shutdown(cfg.drain_timeout_ms);
   Log(drained ? "drained; exiting" : "drain timed out; exiting with requests cancelled");
+  repository.reset();  // after the change it is making; answers the load requests left
   server->reset();
   core->reset();
   return 0;

@@ -122,6 +122,7 @@ std::unique_ptr<CLI::App> MakeApp(ServerConfig& c, std::string& config_file) {
           }
         }
         c.models = names;
+        c.models_set = true;
       });
   // Repeatable: every value counts, from the file, the environment and the
   // command line alike.
@@ -132,6 +133,25 @@ std::unique_ptr<CLI::App> MakeApp(ServerConfig& c, std::string& config_file) {
       ->each([&c](const std::string& v) {
         if (v.empty()) throw CLI::ValidationError("expects a file or directory");
         c.model_config_paths.push_back(v);
+      });
+  app->add_option("--model-repository", c.model_repository,
+                  "DIR of models as DIR/<model>/config.json and DIR/<model>/<version>/ weights "
+                  "(README, Model repository); with it, --models defaults to none")
+      ->type_name("DIR");
+  app->add_option("--model-control-mode", c.model_control_mode,
+                  "none: load the repository at start; poll: and re-read it every "
+                  "--repository-poll-secs; explicit: load --load-model at start, then only on "
+                  "RepositoryModelLoad/Unload requests")
+      ->check(CLI::IsMember({"none", "poll", "explicit"}));
+  app->add_option("--repository-poll-secs", c.repository_poll_secs,
+                  "how often poll mode re-reads the model repository")
+      ->check(CLI::Range(1, 86400));
+  app->add_option("--load-model",
+                  "explicit mode: a repository model to load at start ('*' = all); repeatable")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->each([&c](const std::string& v) {
+        if (v.empty()) throw CLI::ValidationError("expects a model name or '*'");
+        c.load_models.push_back(v);
       });
   app->add_option("--weights",
                   "NAME=PATH: weights for a model (.pth zip or .safetensors); repeatable")
@@ -477,6 +497,12 @@ std::vector<std::string> BuiltinModelNames() {
 
 absl::Status Finalize(ServerConfig* c, int cpus) {
   c->custom_models.clear();
+  if (!c->model_repository.empty() && !c->models_set) c->models.clear();
+  if (c->model_repository.empty() &&
+      (c->model_control_mode != "none" || !c->load_models.empty())) {
+    return absl::InvalidArgumentError(
+        "--model-control-mode and --load-model need --model-repository");
+  }
   std::set<std::string> served(c->models.begin(), c->models.end());
   for (const auto& path : c->model_config_paths) {
     auto configs = ReadModelConfigs(path);
@@ -494,8 +520,9 @@ absl::Status Finalize(ServerConfig* c, int cpus) {
       c->custom_models.push_back(std::move(m));
     }
   }
-  if (served.empty()) {
-    return absl::InvalidArgumentError("no models to serve (--models none and no --model-config)");
+  if (served.empty() && c->model_repository.empty()) {
+    return absl::InvalidArgumentError(
+        "no models to serve (--models none, no --model-config and no --model-repository)");
   }
   for (const auto& [name, path] : c->weights) {
     if (served.count(name) == 0) {
@@ -568,6 +595,15 @@ std::vector<core::ModelSpec> ModelSpecs(const ServerConfig& c) {
     }
   }
   return specs;
+}
+
+core::RepositoryOptions RepositoryOptionsFrom(const ServerConfig& c) {
+  core::RepositoryOptions o;
+  o.root = c.model_repository;
+  o.control = *core::ParseModelControl(c.model_control_mode);
+  o.poll_ms = int64_t{1000} * c.repository_poll_secs;
+  o.startup_models = c.load_models;
+  return o;
 }
 
 core::CoreOptions CoreOptionsFrom(const ServerConfig& c) {

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/config/model_config.h"
+#include "server/core/model_repository.h"
 #include "server/core/torch_model.h"
 
 namespace ghostserve::config {
@@ -24,6 +25,12 @@ struct ServerConfig {
   std::string http_listen = "0.0.0.0:8000";     // "" disables
   // Built-in models to serve (default: all of them).
   std::vector<std::string> models = BuiltinModelNames();
+  bool models_set = false;  // --models was given
+  // A model repository (core/model_repository.h); "" = none.
+  std::string model_repository;
+  std::string model_control_mode = "none";  // none | poll | explicit
+  int repository_poll_secs = 15;
+  std::vector<std::string> load_models;  // explicit mode's start-up models
   // Model config files or directories of them (--model-config).
   std::vector<std::string> model_config_paths;
   // model name -> weights file (.pth zip or .safetensors).
@@ -104,6 +111,7 @@ absl::Status Finalize(ServerConfig* config, int cpus);
 // The models and core options the configuration describes (after Finalize).
 std::vector<core::ModelSpec> ModelSpecs(const ServerConfig& config);
 core::CoreOptions CoreOptionsFrom(const ServerConfig& config);
+core::RepositoryOptions RepositoryOptionsFrom(const ServerConfig& config);
 
 // The 1000 ImageNet class names (from torchvision), built into the binary.
 const std::vector<std::string>& ImageNetLabels();

@@ -94,6 +94,42 @@ model::LoadModelOptions LoadOptions(const ModelConfig& c) {
   return o;
 }
 
+// Triton's form: {"latest": {"num_versions": N}}, {"all": {}} or
+// {"specific": {"versions": [1, 3]}}.
+static absl::Status ParseVersionPolicy(const json& v, const std::string& source,
+                                VersionPolicyConfig* out) {
+  const char* kKey = "version_policy";
+  if (!v.is_object() || v.size() != 1) {
+    return Error(source, kKey, "must be one of {\"latest\": {\"num_versions\": N}}, "
+                               "{\"all\": {}}, {\"specific\": {\"versions\": [...]}}");
+  }
+  const std::string kind = v.begin().key();
+  const json& body = v.begin().value();
+  if (!body.is_object()) return Error(source, kKey, absl::StrCat(kind, " must be an object"));
+  out->kind = kind;
+  if (kind == "latest") {
+    auto n = body.contains("num_versions") ? Integer(body["num_versions"], source,
+                                                     "version_policy.latest.num_versions", 1, 64)
+                                           : absl::StatusOr<int64_t>(1);
+    if (!n.ok()) return n.status();
+    out->num_versions = static_cast<int>(*n);
+  } else if (kind == "all") {
+  } else if (kind == "specific") {
+    if (!body.contains("versions") || !body["versions"].is_array() || body["versions"].empty()) {
+      return Error(source, kKey, "specific needs a non-empty list \"versions\"");
+    }
+    for (const auto& e : body["versions"]) {
+      auto n = Integer(e, source, "version_policy.specific.versions", 1, int64_t{1} << 53);
+      if (!n.ok()) return n.status();
+      out->versions.push_back(*n);
+    }
+  } else {
+    return Error(source, kKey, absl::StrCat("'", kind.substr(0, 32),
+                                             "' is not one of latest, all, specific"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view text, const std::string& base_dir,
                                              const std::string& source) {
   const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -137,8 +173,10 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view text, const std::s
       std::filesystem::path p(v.get<std::string>());
       c.weights_path =
           p.is_absolute() ? p.string() : (std::filesystem::path(base_dir) / p).string();
+    } else if (key == "labels" && v == "imagenet") {
+      c.imagenet_labels = true;
     } else if (key == "labels") {
-      if (!v.is_array()) return Error(source, key, "must be a list of strings");
+      if (!v.is_array()) return Error(source, key, "must be a list of strings or \"imagenet\"");
       for (const auto& l : v) {
         if (!l.is_string()) return Error(source, key, "must be a list of strings");
         c.labels.push_back(l.get<std::string>());
@@ -150,12 +188,17 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view text, const std::s
       c.description = v.get<std::string>();
     } else if (key == "training") {
       c.training_json = v.dump();
+    } else if (key == "version_policy") {
+      if (auto s = ParseVersionPolicy(v, source, &c.version_policy); !s.ok()) return s;
     } else {
       return Error(source, key, "is not a known key");
     }
   }
   if (c.name.empty()) return Error(source, "name", "is required");
   if (c.net.num_classes == 0) return Error(source, "num_classes", "is required");
+  if (c.imagenet_labels && c.net.num_classes != 1000) {
+    return Error(source, "labels", "\"imagenet\" needs num_classes 1000");
+  }
   if (!c.labels.empty() && static_cast<int64_t>(c.labels.size()) != c.net.num_classes) {
     return Error(
         source, "labels",

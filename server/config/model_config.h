@@ -16,7 +16,12 @@
 //   }
 //
 // "weights" is relative to the config file's directory (or absolute); without
-// it the model is served untrained. "training" and "description" are kept as
+// it the model is served untrained. "labels" may also be "imagenet": the
+// 1000 ImageNet class names built into the server. "version_policy" (Triton's
+// form: {"latest": {"num_versions": 1}}, {"all": {}} or
+// {"specific": {"versions": [1, 3]}}) matters only in a model repository
+// (core/model_repository.h), where "weights" is relative to the version
+// directory. "training" and "description" are kept as
 // documentation and ignored; any other unknown key is an error, so typos do
 // not pass silently.
 #ifndef GHOSTSERVE_SERVER_CONFIG_MODEL_CONFIG_H_
@@ -33,6 +38,12 @@
 
 namespace ghostserve::config {
 
+struct VersionPolicyConfig {
+  std::string kind = "latest";  // latest | all | specific
+  int num_versions = 1;
+  std::vector<int64_t> versions;
+};
+
 struct ModelConfig {
   std::string name;
   model::GhostNetOptions net;
@@ -43,6 +54,8 @@ struct ModelConfig {
   std::string_view weights_bytes;
   std::string weights_name;
   std::vector<std::string> labels;  // one per class
+  bool imagenet_labels = false;      // "labels": "imagenet"
+  VersionPolicyConfig version_policy;
   preprocess::PreprocessConfig preprocess;
   std::string description;
   // The "training" object as JSON text (provenance; not interpreted).

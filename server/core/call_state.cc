@@ -85,6 +85,7 @@ void CallState::ImageDone() {
   if (error.ok()) {
     const Servable& s = *servable_.get();
     result.model = s.name();
+    result.version = s.version();
     result.num_classes = s.num_classes();
     result.logits = std::move(logits_);
     if (top_k_ != 0) {

@@ -62,7 +62,8 @@ InferenceCore::~InferenceCore() {
   executor_.reset();
 }
 
-absl::Status InferenceCore::AddServable(ServableSpec spec, std::unique_ptr<Model> model) {
+absl::StatusOr<std::shared_ptr<Servable>> InferenceCore::MakeServable(
+    ServableSpec spec, std::unique_ptr<Model> model) {
   if (!spec.preprocess_fn) {
     spec.preprocess_fn = [config = spec.preprocess, limits = options_.limits](
                              std::string_view encoded, float* hwc) {
@@ -81,12 +82,38 @@ absl::Status InferenceCore::AddServable(ServableSpec spec, std::unique_ptr<Model
   if (ready()) {
     if (auto s = Warm(**servable); !s.ok()) return s;
   }
+  return std::shared_ptr<Servable>(std::move(*servable));
+}
+
+absl::Status InferenceCore::AddServable(ServableSpec spec, std::unique_ptr<Model> model) {
+  if (registry_->Find(spec.name, absl::StrCat(spec.version)).ok()) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("model ", spec.name, " version ", spec.version, " is already served"));
+  }
+  auto servable = MakeServable(std::move(spec), std::move(model));
+  if (!servable.ok()) return servable.status();
   return registry_->Add(std::move(*servable));
 }
 
-absl::Status InferenceCore::RemoveServable(const std::string& name) {
-  auto removed = registry_->Remove(name);
-  return removed.status();  // destroyed here, on the caller's thread
+absl::Status InferenceCore::ReplaceServable(ServableSpec spec, std::unique_ptr<Model> model) {
+  if (auto found = registry_->Find(spec.name, absl::StrCat(spec.version)); !found.ok()) {
+    return found.status();
+  }
+  auto servable = MakeServable(std::move(spec), std::move(model));
+  if (!servable.ok()) return servable.status();
+  auto old = registry_->Replace(std::move(*servable));
+  return old.status();  // the old one is destroyed here, on the caller's thread
+}
+
+absl::Status InferenceCore::RemoveServable(const std::string& name, int64_t version) {
+  std::vector<int64_t> versions{version};
+  if (version == 0) versions = registry_->Versions(name);
+  if (versions.empty()) return registry_->Find(name).status();
+  for (int64_t v : versions) {
+    auto removed = registry_->Remove(name, v);
+    if (!removed.ok()) return removed.status();
+  }  // each destroyed here, on the caller's thread
+  return absl::OkStatus();
 }
 
 absl::Status InferenceCore::Warm(const Servable& servable) {
@@ -155,7 +182,7 @@ void InferenceCore::Infer(InferRequest request, InferDone done) {
     if (metrics_ != nullptr) metrics_->CountRefusal(request.model, "draining");
     return done(Draining());
   }
-  auto use = registry_->Acquire(request.model);
+  auto use = registry_->Acquire(request.model, request.version);
   if (!use.ok()) return done(use.status());
   if (auto s = ValidateRequest(request, *use->get(), options_); !s.ok()) return done(s);
   const int n = static_cast<int>(request.images());

@@ -52,13 +52,19 @@ class InferenceCore {
   // Stops accepting, answers everything accepted, joins all threads.
   ~InferenceCore();
 
-  // Serves `model` under spec.name from now on. Once the core is ready, the
-  // servable is warmed before it takes traffic. InvalidArgument for a spec
-  // that does not fit the model; AlreadyExists for a name in use.
+  // Serves `model` under spec.name and spec.version from now on. Once the
+  // core is ready, the servable is warmed before it takes traffic.
+  // InvalidArgument for a spec that does not fit the model; AlreadyExists
+  // for a name and version in use.
   absl::Status AddServable(ServableSpec spec, std::unique_ptr<Model> model);
-  // Stops serving `name`: new requests get NotFound; returns once its
-  // accepted requests have been answered.
-  absl::Status RemoveServable(const std::string& name);
+  // Like AddServable, but in place of the servable of the same name and
+  // version (NotFound if none): new requests go to the new one once it is
+  // warm; returns once the old one's requests have been answered.
+  absl::Status ReplaceServable(ServableSpec spec, std::unique_ptr<Model> model);
+  // Stops serving `name` at `version` (0: every version): new requests get
+  // NotFound, or the next-latest version; returns once its accepted
+  // requests have been answered.
+  absl::Status RemoveServable(const std::string& name, int64_t version = 0);
 
   // Runs every batch size up to the maximum (powers of two) through every
   // servable on every executor, twice (first-call allocations, kernel
@@ -72,11 +78,19 @@ class InferenceCore {
   // preprocessing or executor thread.
   void Infer(InferRequest request, InferDone done);
 
-  // NotFound naming the served models if `name` is not one of them.
-  absl::StatusOr<std::shared_ptr<const Servable>> Find(const std::string& name) const {
-    return registry_->Find(name);
+  // `name` at `version` ("" = the latest). NotFound naming the served
+  // models, or the model's versions. Every front-end asks this, for
+  // inference, readiness, metadata, config and statistics alike.
+  absl::StatusOr<std::shared_ptr<const Servable>> Find(const std::string& name,
+                                                       const std::string& version = "") const {
+    return registry_->Find(name, version);
   }
+  // Every servable, by name then version.
   std::vector<std::shared_ptr<const Servable>> servables() const { return registry_->List(); }
+  // The versions of `name` served, ascending.
+  std::vector<int64_t> versions(const std::string& name) const {
+    return registry_->Versions(name);
+  }
 
   // Refuse new requests from now on (draining); accepted ones still finish.
   void StopAccepting() { accepting_ = false; }
@@ -105,6 +119,9 @@ class InferenceCore {
   // Runs the warm-up batches through `servable` on every executor and seeds
   // its batch cost model.
   absl::Status Warm(const Servable& servable);
+  // A servable for `spec`, warmed if the core is ready.
+  absl::StatusOr<std::shared_ptr<Servable>> MakeServable(ServableSpec spec,
+                                                         std::unique_ptr<Model> model);
 
   const CoreOptions options_;
   batcher::Clock* const clock_;

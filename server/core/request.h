@@ -23,7 +23,7 @@ struct TensorView {
 
 struct InferRequest {
   std::string model;
-  // Empty or "1": the only version served today.
+  // Empty: the latest version served.
   std::string version;
   // The images, either encoded (JPEG, PNG, ...; the core decodes and
   // preprocesses them) or as one preprocessed float tensor [N, C, H, W]
@@ -68,6 +68,7 @@ struct Prediction {
 struct InferResult {
   // The servable that answered.
   std::string model;
+  int64_t version = 0;
   int64_t num_classes = 0;
   // [images, num_classes], row-major.
   std::vector<float> logits;

@@ -18,16 +18,9 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-absl::Status CheckVersion(const Servable& servable, const std::string& version) {
-  if (version.empty() || version == "1") return absl::OkStatus();
-  return absl::NotFoundError(absl::StrCat("model '", servable.name(), "' has no version '",
-                                          version.substr(0, 32), "' (versions: 1)"));
-}
-
 absl::Status ValidateRequest(const InferRequest& request, const Servable& servable,
                              const CoreOptions& options) {
   const std::string& model = servable.name();
-  if (auto s = CheckVersion(servable, request.version); !s.ok()) return s;
   const int64_t n = request.images();
   if (n <= 0) return absl::InvalidArgumentError("request carries no image");
   if (n > options.max_images_per_request) {

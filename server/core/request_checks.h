@@ -13,13 +13,7 @@
 
 namespace ghostserve::core {
 
-// NotFound unless `version` is empty (the latest) or one the servable
-// serves ("1"). Every front-end asks this, for inference, readiness,
-// metadata, config and statistics alike.
-absl::Status CheckVersion(const Servable& servable, const std::string& version);
-
-// NotFound for a version that is not served; InvalidArgument or
-// ResourceExhausted for the images (count, emptiness, size, tensor shape)
+// InvalidArgument or ResourceExhausted for the images (count, emptiness, size, tensor shape)
 // and top_k.
 absl::Status ValidateRequest(const InferRequest& request, const Servable& servable,
                              const CoreOptions& options);

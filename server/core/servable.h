@@ -33,6 +33,9 @@ using PreprocessFn = std::function<absl::Status(std::string_view encoded, float*
 
 struct ServableSpec {
   std::string name;
+  // A positive integer (servable_registry.h); models configured by flag
+  // are version 1, a model repository's come from its version directories.
+  int64_t version = 1;
   preprocess::PreprocessConfig preprocess;
   // One per class; empty means "class_<index>".
   std::vector<std::string> labels;
@@ -55,6 +58,7 @@ class Servable {
       batcher::Clock* clock, metrics::ModelMetrics* metrics, DispatchFn dispatch);
 
   const std::string& name() const { return spec_.name; }
+  int64_t version() const { return spec_.version; }
   const Model& model() const { return *model_; }
   const ModelInfo& info() const { return model_->info(); }
   const preprocess::PreprocessConfig& preprocess() const { return spec_.preprocess; }

@@ -40,7 +40,6 @@ absl::Status TorchModel::Forward(const float* images, int n, int64_t height, int
 absl::StatusOr<std::unique_ptr<InferenceCore>> CreateInferenceCore(
     const CoreOptions& options, std::vector<ModelSpec> models, batcher::Clock* clock,
     metrics::ServerMetrics* metrics) {
-  if (models.empty()) return absl::InvalidArgumentError("no models configured");
   auto core = InferenceCore::Create(options, clock, metrics,
                                     [](int threads) { model::ConfigureInferenceThread(threads); });
   if (!core.ok()) return core.status();
@@ -56,7 +55,7 @@ absl::StatusOr<std::unique_ptr<InferenceCore>> CreateInferenceCore(
     spec.load.name = spec.name;
     auto loaded = model::LoadModel(spec.load);
     if (!loaded.ok()) return loaded.status();
-    ServableSpec servable{spec.name, spec.preprocess, std::move(spec.labels), nullptr};
+    ServableSpec servable{spec.name, 1, spec.preprocess, std::move(spec.labels), nullptr};
     if (auto s = (*core)->AddServable(std::move(servable),
                                       std::make_unique<TorchModel>(std::move(*loaded)));
         !s.ok()) {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <string>
 
@@ -69,41 +70,41 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
                    .Name("ghostserve_requests_total")
                    .Help("Finished requests by model, protocol (grpc, http) and gRPC status code.")
                    .Register(*registry);
-  auto& request = prometheus::BuildHistogram()
+  request_ = &prometheus::BuildHistogram()
                       .Name("ghostserve_request_duration_seconds")
                       .Help("Time from a request's arrival to its answer, by model and protocol.")
                       .Register(*registry);
-  auto& queue = prometheus::BuildHistogram()
+  queue_ = &prometheus::BuildHistogram()
                     .Name("ghostserve_queue_duration_seconds")
                     .Help("Time an image waited in its model's batch queue.")
                     .Register(*registry);
-  auto& preprocess = prometheus::BuildHistogram()
+  preprocess_ = &prometheus::BuildHistogram()
                          .Name("ghostserve_preprocess_duration_seconds")
                          .Help("Decode, resize, crop and normalise time per image.")
                          .Register(*registry);
-  auto& inference = prometheus::BuildHistogram()
+  inference_ = &prometheus::BuildHistogram()
                         .Name("ghostserve_inference_duration_seconds")
                         .Help("Forward pass time per batch.")
                         .Register(*registry);
-  auto& batch = prometheus::BuildHistogram()
+  batch_ = &prometheus::BuildHistogram()
                     .Name("ghostserve_batch_size")
                     .Help("Images per executed batch.")
                     .Register(*registry);
-  auto& wait = prometheus::BuildHistogram()
+  wait_ = &prometheus::BuildHistogram()
                    .Name("ghostserve_preprocess_wait_seconds")
                    .Help("Time an image waited for a preprocessing thread after it was accepted.")
                    .Register(*registry);
-  auto& refusal = prometheus::BuildHistogram()
+  refusal_ = &prometheus::BuildHistogram()
                       .Name("ghostserve_refusal_duration_seconds")
                       .Help(
                           "Arrival to answer of requests answered UNAVAILABLE (budgets full, "
                           "draining): how fast an overloaded server says no.")
                       .Register(*registry);
-  auto& decodes = prometheus::BuildCounter()
+  decodes_ = &prometheus::BuildCounter()
                       .Name("ghostserve_decodes_total")
                       .Help("Encoded images handed to the decoder.")
                       .Register(*registry);
-  auto& admitted = prometheus::BuildGauge()
+  admitted_ = &prometheus::BuildGauge()
                        .Name("ghostserve_admitted_images")
                        .Help(
                            "Images accepted and not yet answered, per model (the admission "
@@ -120,11 +121,11 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
                          "requests (the byte budget's use).")
                      .Register(*registry)
                      .Add({});
-  auto& depth = prometheus::BuildGauge()
+  depth_ = &prometheus::BuildGauge()
                     .Name("ghostserve_queue_depth")
                     .Help("Images waiting in the model's batch queue.")
                     .Register(*registry);
-  auto& weights = prometheus::BuildGauge()
+  weights_ = &prometheus::BuildGauge()
                       .Name("ghostserve_model_weight_bytes")
                       .Help("Bytes of compiled weights held per model.")
                       .Register(*registry);
@@ -145,31 +146,53 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
                         .Help("Mode changes of the adaptive thread plan.")
                         .Register(*registry)
                         .Add({});
-  std::vector<std::string> names = models;
-  names.push_back("unknown");
-  for (const auto& name : names) {
-    ModelMetrics m;
-    const prometheus::Labels labels{{"model", name}};
-    for (int p = 0; p < kProtocolCount; ++p) {
-      m.request_seconds[p] =
-          &request.Add({{"model", name}, {"protocol", ProtocolName(static_cast<Protocol>(p))}},
-                       LatencyBuckets());
-    }
-    m.queue_seconds = &queue.Add(labels, LatencyBuckets());
-    m.preprocess_seconds = &preprocess.Add(labels, LatencyBuckets());
-    m.inference_seconds = &inference.Add(labels, LatencyBuckets());
-    m.batch_size = &batch.Add(labels, BatchSizeBuckets());
-    m.preprocess_wait_seconds = &wait.Add(labels, LatencyBuckets());
-    m.refusal_seconds = &refusal.Add(labels, RefusalBuckets());
-    m.decodes = &decodes.Add(labels);
-    m.admitted_images = &admitted.Add(labels);
-    m.queue_depth = &depth.Add(labels);
-    m.weight_bytes = &weights.Add(labels);
-    models_[name] = m;
+  model_loads_ = &prometheus::BuildCounter()
+                     .Name("ghostserve_model_loads_total")
+                     .Help(
+                         "Model version loads from the model repository, by outcome (ok, "
+                         "failed: the version is not served and any older one keeps serving).")
+                     .Register(*registry);
+  model_unloads_ = &prometheus::BuildCounter()
+                       .Name("ghostserve_model_unloads_total")
+                       .Help("Model versions unloaded (drained, then freed).")
+                       .Register(*registry);
+  for (const auto& name : models) AddModel(name);
+  AddModel("unknown");
+}
+
+void ServerMetrics::AddModel(const std::string& name) {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  if (models_.count(name) != 0) return;
+  ModelMetrics m;
+  const prometheus::Labels labels{{"model", name}};
+  for (int p = 0; p < kProtocolCount; ++p) {
+    m.request_seconds[p] = &request_->Add(
+        {{"model", name}, {"protocol", ProtocolName(static_cast<Protocol>(p))}}, LatencyBuckets());
   }
+  m.queue_seconds = &queue_->Add(labels, LatencyBuckets());
+  m.preprocess_seconds = &preprocess_->Add(labels, LatencyBuckets());
+  m.inference_seconds = &inference_->Add(labels, LatencyBuckets());
+  m.batch_size = &batch_->Add(labels, BatchSizeBuckets());
+  m.preprocess_wait_seconds = &wait_->Add(labels, LatencyBuckets());
+  m.refusal_seconds = &refusal_->Add(labels, RefusalBuckets());
+  m.decodes = &decodes_->Add(labels);
+  m.admitted_images = &admitted_->Add(labels);
+  m.queue_depth = &depth_->Add(labels);
+  m.weight_bytes = &weights_->Add(labels);
+  models_[name] = m;
+}
+
+void ServerMetrics::CountModelLoad(const std::string& model, bool ok) {
+  AddModel(model);
+  model_loads_->Add({{"model", model}, {"outcome", ok ? "ok" : "failed"}}).Increment();
+}
+
+void ServerMetrics::CountModelUnload(const std::string& model) {
+  model_unloads_->Add({{"model", model}}).Increment();
 }
 
 ModelMetrics* ServerMetrics::ForModel(const std::string& model) {
+  std::shared_lock<std::shared_mutex> lock(mu_);
   auto it = models_.find(model);
   if (it == models_.end()) it = models_.find("unknown");
   return &it->second;
@@ -183,14 +206,19 @@ void ServerMetrics::RecordRequest(const std::string& model, Protocol protocol,
   if (code == "UNAVAILABLE") m->refusal_seconds->Observe(seconds);
 }
 
+std::string ServerMetrics::Label(const std::string& model) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return models_.count(model) ? model : "unknown";
+}
+
 void ServerMetrics::CountRefusal(const std::string& model, const std::string& reason) {
-  const std::string label = models_.count(model) ? model : "unknown";
+  const std::string label = Label(model);
   refusals_->Add({{"model", label}, {"reason", reason}}).Increment();
 }
 
 void ServerMetrics::CountRequest(const std::string& model, Protocol protocol,
                                  const std::string& code) {
-  const std::string label = models_.count(model) ? model : "unknown";
+  const std::string label = Label(model);
   requests_->Add({{"model", label}, {"protocol", ProtocolName(protocol)}, {"code", code}})
       .Increment();
 }

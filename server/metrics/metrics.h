@@ -1,5 +1,6 @@
 // Prometheus metrics of the server. Labels come only from bounded sets: the
-// configured model names (plus "unknown") and gRPC status code names.
+// model names the operator configured or put in the model repository (plus
+// "unknown") and gRPC status code names.
 #ifndef GHOSTSERVE_SERVER_METRICS_METRICS_H_
 #define GHOSTSERVE_SERVER_METRICS_METRICS_H_
 
@@ -13,6 +14,7 @@
 #include <array>
 #include <map>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -47,8 +49,13 @@ class ServerMetrics {
  public:
   ServerMetrics(prometheus::Registry* registry, const std::vector<std::string>& models);
 
+  // Creates the series of a model loaded after start-up (from the model
+  // repository); nothing if it has them. Never called with a name a client
+  // sent.
+  void AddModel(const std::string& model);
   // The series for `model`, or those labelled "unknown" for a name that is
-  // not served (so a client cannot create series).
+  // not served (so a client cannot create series). Series are never
+  // removed: the pointer stays valid.
   ModelMetrics* ForModel(const std::string& model);
   // Counts one finished request. `code` is a gRPC code name, e.g. "OK",
   // whatever the protocol (HTTP answers map to the same codes).
@@ -63,6 +70,10 @@ class ServerMetrics {
   // The adaptive thread plan's mode (inference_executor.h):
   // ghostserve_thread_plan_wide, and a count of changes when `switched`.
   void SetThreadPlan(bool wide, bool switched);
+  // ghostserve_model_loads_total{outcome=ok|failed} (adds the model's
+  // series) and ghostserve_model_unloads_total.
+  void CountModelLoad(const std::string& model, bool ok);
+  void CountModelUnload(const std::string& model);
   prometheus::Gauge* inflight() { return inflight_; }
   prometheus::Gauge* held_bytes() { return held_bytes_; }
 
@@ -72,13 +83,30 @@ class ServerMetrics {
   static const std::vector<double>& RefusalBuckets();
 
  private:
+  // `model`, or "unknown" if it has no series.
+  std::string Label(const std::string& model) const;
+
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Counter>* refusals_;
+  prometheus::Family<prometheus::Histogram>* request_;
+  prometheus::Family<prometheus::Histogram>* queue_;
+  prometheus::Family<prometheus::Histogram>* preprocess_;
+  prometheus::Family<prometheus::Histogram>* inference_;
+  prometheus::Family<prometheus::Histogram>* batch_;
+  prometheus::Family<prometheus::Histogram>* wait_;
+  prometheus::Family<prometheus::Histogram>* refusal_;
+  prometheus::Family<prometheus::Counter>* decodes_;
+  prometheus::Family<prometheus::Gauge>* admitted_;
+  prometheus::Family<prometheus::Gauge>* depth_;
+  prometheus::Family<prometheus::Gauge>* weights_;
+  prometheus::Family<prometheus::Counter>* model_loads_;
+  prometheus::Family<prometheus::Counter>* model_unloads_;
   prometheus::Gauge* inflight_;
   prometheus::Gauge* held_bytes_;
   prometheus::Gauge* plan_wide_;
   prometheus::Counter* plan_switches_;
-  std::map<std::string, ModelMetrics> models_;  // fixed after construction
+  mutable std::shared_mutex mu_;
+  std::map<std::string, ModelMetrics> models_;  // guarded by mu_; never shrinks
 };
 
 // process_resident_memory_bytes, process_virtual_memory_bytes,

@@ -16,6 +16,7 @@ absl::StatusOr<core::InferRequest> FromClassify(const v1::ClassifyRequest& reque
   }
   core::InferRequest infer;
   infer.model = request.model();
+  infer.version = request.model_version();
   infer.encoded.push_back(request.image());
   infer.top_k = request.top_k() == 0 ? core::InferRequest::kTopKDefault : request.top_k();
   infer.priority = request.priority() == v1::PRIORITY_HIGH ? 1 : 0;
@@ -26,6 +27,7 @@ v1::ClassifyResponse ToClassify(const v1::ClassifyRequest& request,
                                 const core::InferResult& result) {
   v1::ClassifyResponse response;
   response.set_model(result.model);
+  response.set_model_version(result.version);
   response.set_request_id(request.request_id());
   response.set_batch_size(static_cast<uint32_t>(result.batch_size));
   auto* t = response.mutable_timing();
@@ -48,6 +50,7 @@ v1::ClassifyResponse ToClassify(const v1::ClassifyRequest& request,
 void ToModelInfo(const core::Servable& s, bool ready, v1::ModelInfo* info) {
   const core::ModelInfo& m = s.info();
   info->set_name(s.name());
+  info->set_version(s.version());
   info->set_parameters(static_cast<uint64_t>(m.parameters));
   info->set_macs(static_cast<uint64_t>(m.macs));
   info->set_width(static_cast<float>(m.width));

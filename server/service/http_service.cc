@@ -50,6 +50,8 @@ enum class Kind {
   kModelConfig,      // Triton: GET /v2/models/{m}[/versions/{v}]/config
   kModelStats,       // Triton: GET /v2/models[/{m}[/versions/{v}]]/stats
   kRepositoryIndex,  // Triton: POST /v2/repository/index
+  kRepositoryLoad,   // Triton: POST /v2/repository/models/{m}/load
+  kRepositoryUnload,  // Triton: POST /v2/repository/models/{m}/unload
 };
 
 http::Response Json(http::Status status, const json& body) {
@@ -192,6 +194,15 @@ std::optional<HttpService::Route> Match(std::string_view target) {
   }
   std::vector<absl::string_view> parts = absl::StrSplit(Av(path.substr(1)), '/');
   auto sv = [](absl::string_view s) { return std::string_view(s.data(), s.size()); };
+  if (parts.size() == 5 && parts[0] == "v2" && parts[1] == "repository" &&
+      parts[2] == "models" && (parts[4] == "load" || parts[4] == "unload")) {
+    auto model = PercentDecode(sv(parts[3]));
+    if (!model || model->empty()) return std::nullopt;
+    Route r = simple(parts[4] == "load" ? Kind::kRepositoryLoad : Kind::kRepositoryUnload,
+                     bhttp::verb::post, true);
+    r.model = std::move(*model);
+    return r;
+  }
   if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "models" &&
       absl::EndsWith(parts[2], ":classify")) {
     auto model = PercentDecode(sv(parts[2].substr(0, parts[2].size() - 9)));
@@ -236,13 +247,14 @@ std::optional<HttpService::Route> Match(std::string_view target) {
 HttpService::HttpService(core::InferenceCore* core, metrics::ServerMetrics* metrics,
                          const BearerAuth* auth, std::string version,
                          std::vector<std::shared_ptr<prometheus::Collectable>> collectables,
-                         bool metrics_only)
+                         bool metrics_only, core::ModelRepository* repository)
     : core_(core),
       metrics_(metrics),
       auth_(auth),
       version_(std::move(version)),
       collectables_(std::move(collectables)),
-      metrics_only_(metrics_only) {}
+      metrics_only_(metrics_only),
+      repository_(repository) {}
 
 bool HttpService::Ready() const { return core_->ready() && core_->accepting(); }
 
@@ -276,7 +288,7 @@ std::optional<http::Response> HttpService::CheckHeader(const http::RequestHeader
   }
   if (route->kind == Kind::kClassify || route->kind == Kind::kInfer) {
     // An unknown model is refused before its body is read.
-    if (auto found = core_->Find(route->model); !found.ok()) {
+    if (auto found = core_->Find(route->model, route->version); !found.ok()) {
       RequestRecorder(metrics_, core_->clock(), route->model, metrics::Protocol::kHttp)
           .Record(absl::StatusCodeToString(found.status().code()));
       return ErrorFor(found.status());
@@ -318,19 +330,16 @@ void HttpService::Handle(std::shared_ptr<http::Request> request, http::Responder
                                         "text/plain"));
     case Kind::kModelMetadata:
     case Kind::kModelReady: {
-      auto found = core_->Find(route->model);
+      auto found = core_->Find(route->model, route->version);
       if (route->kind == Kind::kModelReady) {
         // As Triton: an unknown model or version is just not ready (400).
-        const bool ready =
-            found.ok() && core::CheckVersion(**found, route->version).ok() && Ready();
+        const bool ready = found.ok() && Ready();
         return respond(http::MakeResponse(ready ? http::Status::ok : http::Status::bad_request, "",
                                           "text/plain"));
       }
       if (!found.ok()) return respond(ErrorFor(found.status()));
-      if (auto v = core::CheckVersion(**found, route->version); !v.ok())
-        return respond(ErrorFor(v));
       inference::ModelMetadataResponse metadata;
-      ToModelMetadata(**found, &metadata);
+      ToModelMetadata(**found, core_->versions(route->model), &metadata);
       return respond(
           http::MakeResponse(http::Status::ok, ToRestMetadata(metadata), "application/json"));
     }
@@ -342,10 +351,8 @@ void HttpService::Handle(std::shared_ptr<http::Request> request, http::Responder
         return respond(
             http::MakeResponse(http::Status::ok, ToRestStatistics(stats), "application/json"));
       }
-      auto found = core_->Find(route->model);
+      auto found = core_->Find(route->model, route->version);
       if (!found.ok()) return respond(ErrorFor(found.status()));
-      if (auto v = core::CheckVersion(**found, route->version); !v.ok())
-        return respond(ErrorFor(v));
       if (route->kind == Kind::kModelStats) {
         ToModelStatistics(**found, stats.add_model_stats());
         return respond(
@@ -364,9 +371,44 @@ void HttpService::Handle(std::shared_ptr<http::Request> request, http::Responder
         only_ready = body["ready"].get<bool>();
       }
       inference::RepositoryIndexResponse index;
-      ToRepositoryIndex(core_->servables(), Ready(), core_->ready(), only_ready, &index);
+      ToRepositoryIndex(core_->servables(),
+                        repository_ != nullptr ? repository_->Index()
+                                               : std::vector<core::ModelVersionState>{},
+                        Ready(), core_->ready(), only_ready, &index);
       return respond(
           http::MakeResponse(http::Status::ok, ToRestRepositoryIndex(index), "application/json"));
+    }
+    case Kind::kRepositoryLoad:
+    case Kind::kRepositoryUnload: {
+      if (repository_ == nullptr) {
+        return respond(ErrorFor(absl::FailedPreconditionError(
+            "no model repository: start the server with --model-repository DIR "
+            "--model-control-mode=explicit")));
+      }
+      // Triton's body: {"parameters": {...}}; only unload_dependents is
+      // accepted (and means nothing here).
+      if (!request->body().empty()) {
+        const json body = json::parse(request->body(), nullptr, /*allow_exceptions=*/false);
+        if (!body.is_object()) {
+          return respond(ErrorFor(absl::InvalidArgumentError("body is not a JSON object")));
+        }
+        if (body.contains("parameters")) {
+          const json& p = body["parameters"];
+          const bool only_dependents =
+              p.is_object() && (p.empty() || (p.size() == 1 && p.contains("unload_dependents")));
+          if (!only_dependents) {
+            return respond(ErrorFor(absl::InvalidArgumentError(
+                "load parameters (Triton's config and file overrides) are not supported: put "
+                "the model's files in the repository directory")));
+          }
+        }
+      }
+      auto done = [respond = std::move(respond)](absl::Status s) {
+        respond(s.ok() ? http::MakeResponse(http::Status::ok, "", "application/json")
+                       : ErrorFor(s));
+      };
+      if (route->kind == Kind::kRepositoryLoad) return repository_->Load(route->model, done);
+      return repository_->Unload(route->model, done);
     }
     case Kind::kClassify:
       return Classify(*route, std::move(request), std::move(respond));

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "server/core/inference_core.h"
+#include "server/core/model_repository.h"
 #include "server/http/http_server.h"
 #include "server/metrics/metrics.h"
 #include "server/service/auth.h"
@@ -33,11 +34,12 @@ class HttpService : public http::HttpHandler {
  public:
   // `metrics_only`: serve only /metrics and /healthz (the --metrics-listen
   // port). Everything is borrowed and must outlive the service; `metrics`
-  // and `auth` may be null.
+  // and `auth` may be null; so may `repository` (no model repository: load
+  // and unload are refused).
   HttpService(core::InferenceCore* core, metrics::ServerMetrics* metrics, const BearerAuth* auth,
               std::string version,
               std::vector<std::shared_ptr<prometheus::Collectable>> collectables,
-              bool metrics_only = false);
+              bool metrics_only = false, core::ModelRepository* repository = nullptr);
 
   std::optional<http::Response> CheckHeader(const http::RequestHeader& header) override;
   void Handle(std::shared_ptr<http::Request> request, http::Responder respond) override;
@@ -60,6 +62,7 @@ class HttpService : public http::HttpHandler {
   const std::string version_;
   const std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
   const bool metrics_only_;
+  core::ModelRepository* const repository_;
 };
 
 }  // namespace ghostserve::service

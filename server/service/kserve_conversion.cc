@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <set>
 #include <string_view>
 #include <vector>
 
@@ -167,7 +168,7 @@ void ToModelStatistics(const core::Servable& s, inference::ModelStatistics* out)
     to->set_ns(d.ns);
   };
   out->set_name(s.name());
-  out->set_version("1");
+  out->set_version(absl::StrCat(s.version()));
   out->set_last_inference(st.last_inference_ms);
   out->set_inference_count(st.inference_count);
   out->set_execution_count(st.execution_count);
@@ -188,15 +189,29 @@ void ToModelStatistics(const core::Servable& s, inference::ModelStatistics* out)
 }
 
 void ToRepositoryIndex(const std::vector<std::shared_ptr<const core::Servable>>& servables,
-                       bool ready, bool warm, bool only_ready,
-                       inference::RepositoryIndexResponse* response) {
-  if (only_ready && !ready) return;
-  for (const auto& s : servables) {
+                       const std::vector<core::ModelVersionState>& repository, bool ready,
+                       bool warm, bool only_ready, inference::RepositoryIndexResponse* response) {
+  std::set<std::pair<std::string, int64_t>> listed;
+  if (!only_ready || ready) {
+    for (const auto& s : servables) {
+      auto* m = response->add_models();
+      m->set_name(s->name());
+      m->set_version(absl::StrCat(s->version()));
+      m->set_state(ready ? "READY" : "UNAVAILABLE");
+      if (!ready) m->set_reason(warm ? "server is draining" : "warming up");
+      listed.emplace(s->name(), s->version());
+    }
+  }
+  if (only_ready) return;
+  // The repository's models and versions that are not served (loading,
+  // failed, unloading or unloaded), as Triton lists them.
+  for (const auto& r : repository) {
+    if (listed.count({r.name, r.version}) != 0) continue;
     auto* m = response->add_models();
-    m->set_name(s->name());
-    m->set_version("1");
-    m->set_state(ready ? "READY" : "UNAVAILABLE");
-    if (!ready) m->set_reason(warm ? "server is draining" : "warming up");
+    m->set_name(r.name);
+    if (r.version > 0) m->set_version(absl::StrCat(r.version));
+    m->set_state(r.state);
+    m->set_reason(r.reason);
   }
 }
 
@@ -284,7 +299,7 @@ absl::StatusOr<KServeCall> FromKServe(const inference::ModelInferRequest& reques
 void ToKServe(const inference::ModelInferRequest& request, const core::InferResult& result,
               const KServeOutputs& outputs, inference::ModelInferResponse* response) {
   response->set_model_name(request.model_name());
-  response->set_model_version("1");
+  response->set_model_version(absl::StrCat(result.version));
   response->set_id(request.id());
   const int64_t n = result.images(), classes = result.num_classes;
   if (outputs.logits) {
@@ -310,9 +325,10 @@ void ToKServe(const inference::ModelInferRequest& request, const core::InferResu
   }
 }
 
-void ToModelMetadata(const core::Servable& s, inference::ModelMetadataResponse* response) {
+void ToModelMetadata(const core::Servable& s, const std::vector<int64_t>& versions,
+                     inference::ModelMetadataResponse* response) {
   response->set_name(s.name());
-  response->add_versions("1");
+  for (int64_t v : versions) response->add_versions(absl::StrCat(v));
   response->set_platform(s.info().platform);
   auto* images = response->add_inputs();
   images->set_name("images");

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "kserve/grpc_predict_v2.pb.h"
+#include "server/core/model_repository.h"
 #include "server/core/request.h"
 #include "server/core/servable.h"
 
@@ -52,7 +53,9 @@ absl::Status SplitRawBytes(const std::string& raw, int64_t count,
 void ToKServe(const inference::ModelInferRequest& request, const core::InferResult& result,
               const KServeOutputs& outputs, inference::ModelInferResponse* response);
 
-void ToModelMetadata(const core::Servable& servable, inference::ModelMetadataResponse* response);
+// `versions`: every version of the model served (InferenceCore::versions).
+void ToModelMetadata(const core::Servable& servable, const std::vector<int64_t>& versions,
+                     inference::ModelMetadataResponse* response);
 
 // Triton's ModelConfig of a servable: max_batch_size, inputs "images"
 // (TYPE_STRING, dims [1]) and "input" (TYPE_FP32 NCHW [C, H, W]), outputs
@@ -60,15 +63,17 @@ void ToModelMetadata(const core::Servable& servable, inference::ModelMetadataRes
 // batcher's delay and two priority levels.
 void ToModelConfig(const core::Servable& servable, int executors, inference::ModelConfig* config);
 
-// Triton's ModelStatistics of a servable (version "1").
+// Triton's ModelStatistics of a servable (one version).
 void ToModelStatistics(const core::Servable& servable, inference::ModelStatistics* stats);
 
-// Triton's RepositoryIndex of the served models (version "1"): READY, or
-// UNAVAILABLE with a reason when the server is not ready; with `only_ready`
-// and not ready, none.
+// Triton's RepositoryIndex: every served model version READY, or
+// UNAVAILABLE with a reason when the server is not ready (with `only_ready`
+// and not ready, none); then, unless `only_ready`, the model repository's
+// versions that are not served, in the state and with the reason the
+// repository gives (LOADING, UNAVAILABLE, UNLOADING).
 void ToRepositoryIndex(const std::vector<std::shared_ptr<const core::Servable>>& servables,
-                       bool ready, bool warm, bool only_ready,
-                       inference::RepositoryIndexResponse* response);
+                       const std::vector<core::ModelVersionState>& repository, bool ready,
+                       bool warm, bool only_ready, inference::RepositoryIndexResponse* response);
 
 }  // namespace ghostserve::service
 

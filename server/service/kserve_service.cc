@@ -6,6 +6,7 @@
 #include <mutex>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "server/core/request_checks.h"
 #include "server/service/classifier_service.h"
 #include "server/service/kserve_conversion.h"
@@ -14,6 +15,29 @@
 
 namespace ghostserve::service {
 namespace {
+
+// ghostserve has one repository: its name is "" (any, as Triton's default).
+absl::Status CheckRepositoryName(const std::string& name) {
+  if (name.empty()) return absl::OkStatus();
+  return absl::NotFoundError(absl::StrCat("unknown repository '", name.substr(0, 128),
+                                          "'; ghostserve has one, named \"\""));
+}
+
+absl::Status CheckRepositoryRequest(const core::ModelRepository* repository,
+                                    const std::string& repository_name, int parameters) {
+  if (repository == nullptr) {
+    return absl::FailedPreconditionError(
+        "no model repository: start the server with --model-repository DIR "
+        "--model-control-mode=explicit");
+  }
+  if (auto s = CheckRepositoryName(repository_name); !s.ok()) return s;
+  if (parameters > 0) {
+    return absl::InvalidArgumentError(
+        "load parameters (Triton's config and file overrides) are not supported: put the "
+        "model's files in the repository directory");
+  }
+  return absl::OkStatus();
+}
 
 grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, grpc::Status status) {
   auto* reactor = ctx->DefaultReactor();
@@ -197,9 +221,8 @@ grpc::ServerUnaryReactor* KServeService::ModelReady(grpc::CallbackServerContext*
                                                     inference::ModelReadyResponse* response) {
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   // As Triton: an unknown model or version is not ready, not an error.
-  auto s = core_->Find(request->name());
-  response->set_ready(s.ok() && core::CheckVersion(**s, request->version()).ok() &&
-                      core_->ready() && core_->accepting());
+  response->set_ready(core_->Find(request->name(), request->version()).ok() && core_->ready() &&
+                      core_->accepting());
   return Done(ctx, grpc::Status::OK);
 }
 
@@ -216,12 +239,9 @@ grpc::ServerUnaryReactor* KServeService::ModelMetadata(
     grpc::CallbackServerContext* ctx, const inference::ModelMetadataRequest* request,
     inference::ModelMetadataResponse* response) {
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
-  auto found = core_->Find(request->name());
+  auto found = core_->Find(request->name(), request->version());
   if (!found.ok()) return Done(ctx, ToGrpcStatus(found.status()));
-  if (auto v = core::CheckVersion(**found, request->version()); !v.ok()) {
-    return Done(ctx, ToGrpcStatus(v));
-  }
-  ToModelMetadata(**found, response);
+  ToModelMetadata(**found, core_->versions(request->name()), response);
   return Done(ctx, grpc::Status::OK);
 }
 
@@ -229,11 +249,8 @@ grpc::ServerUnaryReactor* KServeService::ModelConfig(grpc::CallbackServerContext
                                                      const inference::ModelConfigRequest* request,
                                                      inference::ModelConfigResponse* response) {
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
-  auto found = core_->Find(request->name());
+  auto found = core_->Find(request->name(), request->version());
   if (!found.ok()) return Done(ctx, ToGrpcStatus(found.status()));
-  if (auto v = core::CheckVersion(**found, request->version()); !v.ok()) {
-    return Done(ctx, ToGrpcStatus(v));
-  }
   ToModelConfig(**found, core_->executor().size(), response->mutable_config());
   return Done(ctx, grpc::Status::OK);
 }
@@ -247,11 +264,8 @@ grpc::ServerUnaryReactor* KServeService::ModelStatistics(
     for (const auto& s : core_->servables()) ToModelStatistics(*s, response->add_model_stats());
     return Done(ctx, grpc::Status::OK);
   }
-  auto found = core_->Find(request->name());
+  auto found = core_->Find(request->name(), request->version());
   if (!found.ok()) return Done(ctx, ToGrpcStatus(found.status()));
-  if (auto v = core::CheckVersion(**found, request->version()); !v.ok()) {
-    return Done(ctx, ToGrpcStatus(v));
-  }
   ToModelStatistics(**found, response->add_model_stats());
   return Done(ctx, grpc::Status::OK);
 }
@@ -260,9 +274,47 @@ grpc::ServerUnaryReactor* KServeService::RepositoryIndex(
     grpc::CallbackServerContext* ctx, const inference::RepositoryIndexRequest* request,
     inference::RepositoryIndexResponse* response) {
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
-  ToRepositoryIndex(core_->servables(), core_->ready() && core_->accepting(), core_->ready(),
-                    request->ready(), response);
+  if (auto s = CheckRepositoryName(request->repository_name()); !s.ok()) {
+    return Done(ctx, ToGrpcStatus(s));
+  }
+  ToRepositoryIndex(core_->servables(),
+                    repository_ != nullptr ? repository_->Index()
+                                           : std::vector<core::ModelVersionState>{},
+                    core_->ready() && core_->accepting(), core_->ready(), request->ready(),
+                    response);
   return Done(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* KServeService::RepositoryModelLoad(
+    grpc::CallbackServerContext* ctx, const inference::RepositoryModelLoadRequest* request,
+    inference::RepositoryModelLoadResponse*) {
+  if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
+  if (auto s = CheckRepositoryRequest(repository_, request->repository_name(),
+                                      request->parameters().size());
+      !s.ok()) {
+    return Done(ctx, ToGrpcStatus(s));
+  }
+  auto* reactor = ctx->DefaultReactor();
+  repository_->Load(request->model_name(),
+                    [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KServeService::RepositoryModelUnload(
+    grpc::CallbackServerContext* ctx, const inference::RepositoryModelUnloadRequest* request,
+    inference::RepositoryModelUnloadResponse*) {
+  if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
+  // Triton's one unload parameter, unload_dependents, means nothing here.
+  int parameters = request->parameters().size();
+  if (request->parameters().count("unload_dependents") != 0) --parameters;
+  if (auto s = CheckRepositoryRequest(repository_, request->repository_name(), parameters);
+      !s.ok()) {
+    return Done(ctx, ToGrpcStatus(s));
+  }
+  auto* reactor = ctx->DefaultReactor();
+  repository_->Unload(request->model_name(),
+                      [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext* ctx,

@@ -18,6 +18,7 @@
 
 #include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "server/core/inference_core.h"
+#include "server/core/model_repository.h"
 #include "server/metrics/metrics.h"
 #include "server/service/auth.h"
 
@@ -28,9 +29,15 @@ namespace ghostserve::service {
 // method, ServerLive and ServerReady included, checks `auth` first.
 class KServeService final : public inference::GRPCInferenceService::CallbackService {
  public:
+  // `repository` (may be null: no model repository) serves the repository
+  // extension's load and unload.
   KServeService(core::InferenceCore* core, metrics::ServerMetrics* metrics, std::string version,
-                const BearerAuth* auth = nullptr)
-      : core_(core), metrics_(metrics), version_(std::move(version)), auth_(auth) {}
+                const BearerAuth* auth = nullptr, core::ModelRepository* repository = nullptr)
+      : core_(core),
+        metrics_(metrics),
+        version_(std::move(version)),
+        auth_(auth),
+        repository_(repository) {}
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* ctx,
                                        const inference::ServerLiveRequest* request,
@@ -65,12 +72,21 @@ class KServeService final : public inference::GRPCInferenceService::CallbackServ
   grpc::ServerUnaryReactor* RepositoryIndex(grpc::CallbackServerContext* ctx,
                                             const inference::RepositoryIndexRequest* request,
                                             inference::RepositoryIndexResponse* response) override;
+  // Explicit model control only (core/model_repository.h); answered once the
+  // load (warm-up included) or the unload (drain included) has finished.
+  grpc::ServerUnaryReactor* RepositoryModelLoad(
+      grpc::CallbackServerContext* ctx, const inference::RepositoryModelLoadRequest* request,
+      inference::RepositoryModelLoadResponse* response) override;
+  grpc::ServerUnaryReactor* RepositoryModelUnload(
+      grpc::CallbackServerContext* ctx, const inference::RepositoryModelUnloadRequest* request,
+      inference::RepositoryModelUnloadResponse* response) override;
 
  private:
   core::InferenceCore* const core_;
   metrics::ServerMetrics* const metrics_;
   const std::string version_;
   const BearerAuth* const auth_;
+  core::ModelRepository* const repository_;
 };
 
 }  // namespace ghostserve::service

@@ -54,13 +54,15 @@ void ApplyConnectionLimits(const ServerOptions& o, grpc::ServerBuilder* builder)
 
 absl::StatusOr<std::unique_ptr<GhostServer>> GhostServer::Create(
     const ServerOptions& options, core::InferenceCore* core,
-    std::shared_ptr<prometheus::Registry> registry, metrics::ServerMetrics* metrics) {
+    std::shared_ptr<prometheus::Registry> registry, metrics::ServerMetrics* metrics,
+    core::ModelRepository* repository) {
   std::unique_ptr<GhostServer> s(new GhostServer());
   s->core_ = core;
   s->registry_ = std::move(registry);
   s->auth_ = std::make_unique<BearerAuth>(options.auth_token, metrics);
   s->classifier_ = std::make_unique<ClassifierService>(core, metrics, s->auth_.get());
-  s->kserve_ = std::make_unique<KServeService>(core, metrics, options.version, s->auth_.get());
+  s->kserve_ = std::make_unique<KServeService>(core, metrics, options.version, s->auth_.get(),
+                                               repository);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -91,7 +93,8 @@ absl::StatusOr<std::unique_ptr<GhostServer>> GhostServer::Create(
     ho.tls_key_pem = options.tls_key_pem;
     ho.tls_client_ca_pem = options.tls_client_ca_pem;
     s->http_service_ =
-        std::make_unique<HttpService>(core, metrics, s->auth_.get(), options.version, collectables);
+        std::make_unique<HttpService>(core, metrics, s->auth_.get(), options.version, collectables,
+                                      /*metrics_only=*/false, repository);
     auto started = http::HttpServer::Start(ho, s->http_service_.get());
     if (!started.ok()) {
       s->server_->Shutdown();
@@ -131,8 +134,25 @@ void GhostServer::SetServing(bool serving) {
   for (const char* name : {"ghostserve.v1.Classifier", "inference.GRPCInferenceService"}) {
     health->SetServingStatus(name, serving);
   }
+  {
+    std::lock_guard<std::mutex> lock(health_mu_);
+    serving_ = serving;
+  }
+  UpdateModelHealth();
+}
+
+void GhostServer::UpdateModelHealth() {
+  auto* health = server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  std::lock_guard<std::mutex> lock(health_mu_);
   // Per model, under the model's name, so a probe can ask for one model.
-  for (const auto& s : core_->servables()) health->SetServingStatus(s->name(), serving);
+  std::set<std::string> served;
+  for (const auto& s : core_->servables()) served.insert(s->name());
+  for (const auto& name : served) health->SetServingStatus(name, serving_);
+  for (const auto& name : health_models_) {
+    if (served.count(name) == 0) health->SetServingStatus(name, false);
+  }
+  health_models_.insert(served.begin(), served.end());
 }
 
 bool GhostServer::Shutdown(int64_t grace_ms) {

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -81,9 +83,12 @@ struct ServerOptions {
 // borrowed and must outlive the server.
 class GhostServer {
  public:
+  // `repository` (may be null) serves the repository extension's load and
+  // unload; it must outlive the server too.
   static absl::StatusOr<std::unique_ptr<GhostServer>> Create(
       const ServerOptions& options, core::InferenceCore* core,
-      std::shared_ptr<prometheus::Registry> registry, metrics::ServerMetrics* metrics);
+      std::shared_ptr<prometheus::Registry> registry, metrics::ServerMetrics* metrics,
+      core::ModelRepository* repository = nullptr);
   ~GhostServer();
 
   int port() const { return port_; }
@@ -95,6 +100,10 @@ class GhostServer {
   // grpc.health.v1: overall (""), per service, and per model (the model's
   // name as the service name).
   void SetServing(bool serving);
+  // Brings the per-model health names in step with the models served now:
+  // a model loaded since is added, one unloaded goes NOT_SERVING (the model
+  // repository calls this after each change).
+  void UpdateModelHealth();
 
   // Graceful stop: health NOT_SERVING, new requests refused with UNAVAILABLE,
   // accepted ones answered (up to `grace_ms`), then the transport closes.
@@ -120,6 +129,9 @@ class GhostServer {
   int port_ = 0;
   int metrics_port_ = 0;
   bool shut_down_ = false;
+  std::mutex health_mu_;
+  bool serving_ = false;                  // guarded by health_mu_
+  std::set<std::string> health_models_;  // guarded by health_mu_: names ever reported
 };
 
 }  // namespace ghostserve::service

@@ -500,7 +500,8 @@ TEST_F(AuthTest, EveryClassifierAndKServeMethodNeedsTheToken) {
       ++unary;
     }
   }
-  EXPECT_EQ(unary, 11);  // Classify, ListModels + nine KServe methods (three Triton extensions)
+  // Classify, ListModels + eleven KServe methods (five Triton extensions).
+  EXPECT_EQ(unary, 13);
 
   // The streaming methods: Triton's ModelStreamInfer...
   for (const bool with_token : {false, true}) {

@@ -69,6 +69,10 @@ const char* const kAllFlags[] = {
     "http-body-timeout-ms",
     "http-max-buffered-bytes",
     "grpc-max-threads",
+    "model-repository",
+    "model-control-mode",
+    "repository-poll-secs",
+    "load-model",
 };
 
 // A config file in the test's temporary directory, removed afterwards.
@@ -403,6 +407,10 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
       {"GHOSTSERVE_HTTP_BODY_TIMEOUT_MS", "2900"},
       {"GHOSTSERVE_HTTP_MAX_BUFFERED_BYTES", "30000"},
       {"GHOSTSERVE_THREAD_PLAN", "latency"},
+      {"GHOSTSERVE_MODEL_REPOSITORY", "/repo"},
+      {"GHOSTSERVE_MODEL_CONTROL_MODE", "explicit"},
+      {"GHOSTSERVE_REPOSITORY_POLL_SECS", "31"},
+      {"GHOSTSERVE_LOAD_MODEL", "a,b"},
   };
   ASSERT_EQ(values.size(), std::size(kAllFlags));
   const ServerConfig c = ParseOk({}, values);
@@ -418,6 +426,10 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
   EXPECT_EQ(c.executors, 3);
   EXPECT_EQ(c.inference_threads, 6);
   EXPECT_EQ(c.thread_plan, "latency");
+  EXPECT_EQ(c.model_repository, "/repo");
+  EXPECT_EQ(c.model_control_mode, "explicit");
+  EXPECT_EQ(c.repository_poll_secs, 31);
+  EXPECT_THAT(c.load_models, ElementsAre("a", "b"));
   EXPECT_EQ(c.preprocess_threads, 7);
   EXPECT_EQ(c.preprocess_queue, 8);
   EXPECT_EQ(c.max_message_bytes, 4096);
@@ -803,6 +815,33 @@ TEST(ConfigSecurityTest, LimitFlagsAreRangeChecked) {
               HasSubstr("--grpc-max-threads"));
   ServerConfig two = ParseOk({"--grpc-max-threads", "2"});
   EXPECT_TRUE(Finalize(&two, 2).ok());
+}
+
+TEST(ConfigTest, ModelRepositoryFlags) {
+  // With a repository, the built-in models are served only when named.
+  ServerConfig c = ParseOk({"--model-repository", "/models", "--model-control-mode", "explicit",
+                            "--load-model", "a", "--load-model", "b"});
+  ASSERT_TRUE(Finalize(&c, 2).ok());
+  EXPECT_TRUE(c.models.empty());
+  EXPECT_EQ(c.model_repository, "/models");
+  EXPECT_THAT(c.load_models, ElementsAre("a", "b"));
+  const core::RepositoryOptions o = RepositoryOptionsFrom(c);
+  EXPECT_EQ(o.control, core::ModelControl::kExplicit);
+  EXPECT_EQ(o.poll_ms, 15000);
+  ServerConfig both = ParseOk({"--model-repository", "/models", "--models", "ghostnet_050"});
+  ASSERT_TRUE(Finalize(&both, 2).ok());
+  EXPECT_THAT(both.models, ElementsAre("ghostnet_050"));
+  ServerConfig poll = ParseOk({"--model-repository", "/m", "--model-control-mode", "poll",
+                               "--repository-poll-secs", "3"});
+  ASSERT_TRUE(Finalize(&poll, 2).ok());
+  EXPECT_EQ(RepositoryOptionsFrom(poll).poll_ms, 3000);
+
+  EXPECT_THAT(ParseError({"--model-control-mode", "sometimes"}).message(),
+              HasSubstr("--model-control-mode"));
+  EXPECT_THAT(ParseError({"--repository-poll-secs", "0"}).message(),
+              HasSubstr("--repository-poll-secs"));
+  ServerConfig orphan = ParseOk({"--model-control-mode", "poll"});
+  EXPECT_THAT(Finalize(&orphan, 2).message(), HasSubstr("need --model-repository"));
 }
 
 }  // namespace

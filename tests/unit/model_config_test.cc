@@ -164,3 +164,47 @@ TEST(ModelConfigTest, TheFashionModelIsBuiltIn) {
 
 }  // namespace
 }  // namespace ghostserve::config
+
+namespace ghostserve::config {
+namespace {
+
+TEST(ModelConfigTest, VersionPolicyInTritonsForm) {
+  auto policy = [](const std::string& p) {
+    return ParseModelConfig(R"({"name": "m", "num_classes": 2, "version_policy": )" + p + "}",
+                            "", "t");
+  };
+  auto latest = policy(R"({"latest": {"num_versions": 3}})");
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_EQ(latest->version_policy.kind, "latest");
+  EXPECT_EQ(latest->version_policy.num_versions, 3);
+  auto all = policy(R"({"all": {}})");
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->version_policy.kind, "all");
+  auto specific = policy(R"({"specific": {"versions": [1, 3]}})");
+  ASSERT_TRUE(specific.ok()) << specific.status();
+  EXPECT_EQ(specific->version_policy.kind, "specific");
+  EXPECT_THAT(specific->version_policy.versions, ElementsAre(1, 3));
+  // Without one: the latest version.
+  auto none = ParseModelConfig(R"({"name": "m", "num_classes": 2})", "", "t");
+  EXPECT_EQ(none->version_policy.kind, "latest");
+  EXPECT_EQ(none->version_policy.num_versions, 1);
+  for (const char* bad : {R"({"newest": {}})", R"({"latest": {"num_versions": 0}})",
+                          R"({"specific": {"versions": []}})", R"({"specific": {"versions": [0]}})",
+                          R"({"all": {}, "latest": {}})", R"("all")"}) {
+    auto s = policy(bad);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.status().message(), HasSubstr("version_policy")) << bad;
+  }
+}
+
+TEST(ModelConfigTest, ImageNetLabelsByName) {
+  auto c = ParseModelConfig(R"({"name": "m", "num_classes": 1000, "labels": "imagenet"})", "", "t");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->imagenet_labels);
+  EXPECT_TRUE(c->labels.empty());
+  auto wrong = ParseModelConfig(R"({"name": "m", "num_classes": 10, "labels": "imagenet"})", "", "t");
+  EXPECT_THAT(wrong.status().message(), HasSubstr("needs num_classes 1000"));
+}
+
+}  // namespace
+}  // namespace ghostserve::config
