@@ -25,15 +25,18 @@ TEST(ClassifyConversionTest, MapsTopKPriorityAndBorrowsTheImage) {
   EXPECT_EQ(r->model, "m");
   EXPECT_EQ(r->top_k, core::InferRequest::kTopKDefault);
   EXPECT_EQ(r->priority, 0);
+  EXPECT_EQ(r->version, "");
   ASSERT_EQ(r->encoded.size(), 1u);
   EXPECT_EQ(r->encoded[0].data(), req.image().data()) << "the image must be borrowed, not copied";
 
   req.set_top_k(3);
   req.set_priority(v1::PRIORITY_HIGH);
+  req.set_model_version("4");
   r = FromClassify(req);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->top_k, 3);
   EXPECT_EQ(r->priority, 1);
+  EXPECT_EQ(r->version, "4");
 }
 
 TEST(ClassifyConversionTest, OverlongRequestIdIsInvalidArgument) {
@@ -49,6 +52,7 @@ TEST(ClassifyConversionTest, ResponseCarriesTimingAndTheFirstImagesPredictions) 
   req.set_request_id("id-7");
   core::InferResult result;
   result.model = "m";
+  result.version = 4;
   result.num_classes = 2;
   result.logits = {0.f, 1.f};
   result.predictions = {{{1, "b", 0.75f}, {0, "a", 0.25f}}};
@@ -56,6 +60,7 @@ TEST(ClassifyConversionTest, ResponseCarriesTimingAndTheFirstImagesPredictions) 
   result.timing = {1, 2, 3, 4, 10};
   const v1::ClassifyResponse r = ToClassify(req, result);
   EXPECT_EQ(r.model(), "m");
+  EXPECT_EQ(r.model_version(), 4);
   EXPECT_EQ(r.request_id(), "id-7");
   EXPECT_EQ(r.batch_size(), 3u);
   EXPECT_EQ(r.timing().preprocess_wait_us(), 1u);
