@@ -67,6 +67,8 @@ ghostserve::service::ServerOptions ServerOptionsFrom(const ghostserve::config::S
   so.max_connection_idle_ms = cfg.max_connection_idle_ms;
   so.grpc_memory_bytes = cfg.grpc_memory_bytes;
   so.grpc_max_threads = cfg.grpc_max_threads;
+  so.access_log = cfg.access_log;
+  so.access_log_sample = cfg.access_log_sample;
   return so;
 }
 

@@ -134,6 +134,13 @@ std::unique_ptr<CLI::App> MakeApp(ServerConfig& c, std::string& config_file) {
         if (v.empty()) throw CLI::ValidationError("expects a file or directory");
         c.model_config_paths.push_back(v);
       });
+  app->add_option("--access-log", c.access_log,
+                  "one JSON line per inference request (failures always, successes 1 in "
+                  "--access-log-sample) to FILE, or '-' for standard error; empty disables")
+      ->type_name("FILE");
+  app->add_option("--access-log-sample", c.access_log_sample,
+                  "log 1 in N successful requests (failed ones always)")
+      ->check(CLI::Range(1, 1000000));
   app->add_option("--model-repository", c.model_repository,
                   "DIR of models as DIR/<model>/config.json and DIR/<model>/<version>/ weights "
                   "(README, Model repository); with it, --models defaults to none")

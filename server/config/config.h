@@ -74,6 +74,10 @@ struct ServerConfig {
   int64_t grpc_memory_bytes = int64_t{512} << 20;  // 0 = unlimited
   int grpc_max_threads = 0;                        // 0 = unlimited
 
+  // The access log (service/access_log.h): "" off, "-" stderr, else a file.
+  std::string access_log;
+  int access_log_sample = 1;
+
   // HTTP limits; see http::HttpServerOptions.
   int http_threads = 2;
   int http_max_connections = 1024;

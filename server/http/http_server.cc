@@ -100,6 +100,14 @@ class Session : public Connection {
         stream_(std::forward<Args>(args)...),
         read_timer_(stream_.get_executor()) {
     shared_->connections.fetch_add(1);
+    // As gRPC names peers, for the access log.
+    boost::system::error_code ec;
+    const auto remote = Lowest().socket().remote_endpoint(ec);
+    if (!ec) {
+      peer_ = (remote.address().is_v6() ? "ipv6:[" + remote.address().to_string() + "]:"
+                                        : "ipv4:" + remote.address().to_string() + ":") +
+              std::to_string(remote.port());
+    }
   }
   ~Session() override {
     ReleaseBody();
@@ -226,7 +234,7 @@ class Session : public Connection {
       return Refuse(Status::service_unavailable,
                     "server is receiving too many request bodies at once; retry later");
     }
-    if (auto early = shared_->handler->CheckHeader(header)) {
+    if (auto early = shared_->handler->CheckHeader(header, peer_)) {
       if (!parser_->is_done()) {  // its body stays unread
         keep_alive_ = false;
         body_unread_ = true;
@@ -285,7 +293,7 @@ class Session : public Connection {
     auto target = std::make_shared<Target>(Target{std::move(keep), Self()});
     dispatched_ = true;
     shared_->busy.fetch_add(1);
-    shared_->handler->Handle(std::move(request), [target](Response res) {
+    shared_->handler->Handle(std::move(request), peer_, [target](Response res) {
       std::lock_guard<std::mutex> lock(target->shared->mu);
       if (target->shared->stopped) return;
       auto connection = target->connection;
@@ -376,6 +384,7 @@ class Session : public Connection {
   HttpServer::Shared* const shared_;
   const std::weak_ptr<HttpServer::Shared> keep_weak_;
   const bool over_limit_;
+  std::string peer_;  // "ipv4:1.2.3.4:5678" ("" if unknown)
   Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;

@@ -69,10 +69,13 @@ class HttpHandler {
   // read: a response here is sent without reading the body (and the
   // connection closes if a body was coming). For routing errors, methods,
   // authentication and per-route body limits.
-  virtual std::optional<Response> CheckHeader(const RequestHeader& header) = 0;
+  // `peer` names the client as gRPC does ("ipv4:127.0.0.1:5678").
+  virtual std::optional<Response> CheckHeader(const RequestHeader& header,
+                                              const std::string& peer) = 0;
   // On an I/O thread with the whole request (the handler may move from it).
   // Must not block; answers through `respond` exactly once.
-  virtual void Handle(std::shared_ptr<Request> request, Responder respond) = 0;
+  virtual void Handle(std::shared_ptr<Request> request, const std::string& peer,
+                      Responder respond) = 0;
 };
 
 // A response with `body` and `content_type`; Content-Length is set when sent.

@@ -32,20 +32,27 @@ int64_t DeadlineOnClock(const grpc::CallbackServerContext& ctx, const batcher::C
 }
 
 void ClassifierService::RunClassify(const ClassifyRequest* request, int64_t deadline_us,
-                                    std::function<bool()> is_cancelled,
+                                    std::function<bool()> is_cancelled, CallInfo info,
                                     std::function<void(grpc::Status, ClassifyResponse)> done) {
-  auto finish = [recorder = RequestRecorder(metrics_, core_->clock(), request->model()),
-                 done = std::move(done)](grpc::Status status, ClassifyResponse response) {
-    recorder.Record(status);
+  if (log_ != nullptr) {
+    info.request_id = request->request_id();
+    info.bytes_in = static_cast<int64_t>(request->ByteSizeLong());
+  }
+  auto finish = [recorder = RequestRecorder(metrics_, core_->clock(), request->model(),
+                                            metrics::Protocol::kGrpc, log_, std::move(info)),
+                 done = std::move(done)](grpc::Status status, ClassifyResponse response,
+                                         const core::InferResult* result) {
+    recorder.Record(status, result,
+                    result != nullptr ? static_cast<int64_t>(response.ByteSizeLong()) : 0);
     done(std::move(status), std::move(response));
   };
   auto infer = FromClassify(*request);
-  if (!infer.ok()) return finish(ToGrpcStatus(infer.status()), {});
+  if (!infer.ok()) return finish(ToGrpcStatus(infer.status()), {}, nullptr);
   infer->deadline_us = deadline_us;
   infer->is_cancelled = std::move(is_cancelled);
   core_->Infer(std::move(*infer), [request, finish](absl::StatusOr<core::InferResult> r) {
-    if (!r.ok()) return finish(ToGrpcStatus(r.status()), {});
-    finish(grpc::Status::OK, ToClassify(*request, *r));
+    if (!r.ok()) return finish(ToGrpcStatus(r.status()), {}, nullptr);
+    finish(grpc::Status::OK, ToClassify(*request, *r), &*r);
   });
 }
 
@@ -57,6 +64,7 @@ grpc::ServerUnaryReactor* ClassifierService::Classify(grpc::CallbackServerContex
   // The context outlives the call: OnDone follows Finish.
   RunClassify(
       request, DeadlineOnClock(*ctx, *core_->clock()), [ctx] { return ctx->IsCancelled(); },
+      log_ != nullptr ? GrpcCallInfo(ctx, "classifier.Classify") : CallInfo{},
       [reactor, response](grpc::Status status, ClassifyResponse r) {
         if (status.ok()) *response = std::move(r);
         reactor->Finish(status);
@@ -73,7 +81,11 @@ class StreamReactor : public grpc::ServerBidiReactor<ClassifyRequest, ClassifyRe
  public:
   StreamReactor(ClassifierService* service, core::InferenceCore* core,
                 grpc::CallbackServerContext* ctx)
-      : service_(service), core_(core), ctx_(ctx) {
+      : service_(service),
+        core_(core),
+        ctx_(ctx),
+        call_info_(service->access_log() != nullptr ? GrpcCallInfo(ctx, "classifier.ClassifyStream")
+                                                    : CallInfo{}) {
     reading_ = true;
     StartRead(&read_buf_);
   }
@@ -99,7 +111,7 @@ class StreamReactor : public grpc::ServerBidiReactor<ClassifyRequest, ClassifyRe
     // early), so they poll a flag this reactor owns jointly with them.
     service_->RunClassify(
         request.get(), DeadlineOnClock(*ctx_, *core_->clock()),
-        [gone = gone_] { return gone->load(); },
+        [gone = gone_] { return gone->load(); }, call_info_,
         [this, seq, request](grpc::Status status, ClassifyResponse response) {
           OnResult(seq, std::move(status), std::move(response));
         });
@@ -186,6 +198,7 @@ class StreamReactor : public grpc::ServerBidiReactor<ClassifyRequest, ClassifyRe
   ClassifierService* const service_;
   core::InferenceCore* const core_;
   grpc::CallbackServerContext* const ctx_;
+  const CallInfo call_info_;  // the stream's peer and traceparent
   std::shared_ptr<std::atomic<bool>> gone_ = std::make_shared<std::atomic<bool>>(false);
   std::mutex mu_;
   ClassifyRequest read_buf_;

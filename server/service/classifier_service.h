@@ -11,6 +11,7 @@
 #include "server/core/inference_core.h"
 #include "server/metrics/metrics.h"
 #include "server/service/auth.h"
+#include "server/service/request_recorder.h"
 
 namespace ghostserve::service {
 
@@ -30,9 +31,10 @@ inline int64_t EarlierDeadline(int64_t a, int64_t b) {
 // service is registered with. Every method checks `auth` first.
 class ClassifierService final : public ghostserve::v1::Classifier::CallbackService {
  public:
+  // `log` (may be null: no access log) is borrowed like the rest.
   ClassifierService(core::InferenceCore* core, metrics::ServerMetrics* metrics,
-                    const BearerAuth* auth = nullptr)
-      : core_(core), metrics_(metrics), auth_(auth) {}
+                    const BearerAuth* auth = nullptr, AccessLog* log = nullptr)
+      : core_(core), metrics_(metrics), auth_(auth), log_(log) {}
 
   grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* ctx,
                                      const ghostserve::v1::ClassifyRequest* request,
@@ -46,15 +48,18 @@ class ClassifierService final : public ghostserve::v1::Classifier::CallbackServi
   // Runs one classification; `done` gets the gRPC status and, when OK, the
   // filled response. `deadline_us` is on the core's clock (0 = none);
   // `is_cancelled` is polled until `done` runs. `request` must stay valid
-  // until `done` has run.
+  // until `done` has run. `info` describes the call for the access log
+  // (its request id and size are filled in here).
   void RunClassify(const ghostserve::v1::ClassifyRequest* request, int64_t deadline_us,
-                   std::function<bool()> is_cancelled,
+                   std::function<bool()> is_cancelled, CallInfo info,
                    std::function<void(grpc::Status, ghostserve::v1::ClassifyResponse)> done);
+  AccessLog* access_log() const { return log_; }
 
  private:
   core::InferenceCore* const core_;
   metrics::ServerMetrics* const metrics_;
   const BearerAuth* const auth_;
+  AccessLog* const log_;
 };
 
 }  // namespace ghostserve::service

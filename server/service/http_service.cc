@@ -247,18 +247,55 @@ std::optional<HttpService::Route> Match(std::string_view target) {
 HttpService::HttpService(core::InferenceCore* core, metrics::ServerMetrics* metrics,
                          const BearerAuth* auth, std::string version,
                          std::vector<std::shared_ptr<prometheus::Collectable>> collectables,
-                         bool metrics_only, core::ModelRepository* repository)
+                         bool metrics_only, core::ModelRepository* repository,
+                         AccessLog* log)
     : core_(core),
       metrics_(metrics),
       auth_(auth),
       version_(std::move(version)),
       collectables_(std::move(collectables)),
       metrics_only_(metrics_only),
-      repository_(repository) {}
+      repository_(repository),
+      log_(log) {}
 
 bool HttpService::Ready() const { return core_->ready() && core_->accepting(); }
 
-std::optional<http::Response> HttpService::CheckHeader(const http::RequestHeader& header) {
+namespace {
+
+// The call's details for the access log from its headers.
+template <typename Header>
+CallInfo HttpCallInfo(const Header& header, const char* api, const std::string& peer,
+                      int64_t bytes_in) {
+  CallInfo info;
+  info.api = api;
+  info.peer = peer;
+  info.bytes_in = bytes_in;
+  if (auto id = header.find("X-Request-Id"); id != header.end()) {
+    info.request_id = std::string(id->value());
+  }
+  if (auto tp = header.find("traceparent"); tp != header.end()) {
+    if (auto valid = ValidTraceparent(std::string_view(tp->value().data(), tp->value().size()))) {
+      info.traceparent = std::move(*valid);
+    }
+  }
+  return info;
+}
+
+// `respond` that returns the client's traceparent (if valid) with the answer.
+http::Responder EchoTraceparent(const std::string& traceparent, http::Responder respond) {
+  if (traceparent.empty()) return respond;
+  return [traceparent, respond = std::move(respond)](http::Response res) {
+    res.set("traceparent", traceparent);
+    respond(std::move(res));
+  };
+}
+
+const char* ApiName(Kind kind) { return kind == Kind::kClassify ? "http.classify" : "http.infer"; }
+
+}  // namespace
+
+std::optional<http::Response> HttpService::CheckHeader(const http::RequestHeader& header,
+                                                       const std::string& peer) {
   const auto target = header.target();
   auto route = Match(std::string_view(target.data(), target.size()));
   if (!route || (metrics_only_ && route->kind != Kind::kMetrics && route->kind != Kind::kHealthz)) {
@@ -289,15 +326,20 @@ std::optional<http::Response> HttpService::CheckHeader(const http::RequestHeader
   if (route->kind == Kind::kClassify || route->kind == Kind::kInfer) {
     // An unknown model is refused before its body is read.
     if (auto found = core_->Find(route->model, route->version); !found.ok()) {
-      RequestRecorder(metrics_, core_->clock(), route->model, metrics::Protocol::kHttp)
+      const CallInfo info = log_ != nullptr ? HttpCallInfo(header, ApiName(route->kind), peer, 0)
+                                            : CallInfo{};
+      RequestRecorder(metrics_, core_->clock(), route->model, metrics::Protocol::kHttp, log_, info)
           .Record(absl::StatusCodeToString(found.status().code()));
-      return ErrorFor(found.status());
+      auto res = ErrorFor(found.status());
+      if (!info.traceparent.empty()) res.set("traceparent", info.traceparent);
+      return res;
     }
   }
   return std::nullopt;
 }
 
-void HttpService::Handle(std::shared_ptr<http::Request> request, http::Responder respond) {
+void HttpService::Handle(std::shared_ptr<http::Request> request, const std::string& peer,
+                         http::Responder respond) {
   const auto target = request->target();
   auto route = Match(std::string_view(target.data(), target.size()));
   if (!route) return respond(http::ErrorResponse(http::Status::not_found, "no such endpoint"));
@@ -411,15 +453,23 @@ void HttpService::Handle(std::shared_ptr<http::Request> request, http::Responder
       return repository_->Unload(route->model, done);
     }
     case Kind::kClassify:
-      return Classify(*route, std::move(request), std::move(respond));
-    case Kind::kInfer:
-      return KServeInfer(*route, std::move(request), std::move(respond));
+    case Kind::kInfer: {
+      // Every answer, error or not, returns the client's traceparent.
+      CallInfo info = HttpCallInfo(*request, ApiName(route->kind), peer,
+                                   static_cast<int64_t>(request->body().size()));
+      respond = EchoTraceparent(info.traceparent, std::move(respond));
+      if (route->kind == Kind::kClassify) {
+        return Classify(*route, std::move(request), std::move(info), std::move(respond));
+      }
+      return KServeInfer(*route, std::move(request), std::move(info), std::move(respond));
+    }
   }
 }
 
 void HttpService::Classify(const Route& route, std::shared_ptr<http::Request> request,
-                           http::Responder respond) {
-  RequestRecorder recorder(metrics_, core_->clock(), route.model, metrics::Protocol::kHttp);
+                           CallInfo info, http::Responder respond) {
+  RequestRecorder recorder(metrics_, core_->clock(), route.model, metrics::Protocol::kHttp, log_,
+                           std::move(info));
   auto fail = [&](const absl::Status& status) {
     recorder.Record(absl::StatusCodeToString(status.code()));
     respond(ErrorFor(status));
@@ -466,16 +516,22 @@ void HttpService::Classify(const Route& route, std::shared_ptr<http::Request> re
                    recorder.Record(absl::StatusCodeToString(r.status().code()));
                    return respond(ErrorFor(r.status()));
                  }
-                 recorder.Record("OK");
-                 respond(Json(http::Status::ok, ClassifyJson(ToClassify(*call, *r))));
+                 auto res = Json(http::Status::ok, ClassifyJson(ToClassify(*call, *r)));
+                 recorder.Record("OK", &*r, static_cast<int64_t>(res.body().size()));
+                 respond(std::move(res));
                });
 }
 
 void HttpService::KServeInfer(const Route& route, std::shared_ptr<http::Request> request,
-                              http::Responder respond) {
-  RequestRecorder recorder(metrics_, core_->clock(), route.model, metrics::Protocol::kHttp);
+                              CallInfo info, http::Responder respond) {
+  // The request id is the body's "id" once parsed.
+  auto recorder_for = [&](std::string id) {
+    if (!id.empty()) info.request_id = std::move(id);
+    return RequestRecorder(metrics_, core_->clock(), route.model, metrics::Protocol::kHttp, log_,
+                           info);
+  };
   auto fail = [&](const absl::Status& status) {
-    recorder.Record(absl::StatusCodeToString(status.code()));
+    recorder_for("").Record(absl::StatusCodeToString(status.code()));
     respond(ErrorFor(status));
   };
   std::optional<size_t> header_length;
@@ -491,8 +547,12 @@ void HttpService::KServeInfer(const Route& route, std::shared_ptr<http::Request>
   request.reset();  // parsed holds copies of the inputs
   if (!parsed.ok()) return fail(parsed.status());
   auto rest = std::make_shared<RestInferRequest>(std::move(*parsed));
+  const RequestRecorder recorder = recorder_for(rest->proto.id());
   auto call = FromKServe(rest->proto);
-  if (!call.ok()) return fail(call.status());
+  if (!call.ok()) {
+    recorder.Record(absl::StatusCodeToString(call.status().code()));
+    return respond(ErrorFor(call.status()));
+  }
   call->request.deadline_us = TimeoutDeadline(*core_->clock(), call->timeout_us);
   core_->Infer(std::move(call->request),
                [rest, outputs = call->outputs, recorder,
@@ -501,10 +561,10 @@ void HttpService::KServeInfer(const Route& route, std::shared_ptr<http::Request>
                    recorder.Record(absl::StatusCodeToString(r.status().code()));
                    return respond(ErrorFor(r.status()));
                  }
-                 recorder.Record("OK");
                  inference::ModelInferResponse response;
                  ToKServe(rest->proto, *r, outputs, &response);
                  RestBody body = ToRestInfer(*rest, response);
+                 recorder.Record("OK", &*r, static_cast<int64_t>(body.body.size()));
                  if (!body.json_length) {
                    return respond(http::MakeResponse(http::Status::ok, std::move(body.body),
                                                      "application/json"));

@@ -27,6 +27,7 @@
 #include "server/http/http_server.h"
 #include "server/metrics/metrics.h"
 #include "server/service/auth.h"
+#include "server/service/request_recorder.h"
 
 namespace ghostserve::service {
 
@@ -39,18 +40,21 @@ class HttpService : public http::HttpHandler {
   HttpService(core::InferenceCore* core, metrics::ServerMetrics* metrics, const BearerAuth* auth,
               std::string version,
               std::vector<std::shared_ptr<prometheus::Collectable>> collectables,
-              bool metrics_only = false, core::ModelRepository* repository = nullptr);
+              bool metrics_only = false, core::ModelRepository* repository = nullptr,
+              AccessLog* log = nullptr);
 
-  std::optional<http::Response> CheckHeader(const http::RequestHeader& header) override;
-  void Handle(std::shared_ptr<http::Request> request, http::Responder respond) override;
+  std::optional<http::Response> CheckHeader(const http::RequestHeader& header,
+                                            const std::string& peer) override;
+  void Handle(std::shared_ptr<http::Request> request, const std::string& peer,
+              http::Responder respond) override;
 
   // A matched endpoint (http_service.cc).
   struct Route;
 
  private:
-  void Classify(const Route& route, std::shared_ptr<http::Request> request,
+  void Classify(const Route& route, std::shared_ptr<http::Request> request, CallInfo info,
                 http::Responder respond);
-  void KServeInfer(const Route& route, std::shared_ptr<http::Request> request,
+  void KServeInfer(const Route& route, std::shared_ptr<http::Request> request, CallInfo info,
                    http::Responder respond);
   http::Response ListModels() const;
   http::Response Metrics() const;
@@ -63,6 +67,7 @@ class HttpService : public http::HttpHandler {
   const std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
   const bool metrics_only_;
   core::ModelRepository* const repository_;
+  AccessLog* const log_;
 };
 
 }  // namespace ghostserve::service

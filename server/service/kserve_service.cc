@@ -56,9 +56,13 @@ class StreamInferReactor : public grpc::ServerBidiReactor<inference::ModelInferR
  public:
   static constexpr size_t kWindow = 32;
 
-  StreamInferReactor(core::InferenceCore* core, metrics::ServerMetrics* metrics,
+  StreamInferReactor(core::InferenceCore* core, metrics::ServerMetrics* metrics, AccessLog* log,
                      grpc::CallbackServerContext* ctx)
-      : core_(core), metrics_(metrics), ctx_(ctx) {
+      : core_(core),
+        metrics_(metrics),
+        log_(log),
+        ctx_(ctx),
+        call_info_(log != nullptr ? GrpcCallInfo(ctx, "kserve.ModelStreamInfer") : CallInfo{}) {
     reading_ = true;
     StartRead(&read_buf_);
   }
@@ -103,7 +107,13 @@ class StreamInferReactor : public grpc::ServerBidiReactor<inference::ModelInferR
 
  private:
   void Run(std::shared_ptr<inference::ModelInferRequest> request) {
-    RequestRecorder recorder(metrics_, core_->clock(), request->model_name());
+    CallInfo info = call_info_;
+    if (log_ != nullptr) {
+      info.request_id = request->id();
+      info.bytes_in = static_cast<int64_t>(request->ByteSizeLong());
+    }
+    RequestRecorder recorder(metrics_, core_->clock(), request->model_name(),
+                             metrics::Protocol::kGrpc, log_, std::move(info));
     auto fail = [this, request, recorder](const grpc::Status& status) {
       recorder.Record(status);
       inference::ModelStreamInferResponse response;
@@ -121,9 +131,10 @@ class StreamInferReactor : public grpc::ServerBidiReactor<inference::ModelInferR
     core_->Infer(std::move(infer), [this, request, outputs = call->outputs, recorder,
                                     fail](absl::StatusOr<core::InferResult> r) {
       if (!r.ok()) return fail(ToGrpcStatus(r.status()));
-      recorder.Record(grpc::Status::OK);
       inference::ModelStreamInferResponse response;
       ToKServe(*request, *r, outputs, response.mutable_infer_response());
+      recorder.Record(grpc::Status::OK, &*r,
+                      log_ != nullptr ? static_cast<int64_t>(response.ByteSizeLong()) : 0);
       Deliver(std::move(response));
     });
   }
@@ -171,7 +182,9 @@ class StreamInferReactor : public grpc::ServerBidiReactor<inference::ModelInferR
 
   core::InferenceCore* const core_;
   metrics::ServerMetrics* const metrics_;
+  AccessLog* const log_;
   grpc::CallbackServerContext* const ctx_;
+  const CallInfo call_info_;  // the stream's peer and traceparent
   std::shared_ptr<std::atomic<bool>> gone_ = std::make_shared<std::atomic<bool>>(false);
   std::mutex mu_;
   inference::ModelInferRequest read_buf_;
@@ -197,7 +210,7 @@ KServeService::ModelStreamInfer(grpc::CallbackServerContext* ctx) {
                                     inference::ModelStreamInferResponse>(std::move(status));
     }
   }
-  return new StreamInferReactor(core_, metrics_, ctx);
+  return new StreamInferReactor(core_, metrics_, log_, ctx);
 }
 
 grpc::ServerUnaryReactor* KServeService::ServerLive(grpc::CallbackServerContext* ctx,
@@ -322,14 +335,25 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
                                                     inference::ModelInferResponse* response) {
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   auto* reactor = ctx->DefaultReactor();
-  auto finish = [reactor, recorder = RequestRecorder(metrics_, core_->clock(),
-                                                     request->model_name())](grpc::Status status) {
-    recorder.Record(status);
+  CallInfo info;
+  if (log_ != nullptr) {
+    info = GrpcCallInfo(ctx, "kserve.ModelInfer");
+    info.request_id = request->id();
+    info.bytes_in = static_cast<int64_t>(request->ByteSizeLong());
+  }
+  auto finish = [this, reactor, response,
+                 recorder = RequestRecorder(metrics_, core_->clock(), request->model_name(),
+                                            metrics::Protocol::kGrpc, log_, std::move(info))](
+                    grpc::Status status, const core::InferResult* result) {
+    recorder.Record(status, result,
+                    log_ != nullptr && result != nullptr
+                        ? static_cast<int64_t>(response->ByteSizeLong())
+                        : 0);
     reactor->Finish(std::move(status));
   };
   auto call = FromKServe(*request);
   if (!call.ok()) {
-    finish(ToGrpcStatus(call.status()));
+    finish(ToGrpcStatus(call.status()), nullptr);
     return reactor;
   }
   core::InferRequest& infer = call->request;
@@ -339,7 +363,7 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
   core_->Infer(std::move(infer), [request, response, outputs = call->outputs,
                                   finish](absl::StatusOr<core::InferResult> r) {
     if (r.ok()) ToKServe(*request, *r, outputs, response);
-    finish(r.ok() ? grpc::Status::OK : ToGrpcStatus(r.status()));
+    finish(r.ok() ? grpc::Status::OK : ToGrpcStatus(r.status()), r.ok() ? &*r : nullptr);
   });
   return reactor;
 }

@@ -20,6 +20,7 @@
 #include "server/core/inference_core.h"
 #include "server/core/model_repository.h"
 #include "server/metrics/metrics.h"
+#include "server/service/access_log.h"
 #include "server/service/auth.h"
 
 namespace ghostserve::service {
@@ -30,14 +31,16 @@ namespace ghostserve::service {
 class KServeService final : public inference::GRPCInferenceService::CallbackService {
  public:
   // `repository` (may be null: no model repository) serves the repository
-  // extension's load and unload.
+  // extension's load and unload; `log` (may be null) is the access log.
   KServeService(core::InferenceCore* core, metrics::ServerMetrics* metrics, std::string version,
-                const BearerAuth* auth = nullptr, core::ModelRepository* repository = nullptr)
+                const BearerAuth* auth = nullptr, core::ModelRepository* repository = nullptr,
+                AccessLog* log = nullptr)
       : core_(core),
         metrics_(metrics),
         version_(std::move(version)),
         auth_(auth),
-        repository_(repository) {}
+        repository_(repository),
+        log_(log) {}
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* ctx,
                                        const inference::ServerLiveRequest* request,
@@ -87,6 +90,7 @@ class KServeService final : public inference::GRPCInferenceService::CallbackServ
   const std::string version_;
   const BearerAuth* const auth_;
   core::ModelRepository* const repository_;
+  AccessLog* const log_;
 };
 
 }  // namespace ghostserve::service

@@ -60,9 +60,13 @@ absl::StatusOr<std::unique_ptr<GhostServer>> GhostServer::Create(
   s->core_ = core;
   s->registry_ = std::move(registry);
   s->auth_ = std::make_unique<BearerAuth>(options.auth_token, metrics);
-  s->classifier_ = std::make_unique<ClassifierService>(core, metrics, s->auth_.get());
+  auto log = AccessLog::Open({options.access_log, options.access_log_sample});
+  if (!log.ok()) return log.status();
+  s->access_log_ = std::move(*log);
+  AccessLog* access_log = s->access_log_.get();
+  s->classifier_ = std::make_unique<ClassifierService>(core, metrics, s->auth_.get(), access_log);
   s->kserve_ = std::make_unique<KServeService>(core, metrics, options.version, s->auth_.get(),
-                                               repository);
+                                               repository, access_log);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -94,7 +98,7 @@ absl::StatusOr<std::unique_ptr<GhostServer>> GhostServer::Create(
     ho.tls_client_ca_pem = options.tls_client_ca_pem;
     s->http_service_ =
         std::make_unique<HttpService>(core, metrics, s->auth_.get(), options.version, collectables,
-                                      /*metrics_only=*/false, repository);
+                                      /*metrics_only=*/false, repository, access_log);
     auto started = http::HttpServer::Start(ho, s->http_service_.get());
     if (!started.ok()) {
       s->server_->Shutdown();

@@ -18,6 +18,7 @@
 #include "server/core/inference_core.h"
 #include "server/http/http_server.h"
 #include "server/metrics/metrics.h"
+#include "server/service/access_log.h"
 #include "server/service/auth.h"
 #include "server/service/classifier_service.h"
 #include "server/service/http_service.h"
@@ -40,6 +41,9 @@ struct ServerOptions {
   int max_receive_message_bytes = 16 << 20;
   // Reported by ServerMetadata.
   std::string version = "0.1.0";
+  // The access log (access_log.h): "" off, "-" standard error, else a file.
+  std::string access_log;
+  int access_log_sample = 1;
 
   // Transport security. An empty tls_cert_pem serves plaintext. With
   // tls_cert_pem and tls_key_pem (PEM contents, not paths) the port speaks
@@ -118,6 +122,7 @@ class GhostServer {
 
   core::InferenceCore* core_ = nullptr;
   std::unique_ptr<BearerAuth> auth_;
+  std::unique_ptr<AccessLog> access_log_;
   std::unique_ptr<ClassifierService> classifier_;
   std::unique_ptr<KServeService> kserve_;
   std::unique_ptr<grpc::Server> server_;

@@ -73,6 +73,8 @@ const char* const kAllFlags[] = {
     "model-control-mode",
     "repository-poll-secs",
     "load-model",
+    "access-log",
+    "access-log-sample",
 };
 
 // A config file in the test's temporary directory, removed afterwards.
@@ -411,6 +413,8 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
       {"GHOSTSERVE_MODEL_CONTROL_MODE", "explicit"},
       {"GHOSTSERVE_REPOSITORY_POLL_SECS", "31"},
       {"GHOSTSERVE_LOAD_MODEL", "a,b"},
+      {"GHOSTSERVE_ACCESS_LOG", "-"},
+      {"GHOSTSERVE_ACCESS_LOG_SAMPLE", "32"},
   };
   ASSERT_EQ(values.size(), std::size(kAllFlags));
   const ServerConfig c = ParseOk({}, values);
@@ -430,6 +434,8 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
   EXPECT_EQ(c.model_control_mode, "explicit");
   EXPECT_EQ(c.repository_poll_secs, 31);
   EXPECT_THAT(c.load_models, ElementsAre("a", "b"));
+  EXPECT_EQ(c.access_log, "-");
+  EXPECT_EQ(c.access_log_sample, 32);
   EXPECT_EQ(c.preprocess_threads, 7);
   EXPECT_EQ(c.preprocess_queue, 8);
   EXPECT_EQ(c.max_message_bytes, 4096);

@@ -33,12 +33,12 @@ class TestHandler : public HttpHandler {
     for (auto& t : threads_) t.join();
   }
 
-  std::optional<Response> CheckHeader(const RequestHeader& header) override {
+  std::optional<Response> CheckHeader(const RequestHeader& header, const std::string&) override {
     if (header.target() == "/missing") return ErrorResponse(Status::not_found, "no such thing");
     return std::nullopt;
   }
 
-  void Handle(std::shared_ptr<Request> request, Responder respond) override {
+  void Handle(std::shared_ptr<Request> request, const std::string&, Responder respond) override {
     if (request->target() == "/hold") {
       std::lock_guard<std::mutex> lock(mu_);
       held_.push_back(std::move(respond));
