@@ -137,8 +137,9 @@ int main(int argc, char** argv) {
   }
   for (const auto& s : (*core)->servables()) {
     const auto& m = s->info();
-    Log("model " + s->name() + " version " + std::to_string(s->version()) + ": " + std::to_string(m.parameters) + " parameters, " +
-        std::to_string(m.macs / 1000000) + "M MACs, weights " + m.weights_source +
+    Log("model " + s->name() + " version " + std::to_string(s->version()) + ": " +
+        std::to_string(m.parameters) + " parameters, " + std::to_string(m.macs / 1000000) +
+        "M MACs, weights " + m.weights_source +
         (m.trained ? "" : " (UNTRAINED: predictions are meaningless)"));
   }
 

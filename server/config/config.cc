@@ -505,8 +505,7 @@ std::vector<std::string> BuiltinModelNames() {
 absl::Status Finalize(ServerConfig* c, int cpus) {
   c->custom_models.clear();
   if (!c->model_repository.empty() && !c->models_set) c->models.clear();
-  if (c->model_repository.empty() &&
-      (c->model_control_mode != "none" || !c->load_models.empty())) {
+  if (c->model_repository.empty() && (c->model_control_mode != "none" || !c->load_models.empty())) {
     return absl::InvalidArgumentError(
         "--model-control-mode and --load-model need --model-repository");
   }

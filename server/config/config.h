@@ -38,9 +38,9 @@ struct ServerConfig {
   int max_batch_size = 8;
   int64_t max_batch_delay_us = 2000;
   int max_queue_size = 256;
-  int batch_workers = 0;       // per model, only form batches; 0 = executors
-  int executors = 0;           // forward passes running at once; 0 = CPUs
-  int inference_threads = 0;   // per executor; 0 = CPUs / executors
+  int batch_workers = 0;      // per model, only form batches; 0 = executors
+  int executors = 0;          // forward passes running at once; 0 = CPUs
+  int inference_threads = 0;  // per executor; 0 = CPUs / executors
   // adaptive | throughput | latency; Finalize makes it "fixed" when
   // executors or inference_threads were set (core/inference_executor.h).
   std::string thread_plan = "adaptive";

@@ -97,11 +97,12 @@ model::LoadModelOptions LoadOptions(const ModelConfig& c) {
 // Triton's form: {"latest": {"num_versions": N}}, {"all": {}} or
 // {"specific": {"versions": [1, 3]}}.
 static absl::Status ParseVersionPolicy(const json& v, const std::string& source,
-                                VersionPolicyConfig* out) {
+                                       VersionPolicyConfig* out) {
   const char* kKey = "version_policy";
   if (!v.is_object() || v.size() != 1) {
-    return Error(source, kKey, "must be one of {\"latest\": {\"num_versions\": N}}, "
-                               "{\"all\": {}}, {\"specific\": {\"versions\": [...]}}");
+    return Error(source, kKey,
+                 "must be one of {\"latest\": {\"num_versions\": N}}, "
+                 "{\"all\": {}}, {\"specific\": {\"versions\": [...]}}");
   }
   const std::string kind = v.begin().key();
   const json& body = v.begin().value();
@@ -124,8 +125,8 @@ static absl::Status ParseVersionPolicy(const json& v, const std::string& source,
       out->versions.push_back(*n);
     }
   } else {
-    return Error(source, kKey, absl::StrCat("'", kind.substr(0, 32),
-                                             "' is not one of latest, all, specific"));
+    return Error(source, kKey,
+                 absl::StrCat("'", kind.substr(0, 32), "' is not one of latest, all, specific"));
   }
   return absl::OkStatus();
 }

@@ -54,7 +54,7 @@ struct ModelConfig {
   std::string_view weights_bytes;
   std::string weights_name;
   std::vector<std::string> labels;  // one per class
-  bool imagenet_labels = false;      // "labels": "imagenet"
+  bool imagenet_labels = false;     // "labels": "imagenet"
   VersionPolicyConfig version_policy;
   preprocess::PreprocessConfig preprocess;
   std::string description;

@@ -88,9 +88,7 @@ class InferenceCore {
   // Every servable, by name then version.
   std::vector<std::shared_ptr<const Servable>> servables() const { return registry_->List(); }
   // The versions of `name` served, ascending.
-  std::vector<int64_t> versions(const std::string& name) const {
-    return registry_->Versions(name);
-  }
+  std::vector<int64_t> versions(const std::string& name) const { return registry_->Versions(name); }
 
   // Refuse new requests from now on (draining); accepted ones still finish.
   void StopAccepting() { accepting_ = false; }

@@ -117,8 +117,8 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Create(
     return absl::InvalidArgumentError("a model repository needs a loader and a core");
   }
   if (!log) log = [](const std::string&) {};
-  return std::unique_ptr<ModelRepository>(new ModelRepository(
-      std::move(options), std::move(loader), core, metrics, std::move(log)));
+  return std::unique_ptr<ModelRepository>(
+      new ModelRepository(std::move(options), std::move(loader), core, metrics, std::move(log)));
 }
 
 ModelRepository::ModelRepository(RepositoryOptions options, RepositoryLoader loader,
@@ -229,26 +229,28 @@ void ModelRepository::Unload(const std::string& name, Done done) {
         absl::StrCat("model control is '", ModelControlName(options_.control),
                      "'; loading and unloading need --model-control-mode=explicit")));
   }
-  Enqueue([this, name]() -> absl::Status {
-    std::vector<int64_t> served;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = models_.find(name);
-      if (it != models_.end()) {
-        for (const auto& [v, e] : it->second) {
-          if (e.served) served.push_back(v);
+  Enqueue(
+      [this, name]() -> absl::Status {
+        std::vector<int64_t> served;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          auto it = models_.find(name);
+          if (it != models_.end()) {
+            for (const auto& [v, e] : it->second) {
+              if (e.served) served.push_back(v);
+            }
+          }
         }
-      }
-    }
-    if (served.empty()) {
-      return absl::NotFoundError(
-          absl::StrCat("model '", name.substr(0, 128), "' is not loaded from the repository"));
-    }
-    absl::Status s = UnloadVersions(name, served);
-    std::lock_guard<std::mutex> lock(mu_);
-    models_.erase(name);  // listed as unloaded by Index
-    return s;
-  }, std::move(done));
+        if (served.empty()) {
+          return absl::NotFoundError(
+              absl::StrCat("model '", name.substr(0, 128), "' is not loaded from the repository"));
+        }
+        absl::Status s = UnloadVersions(name, served);
+        std::lock_guard<std::mutex> lock(mu_);
+        models_.erase(name);  // listed as unloaded by Index
+        return s;
+      },
+      std::move(done));
 }
 
 void ModelRepository::Poll(Done done) {
@@ -310,10 +312,11 @@ absl::Status ModelRepository::Sync(const std::string& name, bool retry_failed) {
         absl::StrCat("model '", name.substr(0, 128), "' has no config.json in the repository"));
   }
   auto fail = [&](int64_t version, const absl::Status& s) {
-    log_(absl::StrCat("model ", name, version > 0 ? absl::StrCat(" version ", version) : "",
-                      ": load failed: ", s.message(),
-                      served.empty() ? "" : absl::StrCat("; still serving version(s) ",
-                                                         absl::StrJoin(served, ", "))));
+    log_(absl::StrCat(
+        "model ", name, version > 0 ? absl::StrCat(" version ", version) : "",
+        ": load failed: ", s.message(),
+        served.empty() ? ""
+                       : absl::StrCat("; still serving version(s) ", absl::StrJoin(served, ", "))));
     if (metrics_ != nullptr) metrics_->CountModelLoad(name, false);
   };
   auto policy = loader_.read_policy(name, model_dir);

@@ -1,5 +1,6 @@
 #include "server/http/http_server.h"
 
+#include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -11,8 +12,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-
-#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -116,8 +115,7 @@ class Session : public Connection {
 
   void Run() {
     // Start on the strand (the socket was accepted on the acceptor's).
-    net::dispatch(stream_.get_executor(),
-                  [self = Self()] { self->Start(); });
+    net::dispatch(stream_.get_executor(), [self = Self()] { self->Start(); });
   }
 
   void Send(Response res) override {
@@ -213,9 +211,9 @@ class Session : public Connection {
                                  shared_->options.max_header_bytes, " bytes"));
     }
     if (ec == bhttp::error::body_limit) {  // the parser checks Content-Length itself
-      return Refuse(Status::payload_too_large,
-                    absl::StrCat("body exceeds the limit of ", shared_->options.max_body_bytes,
-                                 " bytes"));
+      return Refuse(
+          Status::payload_too_large,
+          absl::StrCat("body exceeds the limit of ", shared_->options.max_body_bytes, " bytes"));
     }
     if (ec) return Refuse(Status::bad_request, absl::StrCat("malformed request: ", ec.message()));
     const RequestHeader& header = parser_->get().base();
@@ -244,8 +242,8 @@ class Session : public Connection {
     if (parser_->is_done()) return Dispatch();
     if (beast::iequals(header[bhttp::field::expect], "100-continue")) {
       // curl and others wait (curl: 1 s) for this before sending large bodies.
-      auto cont = std::make_shared<bhttp::response<bhttp::empty_body>>(Status::continue_,
-                                                                       header.version());
+      auto cont =
+          std::make_shared<bhttp::response<bhttp::empty_body>>(Status::continue_, header.version());
       Lowest().expires_after(milliseconds(shared_->options.write_timeout_ms));
       return bhttp::async_write(stream_, *cont,
                                 [self = Self(), cont](beast::error_code ec, std::size_t) {
@@ -258,17 +256,18 @@ class Session : public Connection {
 
   void ReadBody() {
     ArmReadTimer(shared_->options.body_timeout_ms);
-    bhttp::async_read(stream_, buffer_, *parser_, [self = Self()](beast::error_code ec, std::size_t) {
-      self->OnBody(ec, self->DisarmReadTimer());
-    });
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      [self = Self()](beast::error_code ec, std::size_t) {
+                        self->OnBody(ec, self->DisarmReadTimer());
+                      });
   }
 
   void OnBody(beast::error_code ec, bool timed_out) {
     if (timed_out) return Refuse(Status::request_timeout, "request body not received in time");
     if (ec == bhttp::error::body_limit) {
-      return Refuse(Status::payload_too_large,
-                    absl::StrCat("body exceeds the limit of ", shared_->options.max_body_bytes,
-                                 " bytes"));
+      return Refuse(
+          Status::payload_too_large,
+          absl::StrCat("body exceeds the limit of ", shared_->options.max_body_bytes, " bytes"));
     }
     if (ec == bhttp::error::partial_message || ec == net::error::eof ||
         ec == bhttp::error::end_of_stream) {
@@ -298,9 +297,7 @@ class Session : public Connection {
       if (target->shared->stopped) return;
       auto connection = target->connection;
       net::post(static_cast<Session*>(connection.get())->stream_.get_executor(),
-                [connection, res = std::move(res)]() mutable {
-                  connection->Send(std::move(res));
-                });
+                [connection, res = std::move(res)]() mutable { connection->Send(std::move(res)); });
     });
   }
 
@@ -339,18 +336,19 @@ class Session : public Connection {
     DrainSome();
   }
   void DrainSome() {
-    const auto left = std::chrono::duration_cast<milliseconds>(
-        linger_until_ - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<milliseconds>(linger_until_ - std::chrono::steady_clock::now());
     if (left.count() <= 0) return CloseSocket();
     ArmReadTimer(static_cast<int>(left.count()));
     if (linger_buffer_.empty()) linger_buffer_.resize(64 << 10);
-    Lowest().socket().async_read_some(
-        net::buffer(linger_buffer_), [self = Self()](beast::error_code ec, std::size_t n) {
-          const bool timed_out = self->DisarmReadTimer();
-          if (ec || timed_out || n >= self->linger_left_) return self->CloseSocket();
-          self->linger_left_ -= n;
-          self->DrainSome();
-        });
+    Lowest().socket().async_read_some(net::buffer(linger_buffer_),
+                                      [self = Self()](beast::error_code ec, std::size_t n) {
+                                        const bool timed_out = self->DisarmReadTimer();
+                                        if (ec || timed_out || n >= self->linger_left_)
+                                          return self->CloseSocket();
+                                        self->linger_left_ -= n;
+                                        self->DrainSome();
+                                      });
   }
   bool ReserveBody(uint64_t bytes) {
     uint64_t held = shared_->buffered.load();
@@ -393,7 +391,7 @@ class Session : public Connection {
   uint64_t timer_generation_ = 0;
   bool read_timed_out_ = false;
   bool keep_alive_ = true;
-  bool dispatched_ = false;  // the answer being written counts in shared_->busy
+  bool dispatched_ = false;   // the answer being written counts in shared_->busy
   bool body_unread_ = false;  // answered before the request was read whole
   uint64_t reserved_ = 0;     // this request's share of shared_->buffered
   size_t linger_left_ = 0;
@@ -432,7 +430,8 @@ void Accept(HttpServer::Shared* shared, std::weak_ptr<HttpServer::Shared> keep) 
 absl::StatusOr<tcp::endpoint> ParseListen(net::io_context& ioc, const std::string& listen) {
   const size_t colon = listen.rfind(':');
   if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("listen address '", listen, "' is not HOST:PORT"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen address '", listen, "' is not HOST:PORT"));
   }
   std::string host = listen.substr(0, colon);
   int port = 0;
@@ -465,9 +464,8 @@ absl::Status MakeTls(const HttpServerOptions& o, std::optional<ssl::context>* ou
     if (!ec) ctx.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert, ec);
   }
   if (ec) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("HTTP TLS setup failed (check --tls-cert, --tls-key, --tls-client-ca): ",
-                     ec.message()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "HTTP TLS setup failed (check --tls-cert, --tls-key, --tls-client-ca): ", ec.message()));
   }
   return absl::OkStatus();
 }
@@ -475,7 +473,7 @@ absl::Status MakeTls(const HttpServerOptions& o, std::optional<ssl::context>* ou
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& options,
-                                                               HttpHandler* handler) {
+                                                              HttpHandler* handler) {
   std::unique_ptr<HttpServer> server(new HttpServer());
   auto shared = std::make_shared<Shared>();
   shared->options = options;

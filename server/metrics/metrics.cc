@@ -71,45 +71,45 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
                    .Help("Finished requests by model, protocol (grpc, http) and gRPC status code.")
                    .Register(*registry);
   request_ = &prometheus::BuildHistogram()
-                      .Name("ghostserve_request_duration_seconds")
-                      .Help("Time from a request's arrival to its answer, by model and protocol.")
-                      .Register(*registry);
+                  .Name("ghostserve_request_duration_seconds")
+                  .Help("Time from a request's arrival to its answer, by model and protocol.")
+                  .Register(*registry);
   queue_ = &prometheus::BuildHistogram()
-                    .Name("ghostserve_queue_duration_seconds")
-                    .Help("Time an image waited in its model's batch queue.")
-                    .Register(*registry);
+                .Name("ghostserve_queue_duration_seconds")
+                .Help("Time an image waited in its model's batch queue.")
+                .Register(*registry);
   preprocess_ = &prometheus::BuildHistogram()
-                         .Name("ghostserve_preprocess_duration_seconds")
-                         .Help("Decode, resize, crop and normalise time per image.")
-                         .Register(*registry);
+                     .Name("ghostserve_preprocess_duration_seconds")
+                     .Help("Decode, resize, crop and normalise time per image.")
+                     .Register(*registry);
   inference_ = &prometheus::BuildHistogram()
-                        .Name("ghostserve_inference_duration_seconds")
-                        .Help("Forward pass time per batch.")
-                        .Register(*registry);
-  batch_ = &prometheus::BuildHistogram()
-                    .Name("ghostserve_batch_size")
-                    .Help("Images per executed batch.")
+                    .Name("ghostserve_inference_duration_seconds")
+                    .Help("Forward pass time per batch.")
                     .Register(*registry);
+  batch_ = &prometheus::BuildHistogram()
+                .Name("ghostserve_batch_size")
+                .Help("Images per executed batch.")
+                .Register(*registry);
   wait_ = &prometheus::BuildHistogram()
-                   .Name("ghostserve_preprocess_wait_seconds")
-                   .Help("Time an image waited for a preprocessing thread after it was accepted.")
-                   .Register(*registry);
+               .Name("ghostserve_preprocess_wait_seconds")
+               .Help("Time an image waited for a preprocessing thread after it was accepted.")
+               .Register(*registry);
   refusal_ = &prometheus::BuildHistogram()
-                      .Name("ghostserve_refusal_duration_seconds")
-                      .Help(
-                          "Arrival to answer of requests answered UNAVAILABLE (budgets full, "
-                          "draining): how fast an overloaded server says no.")
-                      .Register(*registry);
+                  .Name("ghostserve_refusal_duration_seconds")
+                  .Help(
+                      "Arrival to answer of requests answered UNAVAILABLE (budgets full, "
+                      "draining): how fast an overloaded server says no.")
+                  .Register(*registry);
   decodes_ = &prometheus::BuildCounter()
-                      .Name("ghostserve_decodes_total")
-                      .Help("Encoded images handed to the decoder.")
-                      .Register(*registry);
+                  .Name("ghostserve_decodes_total")
+                  .Help("Encoded images handed to the decoder.")
+                  .Register(*registry);
   admitted_ = &prometheus::BuildGauge()
-                       .Name("ghostserve_admitted_images")
-                       .Help(
-                           "Images accepted and not yet answered, per model (the admission "
-                           "budget's use).")
-                       .Register(*registry);
+                   .Name("ghostserve_admitted_images")
+                   .Help(
+                       "Images accepted and not yet answered, per model (the admission "
+                       "budget's use).")
+                   .Register(*registry);
   refusals_ = &prometheus::BuildCounter()
                    .Name("ghostserve_refusals_total")
                    .Help("Requests refused before any work, by reason.")
@@ -122,13 +122,13 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
                      .Register(*registry)
                      .Add({});
   depth_ = &prometheus::BuildGauge()
-                    .Name("ghostserve_queue_depth")
-                    .Help("Images waiting in the model's batch queue.")
-                    .Register(*registry);
+                .Name("ghostserve_queue_depth")
+                .Help("Images waiting in the model's batch queue.")
+                .Register(*registry);
   weights_ = &prometheus::BuildGauge()
-                      .Name("ghostserve_model_weight_bytes")
-                      .Help("Bytes of compiled weights held per model.")
-                      .Register(*registry);
+                  .Name("ghostserve_model_weight_bytes")
+                  .Help("Bytes of compiled weights held per model.")
+                  .Register(*registry);
   inflight_ = &prometheus::BuildGauge()
                    .Name("ghostserve_inflight_requests")
                    .Help("Requests received and not yet answered.")
@@ -147,15 +147,15 @@ ServerMetrics::ServerMetrics(prometheus::Registry* registry,
                         .Register(*registry)
                         .Add({});
   model_loads_ = &prometheus::BuildCounter()
-                     .Name("ghostserve_model_loads_total")
-                     .Help(
-                         "Model version loads from the model repository, by outcome (ok, "
-                         "failed: the version is not served and any older one keeps serving).")
-                     .Register(*registry);
+                      .Name("ghostserve_model_loads_total")
+                      .Help(
+                          "Model version loads from the model repository, by outcome (ok, "
+                          "failed: the version is not served and any older one keeps serving).")
+                      .Register(*registry);
   model_unloads_ = &prometheus::BuildCounter()
-                       .Name("ghostserve_model_unloads_total")
-                       .Help("Model versions unloaded (drained, then freed).")
-                       .Register(*registry);
+                        .Name("ghostserve_model_unloads_total")
+                        .Help("Model versions unloaded (drained, then freed).")
+                        .Register(*registry);
   for (const auto& name : models) AddModel(name);
   AddModel("unknown");
 }

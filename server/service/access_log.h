@@ -70,7 +70,8 @@ class AccessLog {
   static std::string Format(const AccessRecord& record, int64_t unix_ms);
 
  private:
-  AccessLog(std::FILE* file, bool owned, int sample) : file_(file), owned_(owned), sample_(sample) {}
+  AccessLog(std::FILE* file, bool owned, int sample)
+      : file_(file), owned_(owned), sample_(sample) {}
 
   std::FILE* const file_;
   const bool owned_;

@@ -47,10 +47,10 @@ enum class Kind {
   kModelMetadata,
   kModelReady,
   kInfer,
-  kModelConfig,      // Triton: GET /v2/models/{m}[/versions/{v}]/config
-  kModelStats,       // Triton: GET /v2/models[/{m}[/versions/{v}]]/stats
-  kRepositoryIndex,  // Triton: POST /v2/repository/index
-  kRepositoryLoad,   // Triton: POST /v2/repository/models/{m}/load
+  kModelConfig,       // Triton: GET /v2/models/{m}[/versions/{v}]/config
+  kModelStats,        // Triton: GET /v2/models[/{m}[/versions/{v}]]/stats
+  kRepositoryIndex,   // Triton: POST /v2/repository/index
+  kRepositoryLoad,    // Triton: POST /v2/repository/models/{m}/load
   kRepositoryUnload,  // Triton: POST /v2/repository/models/{m}/unload
 };
 
@@ -194,8 +194,8 @@ std::optional<HttpService::Route> Match(std::string_view target) {
   }
   std::vector<absl::string_view> parts = absl::StrSplit(Av(path.substr(1)), '/');
   auto sv = [](absl::string_view s) { return std::string_view(s.data(), s.size()); };
-  if (parts.size() == 5 && parts[0] == "v2" && parts[1] == "repository" &&
-      parts[2] == "models" && (parts[4] == "load" || parts[4] == "unload")) {
+  if (parts.size() == 5 && parts[0] == "v2" && parts[1] == "repository" && parts[2] == "models" &&
+      (parts[4] == "load" || parts[4] == "unload")) {
     auto model = PercentDecode(sv(parts[3]));
     if (!model || model->empty()) return std::nullopt;
     Route r = simple(parts[4] == "load" ? Kind::kRepositoryLoad : Kind::kRepositoryUnload,
@@ -247,8 +247,7 @@ std::optional<HttpService::Route> Match(std::string_view target) {
 HttpService::HttpService(core::InferenceCore* core, metrics::ServerMetrics* metrics,
                          const BearerAuth* auth, std::string version,
                          std::vector<std::shared_ptr<prometheus::Collectable>> collectables,
-                         bool metrics_only, core::ModelRepository* repository,
-                         AccessLog* log)
+                         bool metrics_only, core::ModelRepository* repository, AccessLog* log)
     : core_(core),
       metrics_(metrics),
       auth_(auth),
@@ -326,8 +325,8 @@ std::optional<http::Response> HttpService::CheckHeader(const http::RequestHeader
   if (route->kind == Kind::kClassify || route->kind == Kind::kInfer) {
     // An unknown model is refused before its body is read.
     if (auto found = core_->Find(route->model, route->version); !found.ok()) {
-      const CallInfo info = log_ != nullptr ? HttpCallInfo(header, ApiName(route->kind), peer, 0)
-                                            : CallInfo{};
+      const CallInfo info =
+          log_ != nullptr ? HttpCallInfo(header, ApiName(route->kind), peer, 0) : CallInfo{};
       RequestRecorder(metrics_, core_->clock(), route->model, metrics::Protocol::kHttp, log_, info)
           .Record(absl::StatusCodeToString(found.status().code()));
       auto res = ErrorFor(found.status());
@@ -413,10 +412,10 @@ void HttpService::Handle(std::shared_ptr<http::Request> request, const std::stri
         only_ready = body["ready"].get<bool>();
       }
       inference::RepositoryIndexResponse index;
-      ToRepositoryIndex(core_->servables(),
-                        repository_ != nullptr ? repository_->Index()
-                                               : std::vector<core::ModelVersionState>{},
-                        Ready(), core_->ready(), only_ready, &index);
+      ToRepositoryIndex(
+          core_->servables(),
+          repository_ != nullptr ? repository_->Index() : std::vector<core::ModelVersionState>{},
+          Ready(), core_->ready(), only_ready, &index);
       return respond(
           http::MakeResponse(http::Status::ok, ToRestRepositoryIndex(index), "application/json"));
     }

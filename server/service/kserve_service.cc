@@ -290,11 +290,10 @@ grpc::ServerUnaryReactor* KServeService::RepositoryIndex(
   if (auto s = CheckRepositoryName(request->repository_name()); !s.ok()) {
     return Done(ctx, ToGrpcStatus(s));
   }
-  ToRepositoryIndex(core_->servables(),
-                    repository_ != nullptr ? repository_->Index()
-                                           : std::vector<core::ModelVersionState>{},
-                    core_->ready() && core_->accepting(), core_->ready(), request->ready(),
-                    response);
+  ToRepositoryIndex(
+      core_->servables(),
+      repository_ != nullptr ? repository_->Index() : std::vector<core::ModelVersionState>{},
+      core_->ready() && core_->accepting(), core_->ready(), request->ready(), response);
   return Done(ctx, grpc::Status::OK);
 }
 
@@ -345,10 +344,9 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
                  recorder = RequestRecorder(metrics_, core_->clock(), request->model_name(),
                                             metrics::Protocol::kGrpc, log_, std::move(info))](
                     grpc::Status status, const core::InferResult* result) {
-    recorder.Record(status, result,
-                    log_ != nullptr && result != nullptr
-                        ? static_cast<int64_t>(response->ByteSizeLong())
-                        : 0);
+    recorder.Record(
+        status, result,
+        log_ != nullptr && result != nullptr ? static_cast<int64_t>(response->ByteSizeLong()) : 0);
     reactor->Finish(std::move(status));
   };
   auto call = FromKServe(*request);

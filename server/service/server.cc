@@ -78,6 +78,10 @@ absl::StatusOr<std::unique_ptr<GhostServer>> GhostServer::Create(
   ApplyConnectionLimits(options, &builder);
   builder.RegisterService(s->classifier_.get());
   builder.RegisterService(s->kserve_.get());
+  s->reflection_v1_ = std::make_unique<ReflectionV1Service>(std::vector<std::string>{
+      "ghostserve.v1.Classifier", "inference.GRPCInferenceService", "grpc.health.v1.Health",
+      "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"});
+  builder.RegisterService(s->reflection_v1_.get());
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
     return absl::UnavailableError(absl::StrCat(

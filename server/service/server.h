@@ -23,6 +23,7 @@
 #include "server/service/classifier_service.h"
 #include "server/service/http_service.h"
 #include "server/service/kserve_service.h"
+#include "server/service/reflection_v1.h"
 
 namespace ghostserve::service {
 
@@ -125,6 +126,7 @@ class GhostServer {
   std::unique_ptr<AccessLog> access_log_;
   std::unique_ptr<ClassifierService> classifier_;
   std::unique_ptr<KServeService> kserve_;
+  std::unique_ptr<ReflectionV1Service> reflection_v1_;
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<HttpService> http_service_;
@@ -135,7 +137,7 @@ class GhostServer {
   int metrics_port_ = 0;
   bool shut_down_ = false;
   std::mutex health_mu_;
-  bool serving_ = false;                  // guarded by health_mu_
+  bool serving_ = false;                 // guarded by health_mu_
   std::set<std::string> health_models_;  // guarded by health_mu_: names ever reported
 };
 

@@ -1433,11 +1433,12 @@ TEST_F(HealthTest, FollowsSetServing) {
 
 // ---------------------------------------------------------------- Reflection
 
-// One request/response exchange on grpc.reflection.v1alpha's bidi stream,
-// with hand-encoded messages (Debian ships no client-side reflection stubs).
-// Returns the serialised ServerReflectionResponse, or "" on failure.
+// One request/response exchange on grpc.reflection.<version>'s bidi stream
+// (v1alpha: gRPC's; v1: ours), with hand-encoded messages, the same for both
+// versions (Debian ships no client-side reflection stubs). Returns the
+// serialised ServerReflectionResponse, or "" on failure.
 std::string ReflectionExchange(const std::shared_ptr<grpc::Channel>& channel, int request_field,
-                               const std::string& value) {
+                               const std::string& value, const std::string& version) {
   std::string request;
   request.push_back(static_cast<char>((request_field << 3) | 2));
   request.push_back(static_cast<char>(value.size()));  // short values only
@@ -1447,8 +1448,8 @@ std::string ReflectionExchange(const std::shared_ptr<grpc::Channel>& channel, in
   grpc::ClientContext ctx;
   SetTimeout(ctx, 10'000);
   grpc::CompletionQueue cq;
-  auto call =
-      stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  auto call = stub.PrepareCall(
+      &ctx, "/grpc.reflection." + version + ".ServerReflection/ServerReflectionInfo", &cq);
   void* tag = nullptr;
   bool ok = false;
   auto step = [&](intptr_t want) {
@@ -1487,51 +1488,74 @@ std::string ReflectionExchange(const std::shared_ptr<grpc::Channel>& channel, in
 using ReflectionTest = ServerTest;
 
 TEST_F(ReflectionTest, ListsServicesAndServesTheirDescriptors) {
-  // ServerReflectionRequest.list_services = 7.
-  const std::string listed = ReflectionExchange(channel_, 7, "*");
-  ASSERT_FALSE(listed.empty());
-  google::protobuf::UnknownFieldSet response;
-  ASSERT_TRUE(response.ParseFromString(listed));
-  std::vector<std::string> services;
-  for (int i = 0; i < response.field_count(); ++i) {
-    if (response.field(i).number() != 6) continue;  // list_services_response
-    google::protobuf::UnknownFieldSet list;
-    ASSERT_TRUE(list.ParseFromString(response.field(i).length_delimited()));
-    for (int j = 0; j < list.field_count(); ++j) {
-      google::protobuf::UnknownFieldSet service;
-      ASSERT_TRUE(service.ParseFromString(list.field(j).length_delimited()));
-      ASSERT_GE(service.field_count(), 1);
-      services.push_back(service.field(0).length_delimited());
-    }
-  }
-  EXPECT_NE(std::find(services.begin(), services.end(), "ghostserve.v1.Classifier"),
-            services.end());
-  EXPECT_NE(std::find(services.begin(), services.end(), "inference.GRPCInferenceService"),
-            services.end());
-
-  // file_containing_symbol = 4 -> file_descriptor_response = 4.
-  const std::string file = ReflectionExchange(channel_, 4, "ghostserve.v1.Classifier");
-  ASSERT_FALSE(file.empty());
-  ASSERT_TRUE(response.ParseFromString(file));
-  bool found = false;
-  for (int i = 0; i < response.field_count(); ++i) {
-    if (response.field(i).number() != 4) continue;
-    google::protobuf::UnknownFieldSet files;
-    ASSERT_TRUE(files.ParseFromString(response.field(i).length_delimited()));
-    for (int j = 0; j < files.field_count(); ++j) {
-      google::protobuf::FileDescriptorProto fd;
-      ASSERT_TRUE(fd.ParseFromString(files.field(j).length_delimited()));
-      if (fd.package() != "ghostserve.v1") continue;
-      for (const auto& svc : fd.service()) {
-        if (svc.name() != "Classifier") continue;
-        std::vector<std::string> methods;
-        for (const auto& m : svc.method()) methods.push_back(m.name());
-        EXPECT_EQ(methods, (std::vector<std::string>{"Classify", "ClassifyStream", "ListModels"}));
-        found = true;
+  for (const std::string version : {"v1alpha", "v1"}) {
+    SCOPED_TRACE(version);
+    // ServerReflectionRequest.list_services = 7.
+    const std::string listed = ReflectionExchange(channel_, 7, "*", version);
+    ASSERT_FALSE(listed.empty());
+    google::protobuf::UnknownFieldSet response;
+    ASSERT_TRUE(response.ParseFromString(listed));
+    std::vector<std::string> services;
+    for (int i = 0; i < response.field_count(); ++i) {
+      if (response.field(i).number() != 6) continue;  // list_services_response
+      google::protobuf::UnknownFieldSet list;
+      ASSERT_TRUE(list.ParseFromString(response.field(i).length_delimited()));
+      for (int j = 0; j < list.field_count(); ++j) {
+        google::protobuf::UnknownFieldSet service;
+        ASSERT_TRUE(service.ParseFromString(list.field(j).length_delimited()));
+        ASSERT_GE(service.field_count(), 1);
+        services.push_back(service.field(0).length_delimited());
       }
     }
+    EXPECT_NE(std::find(services.begin(), services.end(), "ghostserve.v1.Classifier"),
+              services.end());
+    EXPECT_NE(std::find(services.begin(), services.end(), "inference.GRPCInferenceService"),
+              services.end());
+
+    // file_containing_symbol = 4 -> file_descriptor_response = 4.
+    const std::string file = ReflectionExchange(channel_, 4, "ghostserve.v1.Classifier", version);
+    ASSERT_FALSE(file.empty());
+    ASSERT_TRUE(response.ParseFromString(file));
+    bool found = false;
+    for (int i = 0; i < response.field_count(); ++i) {
+      if (response.field(i).number() != 4) continue;
+      google::protobuf::UnknownFieldSet files;
+      ASSERT_TRUE(files.ParseFromString(response.field(i).length_delimited()));
+      for (int j = 0; j < files.field_count(); ++j) {
+        google::protobuf::FileDescriptorProto fd;
+        ASSERT_TRUE(fd.ParseFromString(files.field(j).length_delimited()));
+        if (fd.package() != "ghostserve.v1") continue;
+        for (const auto& svc : fd.service()) {
+          if (svc.name() != "Classifier") continue;
+          std::vector<std::string> methods;
+          for (const auto& m : svc.method()) methods.push_back(m.name());
+          EXPECT_EQ(methods,
+                    (std::vector<std::string>{"Classify", "ClassifyStream", "ListModels"}));
+          found = true;
+        }
+      }
+    }
+    EXPECT_TRUE(found) << "no descriptor of ghostserve.v1.Classifier";
+    if (version == "v1") {
+      // Ours also lists itself and knows the health service.
+      EXPECT_NE(std::find(services.begin(), services.end(), "grpc.reflection.v1.ServerReflection"),
+                services.end());
+      const std::string health = ReflectionExchange(channel_, 4, "grpc.health.v1.Health", version);
+      ASSERT_TRUE(response.ParseFromString(health));
+      ASSERT_EQ(response.field(response.field_count() - 1).number(), 4);  // a descriptor
+      // An unknown symbol: error_response = 7 with NOT_FOUND (5).
+      const std::string unknown = ReflectionExchange(channel_, 4, "no.such.Symbol", version);
+      ASSERT_TRUE(response.ParseFromString(unknown));
+      bool not_found = false;
+      for (int i = 0; i < response.field_count(); ++i) {
+        if (response.field(i).number() != 7) continue;
+        google::protobuf::UnknownFieldSet error;
+        ASSERT_TRUE(error.ParseFromString(response.field(i).length_delimited()));
+        not_found = error.field(0).number() == 1 && error.field(0).varint() == 5;
+      }
+      EXPECT_TRUE(not_found);
+    }
   }
-  EXPECT_TRUE(found) << "no descriptor of ghostserve.v1.Classifier";
 }
 
 // ---------------------------------------------------------------- Metrics

@@ -643,11 +643,11 @@ TEST(ConfigTest, ModelSpecsDescribeServedModels) {
 }
 
 TEST(ConfigTest, CoreOptionsFromCopiesBatchingAndLimits) {
-  ServerConfig c = ParseOk({"--max-batch-size=4", "--max-batch-delay-us=100", "--max-queue-size=9",
-                            "--batch-workers=2", "--executors=2", "--max-message-bytes=4096",
-                            "--max-image-pixels=5000", "--max-image-side=300",
-                            "--max-images-per-request=3", "--preprocess-queue=11",
-                            "--max-input-bytes=8192"});
+  ServerConfig c =
+      ParseOk({"--max-batch-size=4", "--max-batch-delay-us=100", "--max-queue-size=9",
+               "--batch-workers=2", "--executors=2", "--max-message-bytes=4096",
+               "--max-image-pixels=5000", "--max-image-side=300", "--max-images-per-request=3",
+               "--preprocess-queue=11", "--max-input-bytes=8192"});
   ASSERT_TRUE(Finalize(&c, 2).ok());
   const core::CoreOptions o = CoreOptionsFrom(c);
   EXPECT_EQ(o.batching.max_batch_size, 4);
@@ -837,8 +837,8 @@ TEST(ConfigTest, ModelRepositoryFlags) {
   ServerConfig both = ParseOk({"--model-repository", "/models", "--models", "ghostnet_050"});
   ASSERT_TRUE(Finalize(&both, 2).ok());
   EXPECT_THAT(both.models, ElementsAre("ghostnet_050"));
-  ServerConfig poll = ParseOk({"--model-repository", "/m", "--model-control-mode", "poll",
-                               "--repository-poll-secs", "3"});
+  ServerConfig poll = ParseOk(
+      {"--model-repository", "/m", "--model-control-mode", "poll", "--repository-poll-secs", "3"});
   ASSERT_TRUE(Finalize(&poll, 2).ok());
   EXPECT_EQ(RepositoryOptionsFrom(poll).poll_ms, 3000);
 

@@ -169,8 +169,8 @@ TEST(HttpServerTest, ResponderOutlivingTheServerIsDropped) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   ASSERT_EQ(handler->held(), 1u);
-  server->reset();          // destroyed with an answer still owed
-  handler->ReleaseHeld();   // the late answer finds no server: dropped
+  server->reset();         // destroyed with an answer still owed
+  handler->ReleaseHeld();  // the late answer finds no server: dropped
   client.join();
 }
 

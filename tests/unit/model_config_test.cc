@@ -170,8 +170,8 @@ namespace {
 
 TEST(ModelConfigTest, VersionPolicyInTritonsForm) {
   auto policy = [](const std::string& p) {
-    return ParseModelConfig(R"({"name": "m", "num_classes": 2, "version_policy": )" + p + "}",
-                            "", "t");
+    return ParseModelConfig(R"({"name": "m", "num_classes": 2, "version_policy": )" + p + "}", "",
+                            "t");
   };
   auto latest = policy(R"({"latest": {"num_versions": 3}})");
   ASSERT_TRUE(latest.ok()) << latest.status();
@@ -202,7 +202,8 @@ TEST(ModelConfigTest, ImageNetLabelsByName) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(c->imagenet_labels);
   EXPECT_TRUE(c->labels.empty());
-  auto wrong = ParseModelConfig(R"({"name": "m", "num_classes": 10, "labels": "imagenet"})", "", "t");
+  auto wrong =
+      ParseModelConfig(R"({"name": "m", "num_classes": 10, "labels": "imagenet"})", "", "t");
   EXPECT_THAT(wrong.status().message(), HasSubstr("needs num_classes 1000"));
 }
 

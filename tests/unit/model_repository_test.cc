@@ -31,10 +31,10 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-#define ASSERT_OK(expr)                    \
-  do {                                     \
-    const absl::Status _s = (expr);        \
-    ASSERT_TRUE(_s.ok()) << _s;            \
+#define ASSERT_OK(expr)             \
+  do {                              \
+    const absl::Status _s = (expr); \
+    ASSERT_TRUE(_s.ok()) << _s;     \
   } while (0)
 
 constexpr int64_t kClasses = 3;
@@ -73,8 +73,9 @@ absl::StatusOr<VersionPolicy> ReadFakePolicy(const std::string& model_dir) {
 class ModelRepositoryTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::path(::testing::TempDir()) /
-            ("repo_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    root_ =
+        fs::path(::testing::TempDir()) /
+        ("repo_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::remove_all(root_);
     fs::create_directories(root_);
     CoreOptions o;
@@ -131,10 +132,10 @@ class ModelRepositoryTest : public ::testing::Test {
     o.startup_models = std::move(startup);
     metrics_ = std::make_unique<metrics::ServerMetrics>(&registry_, std::vector<std::string>{});
     auto r = ModelRepository::Create(o, Loader(), core_.get(), metrics_.get(),
-                                      [this](const std::string& line) {
-                                        std::lock_guard<std::mutex> lock(log_mu_);
-                                        log_.push_back(line);
-                                      });
+                                     [this](const std::string& line) {
+                                       std::lock_guard<std::mutex> lock(log_mu_);
+                                       log_.push_back(line);
+                                     });
     ASSERT_TRUE(r.ok()) << r.status();
     repository_ = std::move(*r);
   }
@@ -327,9 +328,8 @@ TEST_F(ModelRepositoryTest, UnloadWaitsForRunningRequestsThenRefusesNewOnes) {
   model_.Hold();
   auto running = std::async(std::launch::async, [&] { return Answerer("m"); });
   ASSERT_TRUE(model_.WaitForStarted(warm + 1));
-  auto unloaded = std::async(std::launch::async, [&] {
-    return Wait([&](auto d) { repository_->Unload("m", d); });
-  });
+  auto unloaded = std::async(std::launch::async,
+                             [&] { return Wait([&](auto d) { repository_->Unload("m", d); }); });
   // Unregistered at once; the unload waits for the running request.
   while (!Versions("m").empty()) std::this_thread::yield();
   EXPECT_EQ(Answerer("m").status().code(), absl::StatusCode::kNotFound);
@@ -338,8 +338,7 @@ TEST_F(ModelRepositoryTest, UnloadWaitsForRunningRequestsThenRefusesNewOnes) {
   EXPECT_EQ(*running.get(), 1);
   EXPECT_TRUE(unloaded.get().ok());
   EXPECT_EQ(State("m", 0), "UNAVAILABLE:unloaded");
-  EXPECT_EQ(Wait([&](auto d) { repository_->Unload("m", d); }).code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(Wait([&](auto d) { repository_->Unload("m", d); }).code(), absl::StatusCode::kNotFound);
   // Loaded again on request.
   ASSERT_TRUE(Wait([&](auto d) { repository_->Load("m", d); }).ok());
   EXPECT_EQ(*Answerer("m"), 1);
