@@ -28,7 +28,8 @@ absl::StatusOr<std::unique_ptr<Servable>> Servable::Create(
   s->spec_ = std::move(spec);
   s->model_ = std::move(model);
   s->metrics_ = metrics;
-  if (metrics != nullptr) metrics->weight_bytes->Set(static_cast<double>(info.weight_bytes));
+  // Summed over the model's versions served; the destructor takes it back.
+  if (metrics != nullptr) metrics->weight_bytes->Increment(static_cast<double>(info.weight_bytes));
   batcher::BatcherOptions bo = batching;
   bo.name = s->name();
   if (auto st = bo.Validate(); !st.ok()) return st;
@@ -49,6 +50,12 @@ absl::StatusOr<std::unique_ptr<Servable>> Servable::Create(
   if (!batcher.ok()) return batcher.status();
   s->batcher_ = std::move(*batcher);
   return s;
+}
+
+Servable::~Servable() {
+  if (metrics_ != nullptr) {
+    metrics_->weight_bytes->Decrement(static_cast<double>(model_->info().weight_bytes));
+  }
 }
 
 std::vector<int64_t> Servable::input_shape() const {

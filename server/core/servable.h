@@ -56,6 +56,7 @@ class Servable {
   static absl::StatusOr<std::unique_ptr<Servable>> Create(
       ServableSpec spec, std::unique_ptr<Model> model, const batcher::BatcherOptions& batching,
       batcher::Clock* clock, metrics::ModelMetrics* metrics, DispatchFn dispatch);
+  ~Servable();
 
   const std::string& name() const { return spec_.name; }
   int64_t version() const { return spec_.version; }

@@ -243,6 +243,8 @@ class ExplicitControlTest(ServerCase):
                 self.assertFalse(self.stub.ModelReady(pb.ModelReadyRequest(name=MODEL), timeout=5).ready)
                 self.assertEqual(self.served_versions(), [])
                 self.assertIn((MODEL, "", "UNAVAILABLE", "unloaded"), self.index())
+                self.assertEqual(lib.sample_sum(self.server.metrics_text(), "ghostserve_model_weight_bytes",
+                                                model=MODEL), 0)
                 time.sleep(0.5)
             codes = {code for _, code, _, _ in callers.outcomes}
             self.assertLessEqual(codes, {"OK", "NOT_FOUND", "UNAVAILABLE"}, codes)
@@ -252,6 +254,8 @@ class ExplicitControlTest(ServerCase):
             time.sleep(0.5)
             rss.append(rss_kib(pid))
             self.load()
+            self.assertGreater(lib.sample_sum(self.server.metrics_text(), "ghostserve_model_weight_bytes",
+                                              model=MODEL), 0)
         print(f"RSS after each unload (KiB): {rss}", file=sys.stderr)
         # Memory comes back: repeated cycles do not grow the process.
         self.assertLess(rss[-1] - rss[0], 32 * 1024, rss)
