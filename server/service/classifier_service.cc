@@ -64,7 +64,7 @@ grpc::ServerUnaryReactor* ClassifierService::Classify(grpc::CallbackServerContex
   // The context outlives the call: OnDone follows Finish.
   RunClassify(
       request, DeadlineOnClock(*ctx, *core_->clock()), [ctx] { return ctx->IsCancelled(); },
-      log_ != nullptr ? GrpcCallInfo(ctx, "classifier.Classify") : CallInfo{},
+      GrpcCallInfo(ctx, "classifier.Classify"),
       [reactor, response](grpc::Status status, ClassifyResponse r) {
         if (status.ok()) *response = std::move(r);
         reactor->Finish(status);
@@ -84,8 +84,7 @@ class StreamReactor : public grpc::ServerBidiReactor<ClassifyRequest, ClassifyRe
       : service_(service),
         core_(core),
         ctx_(ctx),
-        call_info_(service->access_log() != nullptr ? GrpcCallInfo(ctx, "classifier.ClassifyStream")
-                                                    : CallInfo{}) {
+        call_info_(GrpcCallInfo(ctx, "classifier.ClassifyStream")) {
     reading_ = true;
     StartRead(&read_buf_);
   }

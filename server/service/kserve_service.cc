@@ -62,7 +62,7 @@ class StreamInferReactor : public grpc::ServerBidiReactor<inference::ModelInferR
         metrics_(metrics),
         log_(log),
         ctx_(ctx),
-        call_info_(log != nullptr ? GrpcCallInfo(ctx, "kserve.ModelStreamInfer") : CallInfo{}) {
+        call_info_(GrpcCallInfo(ctx, "kserve.ModelStreamInfer")) {
     reading_ = true;
     StartRead(&read_buf_);
   }
@@ -334,9 +334,8 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
                                                     inference::ModelInferResponse* response) {
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   auto* reactor = ctx->DefaultReactor();
-  CallInfo info;
+  CallInfo info = GrpcCallInfo(ctx, "kserve.ModelInfer");
   if (log_ != nullptr) {
-    info = GrpcCallInfo(ctx, "kserve.ModelInfer");
     info.request_id = request->id();
     info.bytes_in = static_cast<int64_t>(request->ByteSizeLong());
   }

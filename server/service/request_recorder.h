@@ -27,9 +27,9 @@ struct CallInfo {
 };
 
 // The call's peer and traceparent from gRPC metadata. If the client sent a
-// valid traceparent it is also added to the response's initial metadata, so
-// call once per call (a stream's messages share it), before the response
-// starts.
+// valid traceparent it is also added to the response's initial metadata
+// (access log or not), so call once per call (a stream's messages share
+// it), before the response starts.
 CallInfo GrpcCallInfo(grpc::CallbackServerContext* ctx, const char* api);
 
 // Started when a call arrives; Record counts it by model, protocol and status

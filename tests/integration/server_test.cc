@@ -1431,6 +1431,25 @@ TEST_F(HealthTest, FollowsSetServing) {
   EXPECT_EQ(client::CheckHealth(channel_, "", 5000).serving, client::ServingStatus::kServing);
 }
 
+TEST_F(ServerTest, TraceparentIsReturnedWithoutAnAccessLog) {
+  const std::string tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  for (const std::string sent : {tp, std::string("00-not-a-trace-01")}) {
+    grpc::ClientContext ctx;
+    SetTimeout(ctx, kCallTimeoutMs);
+    ctx.AddMetadata("traceparent", sent);
+    ClassifyResponse r;
+    ASSERT_TRUE(classifier_->Classify(&ctx, Request(kTiny, "coffee.jpg", 1), &r).ok());
+    const auto& md = ctx.GetServerInitialMetadata();
+    auto it = md.find("traceparent");
+    if (sent == tp) {
+      ASSERT_NE(it, md.end());
+      EXPECT_EQ(std::string(it->second.data(), it->second.size()), tp);
+    } else {
+      EXPECT_EQ(it, md.end()) << "an invalid traceparent is not echoed";
+    }
+  }
+}
+
 // ---------------------------------------------------------------- Reflection
 
 // One request/response exchange on grpc.reflection.<version>'s bidi stream
