@@ -347,8 +347,10 @@ absl::Status ModelRepository::Sync(const std::string& name, bool retry_failed) {
       std::lock_guard<std::mutex> lock(mu_);
       before = models_[name][v];
     }
+    // Unchanged since it loaded, or since it failed to (retried only on
+    // request): nothing to do.
     if (before.served && before.fingerprint == fingerprint) continue;
-    if (!before.served && !retry_failed && before.failed_fingerprint == fingerprint) continue;
+    if (!retry_failed && before.failed_fingerprint == fingerprint) continue;
     if (!before.served) SetState(name, v, "LOADING", "");
     const auto start = std::chrono::steady_clock::now();
     absl::Status s;

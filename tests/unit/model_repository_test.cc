@@ -316,6 +316,16 @@ TEST_F(ModelRepositoryTest, ChangedFilesAreReloadedInPlace) {
   EXPECT_NE(core_->Find("m")->get(), before);
   EXPECT_EQ(Versions("m"), (std::vector<int64_t>{1}));
   EXPECT_EQ(*Answerer("m"), 1);
+  // Files changed into broken ones: the served version stays, and the same
+  // broken files are not reloaded on every poll.
+  const Servable* good = core_->Find("m")->get();
+  Write(root_ / "m" / "1" / "broken", "");
+  EXPECT_THAT(Poll().message(), HasSubstr("do not fit"));
+  EXPECT_EQ(core_->Find("m")->get(), good);
+  EXPECT_EQ(*Answerer("m"), 1);
+  const int loads = loads_;
+  EXPECT_TRUE(Poll().ok());
+  EXPECT_EQ(loads_, loads);
 }
 
 TEST_F(ModelRepositoryTest, UnloadWaitsForRunningRequestsThenRefusesNewOnes) {
