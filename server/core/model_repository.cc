@@ -204,12 +204,15 @@ void ModelRepository::Enqueue(std::function<absl::Status()> run, Done done) {
   const char* refusal = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!stop_ && worker_.joinable()) {
+    if (!stop_ && worker_.joinable() && work_.size() < kMaxQueuedRequests) {
       work_.push_back(Work{std::move(run), std::move(done)});
       cv_.notify_all();
       return;
     }
-    refusal = stop_ ? "the server is shutting down" : "the server is still starting";
+    refusal = stop_                 ? "the server is shutting down"
+              : !worker_.joinable() ? "the server is still starting"
+                                    : "too many model load and unload requests are waiting; "
+                                      "retry later";
   }
   done(absl::UnavailableError(refusal));
 }

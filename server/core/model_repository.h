@@ -128,6 +128,10 @@ class ModelRepository {
   // per-model health).
   void Start(std::function<void()> on_change = nullptr);
 
+  // Load, Unload and Poll requests waiting for the worker at most; more are
+  // refused with Unavailable (a client cannot queue unbounded work).
+  static constexpr size_t kMaxQueuedRequests = 64;
+
   // Explicit mode (FailedPrecondition otherwise): reads `name` from the
   // directory and loads the versions its policy wants that are not served
   // or whose files changed, retrying failed ones; then unloads the versions
@@ -162,7 +166,8 @@ class ModelRepository {
   };
   void Run();
   // Runs `run` on the worker, then `done` with its status; `done` gets
-  // Unavailable if the worker is not running or stops first.
+  // Unavailable if the worker is not running, stops first, or has
+  // kMaxQueuedRequests waiting.
   void Enqueue(std::function<absl::Status()> run, Done done);
   // Model directories of the repository (names with a config.json).
   std::vector<std::string> ModelsOnDisk() const;

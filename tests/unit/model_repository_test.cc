@@ -412,5 +412,31 @@ TEST_F(ModelRepositoryTest, RequestsLeftAtShutdownAreAnswered) {
   EXPECT_EQ(second->get_future().get().code(), absl::StatusCode::kUnavailable);
 }
 
+TEST_F(ModelRepositoryTest, WaitingRequestsAreBounded) {
+  Write(root_ / "m" / "config.json", "latest 1");
+  AddVersion("m", 1);
+  Open(ModelControl::kExplicit, {});
+  repository_->Start();
+  model_.Hold();  // the first load's warm-up holds the worker
+  std::vector<std::shared_ptr<std::promise<absl::Status>>> answers;
+  auto load = [&] {
+    answers.push_back(std::make_shared<std::promise<absl::Status>>());
+    repository_->Load("m", [p = answers.back()](absl::Status s) { p->set_value(s); });
+  };
+  load();
+  ASSERT_TRUE(model_.WaitForStarted(1));
+  for (size_t i = 0; i < ModelRepository::kMaxQueuedRequests; ++i) load();
+  load();  // one too many: refused at once
+  auto refused = answers.back()->get_future();
+  ASSERT_EQ(refused.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  const absl::Status s = refused.get();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(s.message(), HasSubstr("too many"));
+  model_.Release();
+  for (size_t i = 0; i + 1 < answers.size(); ++i) {
+    EXPECT_TRUE(answers[i]->get_future().get().ok()) << i;
+  }
+}
+
 }  // namespace
 }  // namespace ghostserve::core
