@@ -325,8 +325,7 @@ std::optional<http::Response> HttpService::CheckHeader(const http::RequestHeader
   if (route->kind == Kind::kClassify || route->kind == Kind::kInfer) {
     // An unknown model is refused before its body is read.
     if (auto found = core_->Find(route->model, route->version); !found.ok()) {
-      const CallInfo info =
-          log_ != nullptr ? HttpCallInfo(header, ApiName(route->kind), peer, 0) : CallInfo{};
+      const CallInfo info = HttpCallInfo(header, ApiName(route->kind), peer, 0);
       RequestRecorder(metrics_, core_->clock(), route->model, metrics::Protocol::kHttp, log_, info)
           .Record(absl::StatusCodeToString(found.status().code()));
       auto res = ErrorFor(found.status());
