@@ -194,9 +194,11 @@ int main(int argc, char** argv) {
   sigwait(&stop_signals, &sig);
   Log(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + "; draining for up to " +
       std::to_string(cfg.drain_timeout_ms) + " ms");
+  // No model loads or unloads during the drain.
+  if (repository) repository->Stop();
   const bool drained = (*server)->Shutdown(cfg.drain_timeout_ms);
   Log(drained ? "drained; exiting" : "drain timed out; exiting with requests cancelled");
-  repository.reset();  // after the change it is making; answers the load requests left
+  repository.reset();
   server->reset();
   core->reset();
   return 0;

@@ -129,12 +129,15 @@ ModelRepository::ModelRepository(RepositoryOptions options, RepositoryLoader loa
       metrics_(metrics),
       log_(std::move(log)) {}
 
-ModelRepository::~ModelRepository() {
+ModelRepository::~ModelRepository() { Stop(); }
+
+void ModelRepository::Stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
+  // Enqueue reads worker_ only while stop_ is false.
   if (worker_.joinable()) worker_.join();
 }
 

@@ -115,9 +115,12 @@ class ModelRepository {
                                                                  InferenceCore* core,
                                                                  metrics::ServerMetrics* metrics,
                                                                  Log log);
-  // Stops the worker (after the change it is making); servables stay in the
-  // core.
+  // Stop()s; servables stay in the core.
   ~ModelRepository();
+  // Stops the worker after the change it is making; requests still waiting
+  // and any made later get Unavailable. For a drain: call before the
+  // transports stop, so no load request holds them up. Call from one thread.
+  void Stop();
 
   // Start-up, on the caller's thread: loads every model (none, poll) or the
   // start-up models (explicit). Any failure is returned: a server should not

@@ -402,7 +402,7 @@ TEST_F(ModelRepositoryTest, RequestsLeftAtShutdownAreAnswered) {
   repository_->Load("m", [first](absl::Status s) { first->set_value(s); });
   repository_->Load("m", [second](absl::Status s) { second->set_value(s); });
   ASSERT_TRUE(model_.WaitForStarted(1));
-  std::thread stopper([&] { repository_.reset(); });
+  std::thread stopper([&] { repository_->Stop(); });
   // Time for the stopper to mark the worker stopping while the first load
   // holds it; the second load must then be answered, not run or dropped.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -410,6 +410,9 @@ TEST_F(ModelRepositoryTest, RequestsLeftAtShutdownAreAnswered) {
   stopper.join();
   EXPECT_TRUE(first->get_future().get().ok());
   EXPECT_EQ(second->get_future().get().code(), absl::StatusCode::kUnavailable);
+  // After the stop, refused at once.
+  EXPECT_THAT(Wait([&](auto d) { repository_->Load("m", d); }).message(),
+              HasSubstr("shutting down"));
 }
 
 TEST_F(ModelRepositoryTest, WaitingRequestsAreBounded) {
