@@ -237,16 +237,7 @@ void ModelRepository::Unload(const std::string& name, Done done) {
   }
   Enqueue(
       [this, name]() -> absl::Status {
-        std::vector<int64_t> served;
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          auto it = models_.find(name);
-          if (it != models_.end()) {
-            for (const auto& [v, e] : it->second) {
-              if (e.served) served.push_back(v);
-            }
-          }
-        }
+        const std::vector<int64_t> served = ServedVersions(name);
         if (served.empty()) {
           return absl::NotFoundError(
               absl::StrCat("model '", name.substr(0, 128), "' is not loaded from the repository"));
@@ -281,6 +272,18 @@ absl::Status ModelRepository::SyncAll(bool retry_failed) {
   return first;
 }
 
+std::vector<int64_t> ModelRepository::ServedVersions(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<int64_t> served;
+  auto it = models_.find(name);
+  if (it != models_.end()) {
+    for (const auto& [v, e] : it->second) {
+      if (e.served) served.push_back(v);
+    }
+  }
+  return served;
+}
+
 void ModelRepository::SetState(const std::string& name, int64_t version, std::string state,
                                std::string reason) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -295,16 +298,7 @@ absl::Status ModelRepository::Sync(const std::string& name, bool retry_failed) {
         absl::StrCat("'", name.substr(0, 128), "' is not a model name"));
   }
   const std::string model_dir = (fs::path(options_.root) / name).string();
-  std::vector<int64_t> served;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = models_.find(name);
-    if (it != models_.end()) {
-      for (const auto& [v, e] : it->second) {
-        if (e.served) served.push_back(v);
-      }
-    }
-  }
+  const std::vector<int64_t> served = ServedVersions(name);
   std::error_code ec;
   if (!fs::is_regular_file(fs::path(model_dir) / "config.json", ec)) {
     // Gone from the repository: unload what it served.

@@ -179,6 +179,8 @@ class ModelRepository {
   absl::Status Sync(const std::string& name, bool retry_failed);
   absl::Status SyncAll(bool retry_failed);
   absl::Status UnloadVersions(const std::string& name, const std::vector<int64_t>& versions);
+  // The versions of `name` the repository serves, ascending.
+  std::vector<int64_t> ServedVersions(const std::string& name) const;
   void SetState(const std::string& name, int64_t version, std::string state, std::string reason);
   void Changed();
 

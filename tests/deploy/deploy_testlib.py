@@ -168,6 +168,26 @@ def series_names(text):
     return names
 
 
+def yaml_docs(path):
+    """Every non-empty YAML document of a file."""
+    import yaml
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def cpu_cores(q):
+    """A Kubernetes CPU quantity ("500m", "2") in cores."""
+    q = str(q)
+    return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+
+
+def mem_bytes(q):
+    """A Kubernetes memory quantity ("2560Mi", "1G") in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 1e3, "M": 1e6, "G": 1e9}
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]i?)?", str(q))
+    return float(m.group(1)) * units.get(m.group(2) or "", 1)
+
+
 def sample_sum(text, name, **labels):
     return sum(v for n, l, v in parse_metrics(text)
                if n == name and all(l.get(k) == want for k, want in labels.items()))

@@ -43,19 +43,11 @@ LISTEN_ENV = {"GHOSTSERVE_LISTEN", "GHOSTSERVE_HTTP_LISTEN", "GHOSTSERVE_METRICS
 
 
 def load_all(*parts):
-    with open(lib.src(*parts)) as f:
-        return [d for d in yaml.safe_load_all(f) if d]
+    return lib.yaml_docs(lib.src(*parts))
 
 
-def cpu_cores(q):
-    q = str(q)
-    return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
-
-
-def mem_bytes(q):
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 1e3, "M": 1e6, "G": 1e9}
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]i?)?", str(q))
-    return float(m.group(1)) * units.get(m.group(2) or "", 1)
+cpu_cores = lib.cpu_cores
+mem_bytes = lib.mem_bytes
 
 
 def port_of(address):
