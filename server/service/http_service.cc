@@ -362,7 +362,7 @@ void HttpService::Handle(std::shared_ptr<http::Request> request, const std::stri
     case Kind::kServerMetadata:
       return respond(Json(
           http::Status::ok,
-          {{"name", "ghostserve"}, {"version", version_}, {"extensions", {"binary_tensor_data"}}}));
+          {{"name", "ghostserve"}, {"version", version_}, {"extensions", ServerExtensions()}}));
     case Kind::kLive:
       return respond(http::MakeResponse(http::Status::ok, "", "text/plain"));
     case Kind::kReady:

@@ -161,6 +161,16 @@ void ToModelConfig(const core::Servable& s, int executors, inference::ModelConfi
   batching->set_default_priority_level(2);
 }
 
+const std::vector<std::string>& ServerExtensions() {
+  static const std::vector<std::string> kExtensions = {"classification",
+                                                       "model_configuration",
+                                                       "statistics",
+                                                       "model_repository",
+                                                       "model_repository(unload_dependents)",
+                                                       "binary_tensor_data"};
+  return kExtensions;
+}
+
 void ToModelStatistics(const core::Servable& s, inference::ModelStatistics* out) {
   const core::ServableStatsSnapshot st = s.stats().Snapshot();
   auto set = [](const core::StatDuration& d, inference::StatisticDuration* to) {

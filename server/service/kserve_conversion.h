@@ -49,6 +49,12 @@ absl::StatusOr<KServeCall> FromKServe(const inference::ModelInferRequest& reques
 absl::Status SplitRawBytes(const std::string& raw, int64_t count,
                            std::vector<std::string_view>* out);
 
+// The protocol extensions ServerMetadata names, gRPC and REST alike:
+// Triton's names for what ghostserve serves (classification,
+// model_configuration, statistics, model_repository with
+// unload_dependents accepted, binary_tensor_data for REST).
+const std::vector<std::string>& ServerExtensions();
+
 // Fills `response` with the requested outputs of `result`.
 void ToKServe(const inference::ModelInferRequest& request, const core::InferResult& result,
               const KServeOutputs& outputs, inference::ModelInferResponse* response);

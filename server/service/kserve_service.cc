@@ -245,6 +245,7 @@ grpc::ServerUnaryReactor* KServeService::ServerMetadata(
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   response->set_name("ghostserve");
   response->set_version(version_);
+  for (const auto& e : ServerExtensions()) response->add_extensions(e);
   return Done(ctx, grpc::Status::OK);
 }
 

@@ -179,7 +179,8 @@ class HttpTest(unittest.TestCase):
     def test_metadata_and_model_list(self):
         server = self.get_json("/v2")
         self.assertEqual(server["name"], "ghostserve")
-        self.assertIn("binary_tensor_data", server["extensions"])
+        for extension in ("binary_tensor_data", "classification", "model_repository", "statistics"):
+            self.assertIn(extension, server["extensions"])
         for path in [f"/v2/models/{MODEL}", f"/v2/models/{MODEL}/versions/1"]:
             meta = self.get_json(path)
             self.assertEqual(meta["name"], MODEL)

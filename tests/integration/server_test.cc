@@ -878,6 +878,12 @@ TEST_F(KServeTest, ServerLiveReadyAndMetadata) {
     ASSERT_TRUE(kserve_->ServerMetadata(&ctx, {}, &r).ok());
     EXPECT_EQ(r.name(), "ghostserve");
     EXPECT_EQ(r.version(), service::ServerOptions().version);
+    // Triton's extension names for what is served (tritonclient reads them).
+    for (const char* e :
+         {"classification", "model_configuration", "statistics", "model_repository"}) {
+      EXPECT_NE(std::find(r.extensions().begin(), r.extensions().end(), e), r.extensions().end())
+          << e;
+    }
   }
 }
 
