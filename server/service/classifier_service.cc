@@ -42,8 +42,7 @@ void ClassifierService::RunClassify(const ClassifyRequest* request, int64_t dead
                                             metrics::Protocol::kGrpc, log_, std::move(info)),
                  done = std::move(done)](grpc::Status status, ClassifyResponse response,
                                          const core::InferResult* result) {
-    recorder.Record(status, result,
-                    result != nullptr ? static_cast<int64_t>(response.ByteSizeLong()) : 0);
+    recorder.Record(status, result, result != nullptr ? &response : nullptr);
     done(std::move(status), std::move(response));
   };
   auto infer = FromClassify(*request);
@@ -64,7 +63,7 @@ grpc::ServerUnaryReactor* ClassifierService::Classify(grpc::CallbackServerContex
   // The context outlives the call: OnDone follows Finish.
   RunClassify(
       request, DeadlineOnClock(*ctx, *core_->clock()), [ctx] { return ctx->IsCancelled(); },
-      GrpcCallInfo(ctx, "classifier.Classify"),
+      GrpcCallInfo(ctx, "classifier.Classify", log_),
       [reactor, response](grpc::Status status, ClassifyResponse r) {
         if (status.ok()) *response = std::move(r);
         reactor->Finish(status);
@@ -84,7 +83,7 @@ class StreamReactor : public grpc::ServerBidiReactor<ClassifyRequest, ClassifyRe
       : service_(service),
         core_(core),
         ctx_(ctx),
-        call_info_(GrpcCallInfo(ctx, "classifier.ClassifyStream")) {
+        call_info_(GrpcCallInfo(ctx, "classifier.ClassifyStream", service->access_log())) {
     reading_ = true;
     StartRead(&read_buf_);
   }

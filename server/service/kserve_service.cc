@@ -62,7 +62,7 @@ class StreamInferReactor : public grpc::ServerBidiReactor<inference::ModelInferR
         metrics_(metrics),
         log_(log),
         ctx_(ctx),
-        call_info_(GrpcCallInfo(ctx, "kserve.ModelStreamInfer")) {
+        call_info_(GrpcCallInfo(ctx, "kserve.ModelStreamInfer", log)) {
     reading_ = true;
     StartRead(&read_buf_);
   }
@@ -133,8 +133,7 @@ class StreamInferReactor : public grpc::ServerBidiReactor<inference::ModelInferR
       if (!r.ok()) return fail(ToGrpcStatus(r.status()));
       inference::ModelStreamInferResponse response;
       ToKServe(*request, *r, outputs, response.mutable_infer_response());
-      recorder.Record(grpc::Status::OK, &*r,
-                      log_ != nullptr ? static_cast<int64_t>(response.ByteSizeLong()) : 0);
+      recorder.Record(grpc::Status::OK, &*r, &response);
       Deliver(std::move(response));
     });
   }
@@ -335,18 +334,16 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
                                                     inference::ModelInferResponse* response) {
   if (auto* refused = RefuseUnauthenticated(auth_, ctx)) return refused;
   auto* reactor = ctx->DefaultReactor();
-  CallInfo info = GrpcCallInfo(ctx, "kserve.ModelInfer");
+  CallInfo info = GrpcCallInfo(ctx, "kserve.ModelInfer", log_);
   if (log_ != nullptr) {
     info.request_id = request->id();
     info.bytes_in = static_cast<int64_t>(request->ByteSizeLong());
   }
-  auto finish = [this, reactor, response,
+  auto finish = [reactor, response,
                  recorder = RequestRecorder(metrics_, core_->clock(), request->model_name(),
                                             metrics::Protocol::kGrpc, log_, std::move(info))](
                     grpc::Status status, const core::InferResult* result) {
-    recorder.Record(
-        status, result,
-        log_ != nullptr && result != nullptr ? static_cast<int64_t>(response->ByteSizeLong()) : 0);
+    recorder.Record(status, result, result != nullptr ? response : nullptr);
     reactor->Finish(std::move(status));
   };
   auto call = FromKServe(*request);

@@ -2,10 +2,10 @@
 
 namespace ghostserve::service {
 
-CallInfo GrpcCallInfo(grpc::CallbackServerContext* ctx, const char* api) {
+CallInfo GrpcCallInfo(grpc::CallbackServerContext* ctx, const char* api, const AccessLog* log) {
   CallInfo info;
   info.api = api;
-  info.peer = ctx->peer();
+  if (log != nullptr) info.peer = ctx->peer();
   const auto& md = ctx->client_metadata();
   if (auto it = md.find("traceparent"); it != md.end()) {
     if (auto tp = ValidTraceparent(std::string_view(it->second.data(), it->second.size()))) {

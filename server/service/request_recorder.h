@@ -3,6 +3,7 @@
 #ifndef GHOSTSERVE_SERVER_SERVICE_REQUEST_RECORDER_H_
 #define GHOSTSERVE_SERVER_SERVICE_REQUEST_RECORDER_H_
 
+#include <google/protobuf/message_lite.h>
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
@@ -26,11 +27,11 @@ struct CallInfo {
   int64_t bytes_in = 0;
 };
 
-// The call's peer and traceparent from gRPC metadata. If the client sent a
-// valid traceparent it is also added to the response's initial metadata
-// (access log or not), so call once per call (a stream's messages share
-// it), before the response starts.
-CallInfo GrpcCallInfo(grpc::CallbackServerContext* ctx, const char* api);
+// The call's traceparent from gRPC metadata, and with an access log (`log`
+// not null) its peer. If the client sent a valid traceparent it is also
+// added to the response's initial metadata (access log or not), so call once
+// per call (a stream's messages share it), before the response starts.
+CallInfo GrpcCallInfo(grpc::CallbackServerContext* ctx, const char* api, const AccessLog* log);
 
 // Started when a call arrives; Record counts it by model, protocol and status
 // code, observes its latency and writes its access-log line (if sampled).
@@ -54,6 +55,14 @@ class RequestRecorder {
   void Record(const grpc::Status& status, const core::InferResult* result = nullptr,
               int64_t bytes_out = 0) const {
     Record(StatusCodeName(status.error_code()), result, bytes_out);
+  }
+  // As above, the size of `response` (may be null) taken only when the line
+  // is written.
+  void Record(const grpc::Status& status, const core::InferResult* result,
+              const google::protobuf::MessageLite* response) const {
+    Record(status, result,
+           log_ != nullptr && response != nullptr ? static_cast<int64_t>(response->ByteSizeLong())
+                                                  : 0);
   }
   // `code` is a gRPC status code name ("OK", "NOT_FOUND", ...).
   void Record(const std::string& code, const core::InferResult* result = nullptr,
