@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "model/planned_ghostnet.h"
 
 namespace ghostserve::model {
 namespace {
@@ -65,24 +66,29 @@ InferenceGhostNet::Ghost FoldGhost(const GhostModuleImpl& g, bool cl) {
 
 }  // namespace
 
+InferenceGhostNet::InferenceGhostNet(GhostNetOptions net_options, InferenceOptions options)
+    : net_options_(net_options), options_(options) {}
+
+InferenceGhostNet::~InferenceGhostNet() = default;
+
 absl::StatusOr<std::unique_ptr<InferenceGhostNet>> InferenceGhostNet::Create(
     const GhostNetImpl& net, const InferenceOptions& options) {
   try {
     torch::NoGradGuard no_grad;
     const bool cl = options.channels_last;
     std::unique_ptr<InferenceGhostNet> m(new InferenceGhostNet(net.options(), options));
-    m->stem_ = Fold(*net.conv_stem, net.bn1.get(), true, cl);
+    m->layers_.stem = Fold(*net.conv_stem, net.bn1.get(), true, cl);
     for (const auto& stage : net.stages) {
       for (const auto& block : stage) {
         Bottleneck b;
         b.ghost1 = FoldGhost(*block->ghost1, cl);
         if (block->stride() > 1) {
           b.has_dw = true;
-          Conv dw = Fold(*block->conv_dw, block->bn_dw.get(), false, cl);
+          b.dw = Fold(*block->conv_dw, block->bn_dw.get(), false, cl);
           const int64_t half = b.ghost1.primary.weight.size(0);
-          const int64_t mid = dw.weight.size(0);
-          b.dw_first = Slice(dw, 0, half, cl);
-          b.dw_second = Slice(dw, half, mid - half, cl);
+          const int64_t mid = b.dw.weight.size(0);
+          b.dw_first = Slice(b.dw, 0, half, cl);
+          b.dw_second = Slice(b.dw, half, mid - half, cl);
         }
         if (block->se) {
           b.has_se = true;
@@ -95,13 +101,16 @@ absl::StatusOr<std::unique_ptr<InferenceGhostNet>> InferenceGhostNet::Create(
           b.shortcut_dw = Fold(ConvAt(block->shortcut, 0), BnAt(block->shortcut, 1), false, cl);
           b.shortcut_pw = Fold(ConvAt(block->shortcut, 2), BnAt(block->shortcut, 3), false, cl);
         }
-        m->blocks_.push_back(std::move(b));
+        m->layers_.blocks.push_back(std::move(b));
       }
     }
-    m->final_conv_ = Fold(*net.final_conv->conv, net.final_conv->bn1.get(), true, cl);
-    m->head_ = Fold(*net.conv_head, nullptr, true, cl);
-    m->classifier_ = Linear{net.classifier->weight.detach().to(torch::kFloat).contiguous(),
+    m->layers_.final_conv = Fold(*net.final_conv->conv, net.final_conv->bn1.get(), true, cl);
+    m->layers_.head = Fold(*net.conv_head, nullptr, true, cl);
+    m->layers_.classifier = Linear{net.classifier->weight.detach().to(torch::kFloat).contiguous(),
                             net.classifier->bias.detach().to(torch::kFloat).contiguous()};
+    if (options.planned) {
+      m->planned_ = std::make_unique<PlannedGhostNet>(m->layers_, m->net_options_);
+    }
     return m;
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("compiling GhostNet failed: ", e.what()));
@@ -121,11 +130,12 @@ int64_t InferenceGhostNet::WeightBytes() const {
     add(l.weight);
     add(l.bias);
   };
-  conv(stem_);
-  for (const auto& b : blocks_) {
+  conv(layers_.stem);
+  for (const auto& b : layers_.blocks) {
     conv(b.ghost1.primary);
     conv(b.ghost1.cheap);
     if (b.has_dw) {
+      conv(b.dw);
       conv(b.dw_first);
       conv(b.dw_second);
     }
@@ -140,9 +150,10 @@ int64_t InferenceGhostNet::WeightBytes() const {
       conv(b.shortcut_pw);
     }
   }
-  conv(final_conv_);
-  conv(head_);
-  lin(classifier_);
+  conv(layers_.final_conv);
+  conv(layers_.head);
+  lin(layers_.classifier);
+  if (planned_ != nullptr) bytes += planned_->PackedWeightBytes();
   return bytes;
 }
 
@@ -222,14 +233,15 @@ absl::StatusOr<torch::Tensor> InferenceGhostNet::Forward(const torch::Tensor& in
 
 torch::Tensor InferenceGhostNet::ForwardUnchecked(const torch::Tensor& input) const {
   c10::InferenceMode guard;
+  if (planned_ != nullptr) return planned_->Forward(input);
   torch::Tensor x = input.to(torch::kFloat);
   x = options_.channels_last ? x.contiguous(at::MemoryFormat::ChannelsLast) : x.contiguous();
-  x = RunConv(stem_, x);
-  for (const auto& b : blocks_) x = RunBottleneck(b, x);
-  x = RunConv(final_conv_, x);
+  x = RunConv(layers_.stem, x);
+  for (const auto& b : layers_.blocks) x = RunBottleneck(b, x);
+  x = RunConv(layers_.final_conv, x);
   x = x.mean({2, 3}, /*keepdim=*/true);
-  x = RunConv(head_, x).flatten(1);
-  return at::linear(x, classifier_.weight, classifier_.bias);
+  x = RunConv(layers_.head, x).flatten(1);
+  return at::linear(x, layers_.classifier.weight, layers_.classifier.bias);
 }
 
 }  // namespace ghostserve::model

@@ -22,12 +22,20 @@
 namespace ghostserve::model {
 
 struct InferenceOptions {
-  // Keep activations channels-last (NHWC). Measured faster with oneDNN here.
+  // Run the forward as oneDNN primitives planned once per input shape
+  // (planned_ghostnet.h): weights packed once, ReLU / residual / gate fused,
+  // activations in one planned workspace. false runs ATen ops per call (the
+  // two fields below), kept as a reference and for comparison.
+  bool planned = true;
+  // ATen path only: keep activations channels-last (NHWC). Measured faster
+  // with oneDNN here.
   bool channels_last = true;
-  // Route every convolution to oneDNN, bypassing ATen's size heuristic that
-  // sends small batch-1 convolutions to the slow im2col path.
+  // ATen path only: route every convolution to oneDNN, bypassing ATen's size
+  // heuristic that sends small batch-1 convolutions to the slow im2col path.
   bool force_onednn = true;
 };
+
+class PlannedGhostNet;
 
 class InferenceGhostNet {
  public:
@@ -41,8 +49,11 @@ class InferenceGhostNet {
   // Internal if LibTorch throws (no exception leaves this call).
   absl::StatusOr<torch::Tensor> Forward(const torch::Tensor& x) const;
 
-  // Bytes held by the compiled weights.
+  // Bytes held by the compiled weights (the folded weights, plus the copies
+  // reordered for oneDNN when planned).
   int64_t WeightBytes() const;
+
+  const InferenceOptions& options() const { return options_; }
 
   struct Conv {
     torch::Tensor weight;  // BN folded in
@@ -63,17 +74,26 @@ class InferenceGhostNet {
   struct Bottleneck {
     Ghost ghost1;
     bool has_dw = false;
-    Conv dw_first, dw_second;  // conv_dw split at the Ghost module's halves
+    Conv dw;                   // conv_dw, BN folded in
+    Conv dw_first, dw_second;  // dw split at the Ghost module's halves (ATen path)
     bool has_se = false;
     Linear se_reduce, se_expand;  // 1x1 convolutions on the pooled map
     Ghost ghost2;
     bool has_shortcut = false;
     Conv shortcut_dw, shortcut_pw;
   };
+  struct Layers {
+    Conv stem;
+    std::vector<Bottleneck> blocks;
+    Conv final_conv;
+    Conv head;  // conv_head: 1x1 on the pooled map, with ReLU
+    Linear classifier;
+  };
+
+  ~InferenceGhostNet();
 
  private:
-  InferenceGhostNet(GhostNetOptions net_options, InferenceOptions options)
-      : net_options_(net_options), options_(options) {}
+  InferenceGhostNet(GhostNetOptions net_options, InferenceOptions options);
 
   torch::Tensor ForwardUnchecked(const torch::Tensor& x) const;
   torch::Tensor RunConv(const Conv& c, const torch::Tensor& x) const;
@@ -86,11 +106,8 @@ class InferenceGhostNet {
 
   GhostNetOptions net_options_;
   InferenceOptions options_;
-  Conv stem_;
-  std::vector<Bottleneck> blocks_;
-  Conv final_conv_;
-  Conv head_;  // conv_head: 1x1 on the pooled map, with ReLU
-  Linear classifier_;
+  Layers layers_;
+  std::unique_ptr<PlannedGhostNet> planned_;  // when options_.planned
 };
 
 }  // namespace ghostserve::model

@@ -20,7 +20,7 @@ set -eu
 
 BUILD_PACKAGES="
   build-essential cmake pkg-config ca-certificates
-  libtorch-dev
+  libtorch-dev libdnnl-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libopencv-dev libdeflate-dev
   prometheus-cpp-dev

@@ -1,0 +1,694 @@
+#include "model/planned_ghostnet.h"
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <unordered_map>
+#include <utility>
+
+namespace ghostserve::model {
+namespace {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+using Dt = memory::data_type;
+using Conv = InferenceGhostNet::Conv;
+using Linear = InferenceGhostNet::Linear;
+
+const dnnl::engine& CpuEngine() {
+  static const auto* const kEngine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *kEngine;
+}
+
+// Buffer ids that are not workspace buffers.
+constexpr int kInput = -1;   // the caller's input tensor, bound per call
+constexpr int kOutput = -2;  // the logits tensor, bound per call
+constexpr int kFixed = -3;   // a weight or bias the model holds
+
+constexpr size_t kAlign = 64;
+size_t AlignUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// The post-ops of the squeeze-excite gate: relu6(x + 3) / 6 as
+// clip(x / 6 + 1/2, 0, 1).
+void AppendHardSigmoid(dnnl::post_ops& ops) {
+  ops.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, 1.f / 6.f, 0.5f);
+  ops.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, 0.f, 1.f);
+}
+
+}  // namespace
+
+// One layer's weights, or a slice of them: the plain source tensor and every
+// blocked layout a primitive asked for, reordered once.
+struct LayerWeights {
+  torch::Tensor weight;  // contiguous: OIHW, or [O, I] for inner products
+  torch::Tensor bias;    // [O]; undefined when this slice adds no bias
+  memory::dims dims;     // oneDNN weight dims (goihw for depthwise)
+  Tag plain_tag = Tag::oihw;
+  int64_t stride = 1, padding = 0, groups = 1;
+  bool relu = false;
+  memory bias_mem;  // empty without bias
+  std::vector<std::pair<memory::desc, memory>> packed;
+
+  memory Packed(const memory::desc& want) {
+    for (const auto& [md, mem] : packed) {
+      if (md == want) return mem;
+    }
+    memory plain(memory::desc(dims, Dt::f32, plain_tag), CpuEngine(), weight.data_ptr());
+    memory out(want, CpuEngine());
+    dnnl::stream s(CpuEngine());
+    dnnl::reorder(plain, out).execute(s, plain, out);
+    s.wait();
+    packed.emplace_back(want, out);
+    return out;
+  }
+
+  int64_t out_channels() const { return weight.size(0); }
+  memory::desc bias_desc() const { return bias.defined() ? bias_mem.get_desc() : memory::desc(); }
+};
+
+// Which part of a layer a LayerWeights holds: output channels
+// [out_begin, out_begin + out_count) and input channels
+// [in_begin, in_begin + in_count); count -1 means to the end. Depthwise
+// layers are sliced by output channel only (each reads its own channel).
+struct Slice {
+  int64_t out_begin = 0, out_count = -1;
+  int64_t in_begin = 0, in_count = -1;
+  bool bias = true;  // false: the slice adds onto another that has the bias
+  bool relu = false;
+};
+
+struct PlannedGhostNet::PackedWeights {
+  std::vector<std::unique_ptr<LayerWeights>> all;
+
+  LayerWeights* AddConv(const Conv& c, const Slice& s) {
+    const bool depthwise = c.groups > 1;
+    TORCH_CHECK(!depthwise || (c.groups == c.weight.size(0) && c.weight.size(1) == 1),
+                "planned GhostNet: only dense and depthwise convolutions");
+    auto l = Make(c.weight, c.bias, s, depthwise);
+    l->stride = c.stride;
+    l->padding = c.padding;
+    const int64_t o = l->weight.size(0), i = l->weight.size(1), kh = l->weight.size(2),
+                  kw = l->weight.size(3);
+    if (depthwise) {
+      l->groups = o;
+      l->dims = {o, 1, 1, kh, kw};
+      l->plain_tag = Tag::goihw;
+    } else {
+      l->dims = {o, i, kh, kw};
+      l->plain_tag = Tag::oihw;
+    }
+    return Keep(std::move(l));
+  }
+
+  LayerWeights* AddLinear(const torch::Tensor& weight, const torch::Tensor& bias,
+                          const Slice& s) {
+    auto l = Make(weight.flatten(1), bias, s, false);
+    l->dims = {l->weight.size(0), l->weight.size(1)};
+    l->plain_tag = Tag::ab;
+    return Keep(std::move(l));
+  }
+
+ private:
+  static std::unique_ptr<LayerWeights> Make(const torch::Tensor& weight, const torch::Tensor& bias,
+                                            const Slice& s, bool depthwise) {
+    auto l = std::make_unique<LayerWeights>();
+    const int64_t oc = s.out_count < 0 ? weight.size(0) - s.out_begin : s.out_count;
+    torch::Tensor w = weight.narrow(0, s.out_begin, oc);
+    if (!depthwise) {
+      const int64_t ic = s.in_count < 0 ? weight.size(1) - s.in_begin : s.in_count;
+      w = w.narrow(1, s.in_begin, ic);
+    }
+    l->weight = w.contiguous();
+    if (s.bias) {
+      l->bias = bias.narrow(0, s.out_begin, oc).contiguous();
+      l->bias_mem = memory(memory::desc({oc}, Dt::f32, Tag::a), CpuEngine(), l->bias.data_ptr());
+    }
+    l->relu = s.relu;
+    return l;
+  }
+
+  LayerWeights* Keep(std::unique_ptr<LayerWeights> l) {
+    all.push_back(std::move(l));
+    return all.back().get();
+  }
+
+ public:
+  // GhostNet's layers, sliced so that no map is ever concatenated: every
+  // map between blocks is kept as two dense halves (the halves of the Ghost
+  // module that wrote it), and a layer reading such a map runs as two
+  // primitives, one per half, the second summing onto the first.
+  struct Block {
+    int64_t in_split = 0, in = 0;  // input halves: [0, in_split), [in_split, in)
+    int64_t h1 = 0, mid = 0;       // ghost1 halves
+    int64_t h2 = 0, out = 0;       // ghost2 halves (= the output's halves)
+    LayerWeights *g1_primary[2] = {}, *g1_cheap = nullptr;
+    LayerWeights* dw[2] = {};
+    LayerWeights *se_reduce[2] = {}, *se_expand[2] = {};
+    LayerWeights *g2_primary[2] = {}, *g2_cheap = nullptr;
+    LayerWeights* shortcut_dw[2] = {};
+    LayerWeights* shortcut_pw[2][2] = {};  // [output half][input half]
+  };
+  LayerWeights* stem[2] = {};
+  int64_t stem_split = 0;
+  std::vector<Block> blocks;
+  LayerWeights* final_conv[2] = {};
+  LayerWeights* head = nullptr;
+  LayerWeights* classifier = nullptr;
+
+  // A dense layer over a two-half input: part 0 reads the first half and adds
+  // the bias, part 1 reads the second half and sums onto part 0 (then ReLU).
+  void SplitInput(const Conv& c, int64_t split, int64_t out_begin, int64_t out_count,
+                  LayerWeights* parts[2]) {
+    parts[0] = AddConv(c, {out_begin, out_count, 0, split, true, false});
+    parts[1] = AddConv(c, {out_begin, out_count, split, -1, false, c.relu});
+  }
+};
+
+struct PlannedGhostNet::Plan {
+  struct Arg {
+    int id;
+    int buffer;  // a workspace buffer, or kInput, kOutput, kFixed
+    memory::desc md;
+    memory fixed;  // for kFixed
+  };
+  struct Step {
+    dnnl::primitive primitive;
+    std::vector<Arg> args;
+  };
+  struct Buffer {
+    size_t bytes = 0;
+    int first = -1, last = -1;  // steps that use it
+    size_t offset = 0;
+  };
+  std::vector<Step> steps;
+  std::vector<Buffer> buffers;
+  size_t workspace_bytes = 0;
+  memory::desc input_md, output_md;
+};
+
+struct PlannedGhostNet::Workspace {
+  struct FreeDeleter {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<void, FreeDeleter> data;
+  size_t capacity = 0;
+  std::shared_ptr<const Plan> bound;
+  std::vector<std::unordered_map<int, memory>> args;
+  memory input, output;
+
+  void Bind(const std::shared_ptr<const Plan>& plan) {
+    if (capacity < plan->workspace_bytes) {
+      data.reset();
+      capacity = 0;
+      void* p = std::aligned_alloc(kAlign, AlignUp(std::max<size_t>(plan->workspace_bytes, 1)));
+      if (p == nullptr) throw std::bad_alloc();
+      data.reset(p);
+      capacity = plan->workspace_bytes;
+    }
+    char* base = static_cast<char*>(data.get());
+    input = memory(plan->input_md, CpuEngine(), nullptr);
+    output = memory(plan->output_md, CpuEngine(), nullptr);
+    args.clear();
+    args.reserve(plan->steps.size());
+    for (const auto& step : plan->steps) {
+      std::unordered_map<int, memory> m;
+      for (const auto& a : step.args) {
+        switch (a.buffer) {
+          case kInput:
+            m.emplace(a.id, input);
+            break;
+          case kOutput:
+            m.emplace(a.id, output);
+            break;
+          case kFixed:
+            m.emplace(a.id, a.fixed);
+            break;
+          default:
+            m.emplace(a.id, memory(a.md, CpuEngine(), base + plan->buffers[a.buffer].offset));
+        }
+      }
+      args.push_back(std::move(m));
+    }
+    bound = plan;
+  }
+};
+
+namespace {
+
+using Plan = PlannedGhostNet::Plan;
+
+// Builds one Plan: primitives in execution order and the buffers they use.
+class PlanBuilder {
+ public:
+  struct Region {
+    int buffer;
+    memory::desc md;
+  };
+
+  PlanBuilder() {
+    plan_ = std::make_shared<Plan>();
+    scratch_ = static_cast<int>(plan_->buffers.size());
+    plan_->buffers.emplace_back();
+  }
+
+  // A new NHWC map of dims {n, c, h, w}.
+  int Map(int64_t n, int64_t c, int64_t h, int64_t w) {
+    return NewBuffer(memory::desc({n, c, h, w}, Dt::f32, Tag::nhwc));
+  }
+  // A new [n, c] matrix.
+  int Matrix(int64_t n, int64_t c) { return NewBuffer(memory::desc({n, c}, Dt::f32, Tag::ab)); }
+
+  Region Full(int buffer) const { return {buffer, mds_[buffer]}; }
+  // Channels [begin, begin + count) of an NHWC map: a strided view.
+  Region Channels(int buffer, int64_t begin, int64_t count) const {
+    const memory::desc& full = mds_[buffer];
+    memory::dims dims = full.dims();
+    dims[1] = count;
+    return {buffer, full.submemory_desc(dims, {0, begin, 0, 0})};
+  }
+  // A [n, c] matrix seen as an NHWC map {n, c, 1, 1} (the same bytes).
+  Region AsMap(int buffer) const {
+    const memory::dims d = mds_[buffer].dims();
+    return {buffer, memory::desc({d[0], d[1], 1, 1}, Dt::f32, Tag::nhwc)};
+  }
+
+  void Conv(LayerWeights& l, const Region& src, const Region& dst, bool sum = false) {
+    const memory::dims s = src.md.dims();
+    const int64_t k = l.weight.size(2);
+    const int64_t oh = (s[2] + 2 * l.padding - k) / l.stride + 1;
+    const int64_t ow = (s[3] + 2 * l.padding - k) / l.stride + 1;
+    TORCH_CHECK(dst.md.dims() == memory::dims({s[0], l.out_channels(), oh, ow}),
+                "planned convolution: output dims mismatch");
+    dnnl::convolution_forward::desc d(
+        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src.md,
+        memory::desc(l.dims, Dt::f32, Tag::any), l.bias_desc(), dst.md,
+        {l.stride, l.stride}, {l.padding, l.padding}, {l.padding, l.padding});
+    dnnl::post_ops ops;
+    if (sum) ops.append_sum(1.f);
+    if (l.relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    dnnl::convolution_forward::primitive_desc pd(d, Attr(ops), CpuEngine());
+    Add(dnnl::convolution_forward(pd), pd.scratchpad_desc(), WithBias(l, {
+        {DNNL_ARG_SRC, src.buffer, src.md, {}},
+        {DNNL_ARG_WEIGHTS, kFixed, {}, l.Packed(pd.weights_desc())},
+        {DNNL_ARG_DST, dst.buffer, dst.md, {}}}));
+  }
+
+  void InnerProduct(LayerWeights& l, const Region& src, const Region& dst, bool hard_sigmoid,
+                    bool sum = false) {
+    dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, src.md,
+                                        memory::desc(l.dims, Dt::f32, Tag::any), l.bias_desc(),
+                                        dst.md);
+    dnnl::post_ops ops;
+    if (sum) ops.append_sum(1.f);
+    if (l.relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    if (hard_sigmoid) AppendHardSigmoid(ops);
+    dnnl::inner_product_forward::primitive_desc pd(d, Attr(ops), CpuEngine());
+    Add(dnnl::inner_product_forward(pd), pd.scratchpad_desc(), WithBias(l, {
+        {DNNL_ARG_SRC, src.buffer, src.md, {}},
+        {DNNL_ARG_WEIGHTS, kFixed, {}, l.Packed(pd.weights_desc())},
+        {DNNL_ARG_DST, dst.buffer, dst.md, {}}}));
+  }
+
+  // dst {n, c, 1, 1} = mean of src over its height and width.
+  void GlobalAveragePool(const Region& src, const Region& dst) {
+    const memory::dims s = src.md.dims();
+    dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference,
+                                  dnnl::algorithm::pooling_avg_exclude_padding, src.md, dst.md,
+                                  {1, 1}, {s[2], s[3]}, {0, 0}, {0, 0});
+    dnnl::pooling_forward::primitive_desc pd(d, Attr({}), CpuEngine());
+    Add(dnnl::pooling_forward(pd), pd.scratchpad_desc(),
+        {{DNNL_ARG_SRC, src.buffer, src.md, {}}, {DNNL_ARG_DST, dst.buffer, dst.md, {}}});
+  }
+
+  // map *= gate, gate {n, c, 1, 1} broadcast over height and width.
+  void ScaleChannels(const Region& map, const Region& gate) {
+    dnnl::binary::desc d(dnnl::algorithm::binary_mul, map.md, gate.md, map.md);
+    dnnl::binary::primitive_desc pd(d, Attr({}), CpuEngine());
+    Add(dnnl::binary(pd), pd.scratchpad_desc(),
+        {{DNNL_ARG_SRC_0, map.buffer, map.md, {}},
+         {DNNL_ARG_SRC_1, gate.buffer, gate.md, {}},
+         {DNNL_ARG_DST, map.buffer, map.md, {}}});
+  }
+
+  // dst = src0 + src1 (dst may be src0).
+  void Sum(const Region& src0, const Region& src1, const Region& dst) {
+    dnnl::binary::desc d(dnnl::algorithm::binary_add, src0.md, src1.md, dst.md);
+    dnnl::binary::primitive_desc pd(d, Attr({}), CpuEngine());
+    Add(dnnl::binary(pd), pd.scratchpad_desc(),
+        {{DNNL_ARG_SRC_0, src0.buffer, src0.md, {}},
+         {DNNL_ARG_SRC_1, src1.buffer, src1.md, {}},
+         {DNNL_ARG_DST, dst.buffer, dst.md, {}}});
+  }
+
+  // dst = the channels of a followed by those of b.
+  void Concat(const Region& a, const Region& b, const Region& dst) {
+    dnnl::concat::primitive_desc pd(dst.md, 1, {a.md, b.md}, CpuEngine(), Attr({}));
+    Add(dnnl::concat(pd), pd.scratchpad_desc(),
+        {{DNNL_ARG_MULTIPLE_SRC, a.buffer, a.md, {}},
+         {DNNL_ARG_MULTIPLE_SRC + 1, b.buffer, b.md, {}},
+         {DNNL_ARG_DST, dst.buffer, dst.md, {}}});
+  }
+
+  // dst = src in another layout.
+  void Reorder(const Region& src, const Region& dst) {
+    dnnl::reorder::primitive_desc pd(CpuEngine(), src.md, CpuEngine(), dst.md, Attr({}));
+    Add(dnnl::reorder(pd), pd.scratchpad_desc(),
+        {{DNNL_ARG_FROM, src.buffer, src.md, {}}, {DNNL_ARG_TO, dst.buffer, dst.md, {}}});
+  }
+
+  // Lays out the buffers and returns the finished plan.
+  std::shared_ptr<Plan> Finish(const memory::desc& input_md, const memory::desc& output_md) {
+    auto& scratch = plan_->buffers[scratch_];
+    scratch.bytes = AlignUp(max_scratch_);
+    if (scratch.bytes > 0) {
+      scratch.first = 0;
+      scratch.last = static_cast<int>(plan_->steps.size());
+    }
+    plan_->input_md = input_md;
+    plan_->output_md = output_md;
+    plan_->workspace_bytes = LayOut(plan_->buffers);
+    return std::move(plan_);
+  }
+
+ private:
+  static std::vector<Plan::Arg> WithBias(const LayerWeights& l, std::vector<Plan::Arg> args) {
+    if (l.bias.defined()) args.push_back({DNNL_ARG_BIAS, kFixed, {}, l.bias_mem});
+    return args;
+  }
+
+  dnnl::primitive_attr Attr(const dnnl::post_ops& ops) {
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(ops);
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return attr;
+  }
+
+  int NewBuffer(const memory::desc& md) {
+    mds_.resize(plan_->buffers.size());
+    mds_.push_back(md);
+    Plan::Buffer b;
+    b.bytes = AlignUp(md.get_size());
+    plan_->buffers.push_back(b);
+    return static_cast<int>(plan_->buffers.size()) - 1;
+  }
+
+  void Add(dnnl::primitive p, const memory::desc& scratch, std::vector<Plan::Arg> args) {
+    const int step = static_cast<int>(plan_->steps.size());
+    for (const auto& a : args) {
+      if (a.buffer < 0) continue;
+      auto& b = plan_->buffers[a.buffer];
+      if (b.first < 0) b.first = step;
+      b.last = step;
+    }
+    if (scratch.get_size() > 0) {
+      args.push_back({DNNL_ARG_SCRATCHPAD, scratch_, scratch, {}});
+      max_scratch_ = std::max(max_scratch_, scratch.get_size());
+    }
+    plan_->steps.push_back({std::move(p), std::move(args)});
+  }
+
+  // Gives each used buffer an offset so that buffers alive at the same step
+  // never share bytes: largest first, each at the lowest offset that fits.
+  // Returns the workspace size.
+  static size_t LayOut(std::vector<Plan::Buffer>& buffers) {
+    std::vector<size_t> order;
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      if (buffers[i].first >= 0 && buffers[i].bytes > 0) order.push_back(i);
+    }
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return buffers[a].bytes > buffers[b].bytes; });
+    std::vector<size_t> placed;
+    size_t total = 0;
+    for (size_t i : order) {
+      Plan::Buffer& b = buffers[i];
+      std::vector<size_t> candidates = {0};
+      for (size_t j : placed) candidates.push_back(buffers[j].offset + buffers[j].bytes);
+      std::sort(candidates.begin(), candidates.end());
+      for (size_t offset : candidates) {
+        bool fits = true;
+        for (size_t j : placed) {
+          const Plan::Buffer& o = buffers[j];
+          const bool live_together = !(o.last < b.first || b.last < o.first);
+          const bool overlap = offset < o.offset + o.bytes && o.offset < offset + b.bytes;
+          if (live_together && overlap) {
+            fits = false;
+            break;
+          }
+        }
+        if (fits) {
+          b.offset = offset;
+          break;
+        }
+      }
+      placed.push_back(i);
+      total = std::max(total, b.offset + b.bytes);
+    }
+    return total;
+  }
+
+  std::shared_ptr<Plan> plan_;
+  std::vector<memory::desc> mds_;
+  int scratch_ = 0;
+  size_t max_scratch_ = 0;
+};
+
+}  // namespace
+
+PlannedGhostNet::PlannedGhostNet(const InferenceGhostNet::Layers& layers,
+                                 const GhostNetOptions& options)
+    : layers_(layers), options_(options), weights_(std::make_unique<PackedWeights>()) {
+  PackedWeights& w = *weights_;
+  auto half = [](int64_t channels) { return (channels + 1) / 2; };
+  const int64_t stem_c = layers.stem.weight.size(0);
+  w.stem_split = half(stem_c);
+  w.stem[0] = w.AddConv(layers.stem, {0, w.stem_split, 0, -1, true, true});
+  w.stem[1] = w.AddConv(layers.stem, {w.stem_split, -1, 0, -1, true, true});
+  int64_t split = w.stem_split, channels = stem_c;
+  for (const auto& b : layers.blocks) {
+    PackedWeights::Block pb;
+    pb.in_split = split;
+    pb.in = channels;
+    pb.mid = b.ghost1.out_channels;
+    pb.h1 = b.ghost1.primary.weight.size(0);
+    pb.out = b.ghost2.out_channels;
+    pb.h2 = b.ghost2.primary.weight.size(0);
+    const int64_t r1 = pb.mid - pb.h1, r2 = pb.out - pb.h2;
+    w.SplitInput(b.ghost1.primary, split, 0, -1, pb.g1_primary);
+    pb.g1_cheap = w.AddConv(b.ghost1.cheap, {0, r1, 0, -1, true, b.ghost1.cheap.relu});
+    if (b.has_dw) {
+      pb.dw[0] = w.AddConv(b.dw, {0, pb.h1, 0, -1, true, false});
+      pb.dw[1] = w.AddConv(b.dw, {pb.h1, r1, 0, -1, true, false});
+    }
+    if (b.has_se) {
+      pb.se_reduce[0] = w.AddLinear(b.se_reduce.weight, b.se_reduce.bias,
+                                    {0, -1, 0, pb.h1, true, false});
+      pb.se_reduce[1] = w.AddLinear(b.se_reduce.weight, b.se_reduce.bias,
+                                    {0, -1, pb.h1, -1, false, true});
+      pb.se_expand[0] = w.AddLinear(b.se_expand.weight, b.se_expand.bias,
+                                    {0, pb.h1, 0, -1, true, false});
+      pb.se_expand[1] = w.AddLinear(b.se_expand.weight, b.se_expand.bias,
+                                    {pb.h1, r1, 0, -1, true, false});
+    }
+    w.SplitInput(b.ghost2.primary, pb.h1, 0, -1, pb.g2_primary);
+    pb.g2_cheap = w.AddConv(b.ghost2.cheap, {0, r2, 0, -1, true, false});
+    if (b.has_shortcut) {
+      pb.shortcut_dw[0] = w.AddConv(b.shortcut_dw, {0, split, 0, -1, true, false});
+      pb.shortcut_dw[1] = w.AddConv(b.shortcut_dw, {split, -1, 0, -1, true, false});
+      w.SplitInput(b.shortcut_pw, split, 0, pb.h2, pb.shortcut_pw[0]);
+      w.SplitInput(b.shortcut_pw, split, pb.h2, r2, pb.shortcut_pw[1]);
+    } else {
+      TORCH_CHECK(split == pb.h2 && channels == pb.out,
+                  "planned GhostNet: identity shortcut with mismatched halves");
+    }
+    w.blocks.push_back(pb);
+    split = pb.h2;
+    channels = pb.out;
+  }
+  w.SplitInput(layers.final_conv, split, 0, -1, w.final_conv);
+  w.head = w.AddLinear(layers.head.weight, layers.head.bias, {0, -1, 0, -1, true, layers.head.relu});
+  w.classifier = w.AddLinear(layers.classifier.weight, layers.classifier.bias, {});
+}
+
+PlannedGhostNet::~PlannedGhostNet() = default;
+
+int64_t PlannedGhostNet::PackedWeightBytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t bytes = 0;
+  for (const auto& l : weights_->all) {
+    for (const auto& [md, mem] : l->packed) bytes += static_cast<int64_t>(md.get_size());
+  }
+  return bytes;
+}
+
+int64_t PlannedGhostNet::WorkspaceBytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t bytes = 0;
+  for (const auto& ws : idle_) bytes += static_cast<int64_t>(ws->capacity);
+  return bytes;
+}
+
+std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::GetPlan(const Key& key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++plan_clock_;
+  auto it = plans_.find(key);
+  if (it != plans_.end()) {
+    it->second.second = plan_clock_;
+    return it->second.first;
+  }
+  // Input sizes other than the served ones are rare (the service resizes to
+  // input_size; only the batch varies), but the model accepts any: bound the
+  // cache, dropping the least recently used plan.
+  constexpr size_t kMaxPlans = 64;
+  if (plans_.size() >= kMaxPlans) {
+    auto oldest = plans_.begin();
+    for (auto i = plans_.begin(); i != plans_.end(); ++i) {
+      if (i->second.second < oldest->second.second) oldest = i;
+    }
+    plans_.erase(oldest);
+  }
+
+  const auto [n, h, w, nhwc] = key;
+  const int64_t c = options_.in_channels;
+  PackedWeights& pw = *weights_;
+  PlanBuilder b;
+  const memory::desc input_md({n, c, h, w}, Dt::f32, nhwc ? Tag::nhwc : Tag::nchw);
+  const memory::desc output_md({n, options_.num_classes}, Dt::f32, Tag::ab);
+
+  // oneDNN's fast convolution kernels take NHWC (or blocked) maps only, so
+  // an NCHW input is reordered first.
+  PlanBuilder::Region in{kInput, input_md};
+  if (!nhwc) {
+    const int nhwc_in = b.Map(n, c, h, w);
+    b.Reorder(in, b.Full(nhwc_in));
+    in = b.Full(nhwc_in);
+  }
+  auto out_side = [](int64_t side, const LayerWeights& l) {
+    return (side + 2 * l.padding - l.weight.size(2)) / l.stride + 1;
+  };
+  int64_t hh = out_side(h, *pw.stem[0]), ww = out_side(w, *pw.stem[0]);
+  // Every map from here on is two dense halves (see PackedWeights).
+  std::array<int, 2> x = {b.Map(n, pw.stem[0]->out_channels(), hh, ww),
+                          b.Map(n, pw.stem[1]->out_channels(), hh, ww)};
+  b.Conv(*pw.stem[0], in, b.Full(x[0]));
+  b.Conv(*pw.stem[1], in, b.Full(x[1]));
+  // dst = layer(two-half src): the first half's primitive writes (with the
+  // bias), the second's sums onto it (then applies the ReLU).
+  auto split_conv = [&](LayerWeights* const parts[2], const std::array<int, 2>& src, int dst) {
+    b.Conv(*parts[0], b.Full(src[0]), b.Full(dst));
+    b.Conv(*parts[1], b.Full(src[1]), b.Full(dst), /*sum=*/true);
+  };
+  for (const auto& blk : pw.blocks) {
+    const int64_t r1 = blk.mid - blk.h1, r2 = blk.out - blk.h2;
+    // Ghost module 1: primary half, then the cheap half computed from it.
+    std::array<int, 2> y = {b.Map(n, blk.h1, hh, ww), b.Map(n, r1, hh, ww)};
+    split_conv(blk.g1_primary, x, y[0]);
+    b.Conv(*blk.g1_cheap, blk.h1 == r1 ? b.Full(y[0]) : b.Channels(y[0], 0, r1), b.Full(y[1]));
+    int64_t h2s = hh, w2s = ww;
+    if (blk.dw[0] != nullptr) {
+      h2s = out_side(hh, *blk.dw[0]);
+      w2s = out_side(ww, *blk.dw[0]);
+      std::array<int, 2> d = {b.Map(n, blk.h1, h2s, w2s), b.Map(n, r1, h2s, w2s)};
+      b.Conv(*blk.dw[0], b.Full(y[0]), b.Full(d[0]));
+      b.Conv(*blk.dw[1], b.Full(y[1]), b.Full(d[1]));
+      y = d;
+    }
+    if (blk.se_reduce[0] != nullptr) {
+      std::array<int, 2> pooled = {b.Matrix(n, blk.h1), b.Matrix(n, r1)};
+      b.GlobalAveragePool(b.Full(y[0]), b.AsMap(pooled[0]));
+      b.GlobalAveragePool(b.Full(y[1]), b.AsMap(pooled[1]));
+      const int reduced = b.Matrix(n, blk.se_reduce[0]->out_channels());
+      b.InnerProduct(*blk.se_reduce[0], b.Full(pooled[0]), b.Full(reduced), false);
+      b.InnerProduct(*blk.se_reduce[1], b.Full(pooled[1]), b.Full(reduced), false, /*sum=*/true);
+      for (int i = 0; i < 2; ++i) {
+        const int gate = b.Matrix(n, i == 0 ? blk.h1 : r1);
+        b.InnerProduct(*blk.se_expand[i], b.Full(reduced), b.Full(gate), /*hard_sigmoid=*/true);
+        b.ScaleChannels(b.Full(y[i]), b.AsMap(gate));
+      }
+    }
+    // The residual, in the output's halves: the block input itself (its last
+    // use, so the sums below are taken in place) or the shortcut's depthwise
+    // + pointwise convolutions.
+    std::array<int, 2> out = x;
+    if (blk.shortcut_dw[0] != nullptr) {
+      std::array<int, 2> s = {b.Map(n, blk.in_split, h2s, w2s),
+                              b.Map(n, blk.in - blk.in_split, h2s, w2s)};
+      b.Conv(*blk.shortcut_dw[0], b.Full(x[0]), b.Full(s[0]));
+      b.Conv(*blk.shortcut_dw[1], b.Full(x[1]), b.Full(s[1]));
+      out = {b.Map(n, blk.h2, h2s, w2s), b.Map(n, r2, h2s, w2s)};
+      split_conv(blk.shortcut_pw[0], s, out[0]);
+      split_conv(blk.shortcut_pw[1], s, out[1]);
+    }
+    // Ghost module 2 (no ReLU) onto the residual: the cheap half sums into
+    // the second half directly; the primary half, which the cheap half reads,
+    // is added to the first half afterwards.
+    const int t = b.Map(n, blk.h2, h2s, w2s);
+    split_conv(blk.g2_primary, y, t);
+    b.Conv(*blk.g2_cheap, blk.h2 == r2 ? b.Full(t) : b.Channels(t, 0, r2), b.Full(out[1]),
+           /*sum=*/true);
+    b.Sum(b.Full(out[0]), b.Full(t), b.Full(out[0]));
+    x = out;
+    hh = h2s;
+    ww = w2s;
+  }
+  const int f = b.Map(n, pw.final_conv[0]->out_channels(), hh, ww);
+  split_conv(pw.final_conv, x, f);
+  const int pooled = b.Matrix(n, pw.final_conv[0]->out_channels());
+  b.GlobalAveragePool(b.Full(f), b.AsMap(pooled));
+  const int head = b.Matrix(n, pw.head->out_channels());
+  b.InnerProduct(*pw.head, b.Full(pooled), b.Full(head), false);
+  b.InnerProduct(*pw.classifier, b.Full(head), {kOutput, output_md},
+                 false);
+
+  std::shared_ptr<const Plan> plan = b.Finish(input_md, output_md);
+  plans_.emplace(key, std::make_pair(plan, plan_clock_));
+  return plan;
+}
+
+std::unique_ptr<PlannedGhostNet::Workspace> PlannedGhostNet::TakeWorkspace() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (idle_.empty()) return std::make_unique<Workspace>();
+  auto ws = std::move(idle_.back());
+  idle_.pop_back();
+  return ws;
+}
+
+void PlannedGhostNet::ReturnWorkspace(std::unique_ptr<Workspace> ws) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  idle_.push_back(std::move(ws));
+}
+
+torch::Tensor PlannedGhostNet::Forward(const torch::Tensor& input) const {
+  torch::Tensor x = input.scalar_type() == torch::kFloat ? input : input.to(torch::kFloat);
+  bool nhwc = false;
+  if (!x.is_contiguous()) {
+    if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+      nhwc = true;
+    } else {
+      x = x.contiguous();
+    }
+  }
+  const Key key{x.size(0), x.size(2), x.size(3), nhwc};
+  std::shared_ptr<const Plan> plan = GetPlan(key);
+
+  std::unique_ptr<Workspace> ws = TakeWorkspace();
+  struct Return {
+    const PlannedGhostNet* self;
+    std::unique_ptr<Workspace>& ws;
+    ~Return() { self->ReturnWorkspace(std::move(ws)); }
+  } give_back{this, ws};
+  if (ws->bound != plan) ws->Bind(plan);
+
+  torch::Tensor logits = torch::empty({x.size(0), options_.num_classes}, torch::kFloat);
+  ws->input.set_data_handle(x.data_ptr());
+  ws->output.set_data_handle(logits.data_ptr());
+  dnnl::stream stream(CpuEngine());
+  for (size_t i = 0; i < plan->steps.size(); ++i) {
+    plan->steps[i].primitive.execute(stream, ws->args[i]);
+  }
+  stream.wait();
+  return logits;
+}
+
+}  // namespace ghostserve::model
