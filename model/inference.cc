@@ -157,6 +157,10 @@ int64_t InferenceGhostNet::WeightBytes() const {
   return bytes;
 }
 
+int64_t InferenceGhostNet::WorkspaceBytes() const {
+  return planned_ != nullptr ? planned_->WorkspaceBytes() : 0;
+}
+
 torch::Tensor InferenceGhostNet::RunConv(const Conv& c, const torch::Tensor& x) const {
   torch::Tensor y;
   if (options_.force_onednn) {

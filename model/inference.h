@@ -53,6 +53,11 @@ class InferenceGhostNet {
   // reordered for oneDNN when planned).
   int64_t WeightBytes() const;
 
+  // Bytes of activation workspace the planned engine keeps between calls
+  // (one per concurrent caller seen, each sized for the largest batch it
+  // ran); 0 for the ATen engine.
+  int64_t WorkspaceBytes() const;
+
   const InferenceOptions& options() const { return options_; }
 
   struct Conv {

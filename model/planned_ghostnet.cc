@@ -509,6 +509,10 @@ PlannedGhostNet::PlannedGhostNet(const InferenceGhostNet::Layers& layers,
   w.SplitInput(layers.final_conv, split, 0, -1, w.final_conv);
   w.head = w.AddLinear(layers.head.weight, layers.head.bias, {0, -1, 0, -1, true, layers.head.relu});
   w.classifier = w.AddLinear(layers.classifier.weight, layers.classifier.bias, {});
+  // The plan a lone request at the nominal size uses (the service's input is
+  // channels-last), built now: the first request does not pay for it, and the
+  // weights are packed before WeightBytes is first read.
+  GetPlan(Key{1, options.input_size, options.input_size, true});
 }
 
 PlannedGhostNet::~PlannedGhostNet() = default;
@@ -661,14 +665,9 @@ void PlannedGhostNet::ReturnWorkspace(std::unique_ptr<Workspace> ws) const {
 
 torch::Tensor PlannedGhostNet::Forward(const torch::Tensor& input) const {
   torch::Tensor x = input.scalar_type() == torch::kFloat ? input : input.to(torch::kFloat);
-  bool nhwc = false;
-  if (!x.is_contiguous()) {
-    if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-      nhwc = true;
-    } else {
-      x = x.contiguous();
-    }
-  }
+  // Channels-last first: a one-channel map is both, and needs no reorder.
+  bool nhwc = x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  if (!nhwc && !x.is_contiguous()) x = x.contiguous();
   const Key key{x.size(0), x.size(2), x.size(3), nhwc};
   std::shared_ptr<const Plan> plan = GetPlan(key);
 

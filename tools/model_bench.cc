@@ -52,19 +52,27 @@ void DeclareFlags(CLI::App& app, BenchFlags& f) {
           },
           "FLOAT in (0 - 3600]"))
       ->capture_default_str();
-  app.add_option("--warmup", f.warmup, "unmeasured runs per batch size")
+  app.add_option("--warmup", f.warmup,
+                 "unmeasured runs per batch size (the first run, which also builds the "
+                 "planned engine's plan, is always made and timed as first_call_ms)")
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();
   app.add_option("--threads", f.threads, "LibTorch intra-op threads (default: CPUs available)")
       ->check(CLI::Range(1, 256));
   app.add_option("--input-size", f.input_size, "square input side (default: the model's, 224)")
       ->check(CLI::Range(32, 1024));
+  app.add_option_function<std::string>(
+         "--engine",
+         [&f](const std::string& v) { f.inference.planned = v == "planned"; },
+         "planned (oneDNN primitives planned per input shape, the default) | aten (ATen ops "
+         "per call, the previous engine)")
+      ->check(CLI::IsMember({"planned", "aten"}));
   app.add_flag_callback(
       "--nchw", [&f] { f.inference.channels_last = false; },
-      "keep activations NCHW instead of channels-last");
+      "aten engine: keep activations NCHW instead of channels-last");
   app.add_flag_callback(
       "--no-force-onednn", [&f] { f.inference.force_onednn = false; },
-      "let ATen choose the convolution kernel");
+      "aten engine: let ATen choose the convolution kernel");
   app.add_flag("--json", f.json, "print one JSON line instead of a table");
 }
 
@@ -120,12 +128,21 @@ int main(int argc, char** argv) {
   out["parameters"] = m.parameters;
   out["macs"] = m.macs;
   out["input_size"] = side;
-  out["channels_last"] = inference.channels_last;
-  out["force_onednn"] = inference.force_onednn;
+  out["engine"] = inference.planned ? "planned" : "aten";
+  if (!inference.planned) {
+    out["channels_last"] = inference.channels_last;
+    out["force_onednn"] = inference.force_onednn;
+  }
   out["results"] = nlohmann::ordered_json::array();
   for (int bs : flags.batch_sizes) {
     torch::Tensor x = torch::randn({bs, m.options.in_channels, side, side});
-    for (int i = 0; i < flags.warmup; ++i) *m.inference->Forward(x);
+    // The first call at a batch size also builds the planned engine's plan.
+    const auto first = std::chrono::steady_clock::now();
+    *m.inference->Forward(x);
+    const double first_call_ms = std::chrono::duration<double, std::milli>(
+                                     std::chrono::steady_clock::now() - first)
+                                     .count();
+    for (int i = 1; i < flags.warmup; ++i) *m.inference->Forward(x);
     std::vector<double> latencies_ms;
     const auto start = std::chrono::steady_clock::now();
     double elapsed = 0;
@@ -142,6 +159,8 @@ int main(int argc, char** argv) {
     r["latency_ms_p50"] = Percentile(latencies_ms, 0.5);
     r["latency_ms_p90"] = Percentile(latencies_ms, 0.9);
     r["iterations"] = latencies_ms.size();
+    r["first_call_ms"] = first_call_ms;
+    r["workspace_bytes"] = m.inference->WorkspaceBytes();
     out["results"].push_back(r);
     if (!flags.json) {
       std::printf("%-14s batch %4d  %8.1f img/s  p50 %8.2f ms\n", model.c_str(), bs,
