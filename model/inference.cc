@@ -73,6 +73,11 @@ InferenceGhostNet::~InferenceGhostNet() = default;
 
 absl::StatusOr<std::unique_ptr<InferenceGhostNet>> InferenceGhostNet::Create(
     const GhostNetImpl& net, const InferenceOptions& options) {
+  if (options.precision != Precision::kFp32 && !options.planned) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "precision ", std::string(PrecisionName(options.precision)), " needs the planned engine"));
+  }
+  if (auto s = CheckPrecisionSupported(options.precision); !s.ok()) return s;
   try {
     torch::NoGradGuard no_grad;
     const bool cl = options.channels_last;
@@ -109,7 +114,8 @@ absl::StatusOr<std::unique_ptr<InferenceGhostNet>> InferenceGhostNet::Create(
     m->layers_.classifier = Linear{net.classifier->weight.detach().to(torch::kFloat).contiguous(),
                             net.classifier->bias.detach().to(torch::kFloat).contiguous()};
     if (options.planned) {
-      m->planned_ = std::make_unique<PlannedGhostNet>(m->layers_, m->net_options_);
+      m->planned_ =
+          std::make_unique<PlannedGhostNet>(m->layers_, m->net_options_, options.precision);
     }
     return m;
   } catch (const std::exception& e) {

@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "model/ghostnet.h"
+#include "model/precision.h"
 
 namespace ghostserve::model {
 
@@ -27,6 +28,9 @@ struct InferenceOptions {
   // activations in one planned workspace. false runs ATen ops per call (the
   // two fields below), kept as a reference and for comparison.
   bool planned = true;
+  // The number format (planned engine only for anything but fp32). Create
+  // refuses a precision this CPU does not run natively.
+  Precision precision = Precision::kFp32;
   // ATen path only: keep activations channels-last (NHWC). Measured faster
   // with oneDNN here.
   bool channels_last = true;

@@ -247,7 +247,9 @@ class PlanBuilder {
     memory::desc md;
   };
 
-  PlanBuilder() {
+  // dt: the data type of every map and of the weights (f32 or bf16); biases,
+  // and the logits, stay f32.
+  explicit PlanBuilder(Dt dt) : dt_(dt) {
     plan_ = std::make_shared<Plan>();
     scratch_ = static_cast<int>(plan_->buffers.size());
     plan_->buffers.emplace_back();
@@ -255,10 +257,10 @@ class PlanBuilder {
 
   // A new NHWC map of dims {n, c, h, w}.
   int Map(int64_t n, int64_t c, int64_t h, int64_t w) {
-    return NewBuffer(memory::desc({n, c, h, w}, Dt::f32, Tag::nhwc));
+    return NewBuffer(memory::desc({n, c, h, w}, dt_, Tag::nhwc));
   }
   // A new [n, c] matrix.
-  int Matrix(int64_t n, int64_t c) { return NewBuffer(memory::desc({n, c}, Dt::f32, Tag::ab)); }
+  int Matrix(int64_t n, int64_t c) { return NewBuffer(memory::desc({n, c}, dt_, Tag::ab)); }
 
   Region Full(int buffer) const { return {buffer, mds_[buffer]}; }
   // Channels [begin, begin + count) of an NHWC map: a strided view.
@@ -271,7 +273,7 @@ class PlanBuilder {
   // A [n, c] matrix seen as an NHWC map {n, c, 1, 1} (the same bytes).
   Region AsMap(int buffer) const {
     const memory::dims d = mds_[buffer].dims();
-    return {buffer, memory::desc({d[0], d[1], 1, 1}, Dt::f32, Tag::nhwc)};
+    return {buffer, memory::desc({d[0], d[1], 1, 1}, dt_, Tag::nhwc)};
   }
 
   void Conv(LayerWeights& l, const Region& src, const Region& dst, bool sum = false) {
@@ -283,7 +285,7 @@ class PlanBuilder {
                 "planned convolution: output dims mismatch");
     dnnl::convolution_forward::desc d(
         dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src.md,
-        memory::desc(l.dims, Dt::f32, Tag::any), l.bias_desc(), dst.md,
+        memory::desc(l.dims, dt_, Tag::any), l.bias_desc(), dst.md,
         {l.stride, l.stride}, {l.padding, l.padding}, {l.padding, l.padding});
     dnnl::post_ops ops;
     if (sum) ops.append_sum(1.f);
@@ -298,7 +300,7 @@ class PlanBuilder {
   void InnerProduct(LayerWeights& l, const Region& src, const Region& dst, bool hard_sigmoid,
                     bool sum = false) {
     dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, src.md,
-                                        memory::desc(l.dims, Dt::f32, Tag::any), l.bias_desc(),
+                                        memory::desc(l.dims, dt_, Tag::any), l.bias_desc(),
                                         dst.md);
     dnnl::post_ops ops;
     if (sum) ops.append_sum(1.f);
@@ -448,6 +450,7 @@ class PlanBuilder {
     return total;
   }
 
+  Dt dt_;
   std::shared_ptr<Plan> plan_;
   std::vector<memory::desc> mds_;
   int scratch_ = 0;
@@ -457,8 +460,11 @@ class PlanBuilder {
 }  // namespace
 
 PlannedGhostNet::PlannedGhostNet(const InferenceGhostNet::Layers& layers,
-                                 const GhostNetOptions& options)
-    : layers_(layers), options_(options), weights_(std::make_unique<PackedWeights>()) {
+                                 const GhostNetOptions& options, Precision precision)
+    : layers_(layers),
+      options_(options),
+      precision_(precision),
+      weights_(std::make_unique<PackedWeights>()) {
   PackedWeights& w = *weights_;
   auto half = [](int64_t channels) { return (channels + 1) / 2; };
   const int64_t stem_c = layers.stem.weight.size(0);
@@ -556,14 +562,14 @@ std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::GetPlan(const Key&
   const auto [n, h, w, nhwc] = key;
   const int64_t c = options_.in_channels;
   PackedWeights& pw = *weights_;
-  PlanBuilder b;
+  PlanBuilder b(precision_ == Precision::kBf16 ? Dt::bf16 : Dt::f32);
   const memory::desc input_md({n, c, h, w}, Dt::f32, nhwc ? Tag::nhwc : Tag::nchw);
   const memory::desc output_md({n, options_.num_classes}, Dt::f32, Tag::ab);
 
   // oneDNN's fast convolution kernels take NHWC (or blocked) maps only, so
-  // an NCHW input is reordered first.
+  // an NCHW input is reordered first; in bf16 the reorder also converts.
   PlanBuilder::Region in{kInput, input_md};
-  if (!nhwc) {
+  if (!nhwc || precision_ != Precision::kFp32) {
     const int nhwc_in = b.Map(n, c, h, w);
     b.Reorder(in, b.Full(nhwc_in));
     in = b.Full(nhwc_in);

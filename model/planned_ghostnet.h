@@ -38,14 +38,19 @@
 #include <vector>
 
 #include "model/inference.h"
+#include "model/precision.h"
 
 namespace ghostserve::model {
 
 class PlannedGhostNet {
  public:
   // `layers` must outlive this object (the InferenceGhostNet that owns both).
-  // Throws dnnl::error or c10::Error on failure.
-  PlannedGhostNet(const InferenceGhostNet::Layers& layers, const GhostNetOptions& options);
+  // In bf16 the weights and every activation are bfloat16 (the input is
+  // converted by the first step); accumulation, biases and the logits are
+  // float32. The caller checks the CPU supports `precision`. Throws
+  // dnnl::error or c10::Error on failure.
+  PlannedGhostNet(const InferenceGhostNet::Layers& layers, const GhostNetOptions& options,
+                  Precision precision);
   ~PlannedGhostNet();
 
   // x: [N, in_channels, H, W] float32, contiguous or channels-last contiguous
@@ -72,6 +77,7 @@ class PlannedGhostNet {
 
   const InferenceGhostNet::Layers& layers_;
   GhostNetOptions options_;
+  Precision precision_;
   std::unique_ptr<PackedWeights> weights_;
 
   mutable std::mutex mu_;

@@ -139,7 +139,7 @@ int main(int argc, char** argv) {
     const auto& m = s->info();
     Log("model " + s->name() + " version " + std::to_string(s->version()) + ": " +
         std::to_string(m.parameters) + " parameters, " + std::to_string(m.macs / 1000000) +
-        "M MACs, weights " + m.weights_source +
+        "M MACs, precision " + m.precision + ", weights " + m.weights_source +
         (m.trained ? "" : " (UNTRAINED: predictions are meaningless)"));
   }
 

@@ -67,6 +67,14 @@ void DeclareFlags(CLI::App& app, BenchFlags& f) {
          "planned (oneDNN primitives planned per input shape, the default) | aten (ATen ops "
          "per call, the previous engine)")
       ->check(CLI::IsMember({"planned", "aten"}));
+  app.add_option_function<std::string>(
+         "--precision",
+         [&f](const std::string& v) {
+           auto p = ghostserve::model::ParsePrecision(v);
+           if (!p.ok()) throw CLI::ValidationError(std::string(p.status().message()));
+           f.inference.precision = *p;
+         },
+         "fp32 (default) | bf16 | auto");
   app.add_flag_callback(
       "--nchw", [&f] { f.inference.channels_last = false; },
       "aten engine: keep activations NCHW instead of channels-last");
@@ -129,6 +137,8 @@ int main(int argc, char** argv) {
   out["macs"] = m.macs;
   out["input_size"] = side;
   out["engine"] = inference.planned ? "planned" : "aten";
+  out["precision"] = std::string(ghostserve::model::PrecisionName(inference.precision));
+  out["cpu_isa"] = ghostserve::model::CpuIsaName();
   if (!inference.planned) {
     out["channels_last"] = inference.channels_last;
     out["force_onednn"] = inference.force_onednn;

@@ -160,6 +160,23 @@ std::unique_ptr<CLI::App> MakeApp(ServerConfig& c, std::string& config_file) {
         if (v.empty()) throw CLI::ValidationError("expects a model name or '*'");
         c.load_models.push_back(v);
       });
+  app->add_option("--precision",
+                  "NAME=fp32|bf16|auto: the number format a model computes in (NAME '*' = "
+                  "every model not named; repository models take theirs from config.json). "
+                  "auto = bf16 where the CPU has native bf16 (AVX512-BF16 or AMX), else fp32; "
+                  "bf16 on a CPU without it stops start-up. Default fp32; repeatable")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->each([&c](const std::string& v) {
+        const size_t eq = v.find('=');
+        if (eq == std::string::npos || eq == 0 || eq + 1 == v.size()) {
+          throw CLI::ValidationError(absl::StrCat("expects NAME=PRECISION, got '", v, "'"));
+        }
+        const std::string value = v.substr(eq + 1);
+        if (auto p = model::ParsePrecision(value); !p.ok()) {
+          throw CLI::ValidationError(std::string(p.status().message()));
+        }
+        c.precision[v.substr(0, eq)] = value;
+      });
   app->add_option("--weights",
                   "NAME=PATH: weights for a model (.pth zip or .safetensors); repeatable")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
@@ -530,6 +547,13 @@ absl::Status Finalize(ServerConfig* c, int cpus) {
     return absl::InvalidArgumentError(
         "no models to serve (--models none, no --model-config and no --model-repository)");
   }
+  for (const auto& [name, value] : c->precision) {
+    if (name != "*" && served.count(name) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--precision names model '", name,
+                       "', which is not served (served: ", absl::StrJoin(served, ","), ")"));
+    }
+  }
   for (const auto& [name, path] : c->weights) {
     if (served.count(name) == 0) {
       return absl::InvalidArgumentError(
@@ -598,6 +622,12 @@ std::vector<core::ModelSpec> ModelSpecs(const ServerConfig& c) {
     if (auto it = c.weights.find(spec.name); it != c.weights.end()) {
       spec.load.weights_path = it->second;
       spec.load.weights_bytes = {};
+    }
+    auto precision = c.precision.find(spec.name);
+    if (precision == c.precision.end()) precision = c.precision.find("*");
+    if (precision != c.precision.end()) {
+      // Checked when the flag was parsed; "auto" resolves for this CPU here.
+      spec.load.inference.precision = *model::ParsePrecision(precision->second);
     }
   }
   return specs;

@@ -35,6 +35,9 @@ struct ServerConfig {
   std::vector<std::string> model_config_paths;
   // model name -> weights file (.pth zip or .safetensors).
   std::map<std::string, std::string> weights;
+  // model name (or "*" for every model not named) -> "fp32" | "bf16" |
+  // "auto" (--precision); overrides a model config's "precision".
+  std::map<std::string, std::string> precision;
   int max_batch_size = 8;
   int64_t max_batch_delay_us = 2000;
   int max_queue_size = 256;

@@ -91,6 +91,8 @@ model::LoadModelOptions LoadOptions(const ModelConfig& c) {
   o.weights_path = c.weights_path;
   o.weights_bytes = c.weights_bytes;
   o.weights_name = c.weights_name;
+  // Checked by ParseModelConfig; "auto" resolves for this CPU here.
+  if (auto p = model::ParsePrecision(c.precision); p.ok()) o.inference.precision = *p;
   return o;
 }
 
@@ -184,6 +186,12 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view text, const std::s
       }
     } else if (key == "preprocess") {
       if (auto s = ParsePreprocess(v, source, &c.preprocess); !s.ok()) return s;
+    } else if (key == "precision") {
+      if (!v.is_string()) return Error(source, key, "must be \"fp32\", \"bf16\" or \"auto\"");
+      if (auto p = model::ParsePrecision(v.get<std::string>()); !p.ok()) {
+        return Error(source, key, std::string(p.status().message()));
+      }
+      c.precision = v.get<std::string>();
     } else if (key == "description") {
       if (!v.is_string()) return Error(source, key, "must be a string");
       c.description = v.get<std::string>();
@@ -262,6 +270,7 @@ absl::StatusOr<std::vector<ModelConfig>> ReadModelConfigs(const std::string& pat
 std::string ModelConfigToJson(const ModelConfig& c, const std::string& weights_file) {
   nlohmann::ordered_json j;
   j["name"] = c.name;
+  if (c.precision != "fp32") j["precision"] = c.precision;
   if (!c.description.empty()) j["description"] = c.description;
   j["architecture"] = "ghostnet";
   j["width"] = c.net.width;

@@ -57,6 +57,9 @@ struct ModelConfig {
   bool imagenet_labels = false;     // "labels": "imagenet"
   VersionPolicyConfig version_policy;
   preprocess::PreprocessConfig preprocess;
+  // "fp32" | "bf16" | "auto" (checked when parsed; "auto" is resolved for
+  // this CPU when the model loads).
+  std::string precision = "fp32";
   std::string description;
   // The "training" object as JSON text (provenance; not interpreted).
   std::string training_json;

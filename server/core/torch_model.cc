@@ -19,6 +19,7 @@ TorchModel::TorchModel(std::unique_ptr<model::LoadedModel> loaded) : loaded_(std
   info_.weight_bytes = loaded_->inference->WeightBytes();
   info_.weights_source = loaded_->weights_source;
   info_.trained = loaded_->trained;
+  info_.precision = std::string(model::PrecisionName(loaded_->inference->options().precision));
 }
 
 absl::Status TorchModel::Forward(const float* images, int n, int64_t height, int64_t width,

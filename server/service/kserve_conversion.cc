@@ -340,6 +340,7 @@ void ToModelMetadata(const core::Servable& s, const std::vector<int64_t>& versio
   response->set_name(s.name());
   for (int64_t v : versions) response->add_versions(absl::StrCat(v));
   response->set_platform(s.info().platform);
+  (*response->mutable_parameters())["precision"].set_string_param(s.info().precision);
   auto* images = response->add_inputs();
   images->set_name("images");
   images->set_datatype("BYTES");

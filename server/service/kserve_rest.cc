@@ -270,6 +270,15 @@ std::string ToRestMetadata(const inference::ModelMetadataResponse& m) {
            {"platform", m.platform()},
            {"inputs", tensors(m.inputs())},
            {"outputs", tensors(m.outputs())}};
+  if (!m.parameters().empty()) {
+    json params = json::object();
+    for (const auto& [key, p] : m.parameters()) {
+      if (p.has_string_param()) params[key] = p.string_param();
+      if (p.has_int64_param()) params[key] = p.int64_param();
+      if (p.has_bool_param()) params[key] = p.bool_param();
+    }
+    doc["parameters"] = params;
+  }
   return doc.dump();
 }
 

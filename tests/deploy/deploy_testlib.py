@@ -188,6 +188,25 @@ def mem_bytes(q):
     return float(m.group(1)) * units.get(m.group(2) or "", 1)
 
 
+def cpu_has_native_bf16():
+    """True when oneDNN will see native bf16 instructions here: the CPU has
+    AVX512-BF16 or AMX-BF16 (/proc/cpuinfo flags) and ONEDNN_MAX_CPU_ISA (or
+    its old name DNNL_MAX_CPU_ISA) does not cap it below them. Worked out
+    independently of the server's own check, which the tests compare with."""
+    with open("/proc/cpuinfo") as f:
+        flags = set()
+        for line in f:
+            if line.startswith("flags"):
+                flags.update(line.split(":", 1)[1].split())
+    if not ({"avx512_bf16", "amx_bf16"} & flags):
+        return False
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL")
+    cap = cap.upper()
+    if cap in ("ALL", "DEFAULT", "AVX512_CORE_AMX"):
+        return True
+    return cap == "AVX512_CORE_BF16" and "avx512_bf16" in flags
+
+
 def sample_sum(text, name, **labels):
     return sum(v for n, l, v in parse_metrics(text)
                if n == name and all(l.get(k) == want for k, want in labels.items()))

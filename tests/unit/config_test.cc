@@ -32,6 +32,7 @@ const char* const kAllFlags[] = {
     "models",
     "model-config",
     "weights",
+    "precision",
     "max-batch-size",
     "max-batch-delay-us",
     "max-queue-size",
@@ -415,12 +416,14 @@ TEST(ConfigTest, EveryFlagHasItsEnvironmentVariable) {
       {"GHOSTSERVE_LOAD_MODEL", "a,b"},
       {"GHOSTSERVE_ACCESS_LOG", "-"},
       {"GHOSTSERVE_ACCESS_LOG_SAMPLE", "32"},
+      {"GHOSTSERVE_PRECISION", "ghostnet_100=bf16,*=auto"},
   };
   ASSERT_EQ(values.size(), std::size(kAllFlags));
   const ServerConfig c = ParseOk({}, values);
   EXPECT_EQ(c.listen, "127.0.0.1:1");
   EXPECT_EQ(c.metrics_listen, "");
   EXPECT_THAT(c.models, ElementsAre("ghostnet_100"));
+  EXPECT_THAT(c.precision, UnorderedElementsAre(Pair("ghostnet_100", "bf16"), Pair("*", "auto")));
   EXPECT_THAT(c.model_config_paths, ElementsAre("/a.json", "/configs"));
   EXPECT_THAT(c.weights, ElementsAre(Pair("ghostnet_100", "/w.pth")));
   EXPECT_EQ(c.max_batch_size, 2);
@@ -568,6 +571,35 @@ TEST(ConfigTest, DefaultsServeTheFashionModelFromTheBinary) {
   ASSERT_TRUE(Finalize(&w, 2).ok());
   EXPECT_EQ(ModelSpecs(w)[0].load.weights_path, "/retrained.safetensors");
   EXPECT_TRUE(ModelSpecs(w)[0].load.weights_bytes.empty());
+}
+
+TEST(ConfigTest, PrecisionFlagSetsNamedModelsAndTheRest) {
+  ServerConfig c = ParseOk({"--models", "ghostnet_050,ghostnet_100,ghostnet_130", "--precision",
+                            "ghostnet_100=fp32", "--precision", "*=bf16"});
+  ASSERT_TRUE(Finalize(&c, 2).ok());
+  const auto specs = ModelSpecs(c);
+  ASSERT_EQ(specs.size(), 3u);
+  EXPECT_EQ(specs[0].load.inference.precision, model::Precision::kBf16);
+  EXPECT_EQ(specs[1].load.inference.precision, model::Precision::kFp32);
+  EXPECT_EQ(specs[2].load.inference.precision, model::Precision::kBf16);
+
+  // Without the flag: fp32. "auto" is resolved for this CPU.
+  ServerConfig plain = ParseOk({"--models", "ghostnet_050"});
+  ASSERT_TRUE(Finalize(&plain, 2).ok());
+  EXPECT_EQ(ModelSpecs(plain)[0].load.inference.precision, model::Precision::kFp32);
+  ServerConfig automatic = ParseOk({"--models", "ghostnet_050", "--precision", "*=auto"});
+  ASSERT_TRUE(Finalize(&automatic, 2).ok());
+  EXPECT_EQ(ModelSpecs(automatic)[0].load.inference.precision, *model::ParsePrecision("auto"));
+
+  for (const std::string bad : {"ghostnet_050", "ghostnet_050=fp16", "=bf16", "ghostnet_050="}) {
+    const absl::Status s = ParseError({"--precision", bad});
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("--precision")) << bad;
+  }
+  ServerConfig unserved = ParseOk({"--models", "ghostnet_050", "--precision", "ghostnet_100=bf16"});
+  const absl::Status s = Finalize(&unserved, 2);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("not served"));
 }
 
 TEST(ConfigTest, ModelConfigFilesAddModels) {

@@ -91,6 +91,9 @@ TEST(ModelConfigTest, RejectsBadConfigsNamingTheKey) {
        "interpolation"},
       {R"({"name": "m", "num_classes": 2, "width": 0})", "width"},
       {R"({"name": "m", "num_classes": 2, "weights": ""})", "\"weights\""},
+      {R"({"name": "m", "num_classes": 2, "precision": "fp16"})", "\"precision\""},
+      {R"({"name": "m", "num_classes": 2, "precision": "int8"})", "not available"},
+      {R"({"name": "m", "num_classes": 2, "precision": 16})", "\"precision\""},
   };
   for (const Case& c : cases) {
     const absl::Status s = ParseError(c.json);
@@ -98,6 +101,24 @@ TEST(ModelConfigTest, RejectsBadConfigsNamingTheKey) {
     EXPECT_THAT(s.message(), HasSubstr(c.expect)) << c.json;
     EXPECT_THAT(s.message(), HasSubstr("test.json")) << c.json;
   }
+}
+
+TEST(ModelConfigTest, PrecisionIsCheckedKeptAndResolvedAtLoad) {
+  auto fp32 = ParseModelConfig(R"({"name": "m", "num_classes": 5})", "", "t");
+  ASSERT_TRUE(fp32.ok());
+  EXPECT_EQ(fp32->precision, "fp32");
+  EXPECT_EQ(LoadOptions(*fp32).inference.precision, model::Precision::kFp32);
+  auto bf16 = ParseModelConfig(R"({"name": "m", "num_classes": 5, "precision": "bf16"})", "", "t");
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  EXPECT_EQ(LoadOptions(*bf16).inference.precision, model::Precision::kBf16);
+  auto automatic =
+      ParseModelConfig(R"({"name": "m", "num_classes": 5, "precision": "auto"})", "", "t");
+  ASSERT_TRUE(automatic.ok());
+  EXPECT_EQ(LoadOptions(*automatic).inference.precision, *model::ParsePrecision("auto"));
+  // Written back as given, so a config moved to another CPU re-resolves.
+  auto back = ParseModelConfig(ModelConfigToJson(*automatic, ""), "", "round-trip");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->precision, "auto");
 }
 
 TEST(ModelConfigTest, JsonRoundTrip) {

@@ -649,6 +649,7 @@ int Evaluate(const std::vector<std::string>& args) {
   f.Define("batch-size", "256", "images per forward pass");
   f.Define("limit", "0", "evaluate only the first N images (0 = all)");
   f.Define("threads", "0", "LibTorch threads; 0 = CPUs available");
+  f.Define("precision", "", "fp32 | bf16 | auto (default: the model config's)");
   if (std::find(args.begin(), args.end(), "--help") != args.end()) {
     std::cout << f.Help();
     return 0;
@@ -675,7 +676,16 @@ int Evaluate(const std::vector<std::string>& args) {
     std::cerr << data.status().message() << "\n";
     return 1;
   }
-  auto loaded = model::LoadModel(config::LoadOptions(mc));
+  model::LoadModelOptions load = config::LoadOptions(mc);
+  if (!f.Str("precision").empty()) {
+    auto precision = model::ParsePrecision(f.Str("precision"));
+    if (!precision.ok()) {
+      std::cerr << precision.status().message() << "\n";
+      return 2;
+    }
+    load.inference.precision = *precision;
+  }
+  auto loaded = model::LoadModel(load);
   if (!loaded.ok()) {
     std::cerr << loaded.status().message() << "\n";
     return 1;
@@ -699,6 +709,7 @@ int Evaluate(const std::vector<std::string>& args) {
   nlohmann::ordered_json result = {
       {"model", mc.name},
       {"path", "in-process"},
+      {"precision", std::string(model::PrecisionName((*loaded)->inference->options().precision))},
       {"images", count},
       {"correct", correct},
       {"top1", static_cast<double>(correct) / std::max<int64_t>(count, 1)},
