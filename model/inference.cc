@@ -115,7 +115,8 @@ absl::StatusOr<std::unique_ptr<InferenceGhostNet>> InferenceGhostNet::Create(
                             net.classifier->bias.detach().to(torch::kFloat).contiguous()};
     if (options.planned) {
       m->planned_ =
-          std::make_unique<PlannedGhostNet>(m->layers_, m->net_options_, options.precision);
+          std::make_unique<PlannedGhostNet>(m->layers_, m->net_options_, options.precision,
+                                            options.tune_threads);
     }
     return m;
   } catch (const std::exception& e) {

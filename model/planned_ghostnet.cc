@@ -2,9 +2,14 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <omp.h>
+
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <unordered_map>
 #include <utility>
 
@@ -176,6 +181,7 @@ struct PlannedGhostNet::Plan {
   struct Step {
     dnnl::primitive primitive;
     std::vector<Arg> args;
+    int threads = 1;  // the OpenMP team it was created for and runs with
   };
   struct Buffer {
     size_t bytes = 0;
@@ -187,6 +193,33 @@ struct PlannedGhostNet::Plan {
   size_t workspace_bytes = 0;
   memory::desc input_md, output_md;
 };
+
+namespace {
+
+// The memory objects of one step's arguments, for a workspace at `base`.
+std::unordered_map<int, memory> StepArgs(const PlannedGhostNet::Plan& plan,
+                                         const PlannedGhostNet::Plan::Step& step, char* base,
+                                         const memory& input, const memory& output) {
+  std::unordered_map<int, memory> m;
+  for (const auto& a : step.args) {
+    switch (a.buffer) {
+      case kInput:
+        m.emplace(a.id, input);
+        break;
+      case kOutput:
+        m.emplace(a.id, output);
+        break;
+      case kFixed:
+        m.emplace(a.id, a.fixed);
+        break;
+      default:
+        m.emplace(a.id, memory(a.md, CpuEngine(), base + plan.buffers[a.buffer].offset));
+    }
+  }
+  return m;
+}
+
+}  // namespace
 
 struct PlannedGhostNet::Workspace {
   struct FreeDeleter {
@@ -213,23 +246,7 @@ struct PlannedGhostNet::Workspace {
     args.clear();
     args.reserve(plan->steps.size());
     for (const auto& step : plan->steps) {
-      std::unordered_map<int, memory> m;
-      for (const auto& a : step.args) {
-        switch (a.buffer) {
-          case kInput:
-            m.emplace(a.id, input);
-            break;
-          case kOutput:
-            m.emplace(a.id, output);
-            break;
-          case kFixed:
-            m.emplace(a.id, a.fixed);
-            break;
-          default:
-            m.emplace(a.id, memory(a.md, CpuEngine(), base + plan->buffers[a.buffer].offset));
-        }
-      }
-      args.push_back(std::move(m));
+      args.push_back(StepArgs(*plan, step, base, input, output));
     }
     bound = plan;
   }
@@ -249,7 +266,9 @@ class PlanBuilder {
 
   // dt: the data type of every map and of the weights (f32 or bf16); biases,
   // and the logits, stay f32.
-  explicit PlanBuilder(Dt dt) : dt_(dt) {
+  // tune: choose one or all threads per step by measurement (worth it only
+  // for the smallest batches; otherwise every step runs on all threads).
+  PlanBuilder(Dt dt, bool tune) : dt_(dt), tune_(tune), threads_(omp_get_max_threads()) {
     plan_ = std::make_shared<Plan>();
     scratch_ = static_cast<int>(plan_->buffers.size());
     plan_->buffers.emplace_back();
@@ -283,80 +302,73 @@ class PlanBuilder {
     const int64_t ow = (s[3] + 2 * l.padding - k) / l.stride + 1;
     TORCH_CHECK(dst.md.dims() == memory::dims({s[0], l.out_channels(), oh, ow}),
                 "planned convolution: output dims mismatch");
-    dnnl::convolution_forward::desc d(
-        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src.md,
-        memory::desc(l.dims, dt_, Tag::any), l.bias_desc(), dst.md,
-        {l.stride, l.stride}, {l.padding, l.padding}, {l.padding, l.padding});
-    dnnl::post_ops ops;
-    if (sum) ops.append_sum(1.f);
-    if (l.relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-    dnnl::convolution_forward::primitive_desc pd(d, Attr(ops), CpuEngine());
-    Add(dnnl::convolution_forward(pd), pd.scratchpad_desc(), WithBias(l, {
-        {DNNL_ARG_SRC, src.buffer, src.md, {}},
-        {DNNL_ARG_WEIGHTS, kFixed, {}, l.Packed(pd.weights_desc())},
-        {DNNL_ARG_DST, dst.buffer, dst.md, {}}}));
+    Add(
+        [&]() -> Made {
+          dnnl::convolution_forward::desc d(
+              dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src.md,
+              memory::desc(l.dims, dt_, Tag::any), l.bias_desc(), dst.md, {l.stride, l.stride},
+              {l.padding, l.padding}, {l.padding, l.padding});
+          dnnl::post_ops ops;
+          if (sum) ops.append_sum(1.f);
+          if (l.relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+          dnnl::convolution_forward::primitive_desc pd(d, Attr(ops), CpuEngine());
+          return {dnnl::convolution_forward(pd), pd.scratchpad_desc(),
+                  {{DNNL_ARG_WEIGHTS, kFixed, {}, l.Packed(pd.weights_desc())}}};
+        },
+        WithBias(l, {{DNNL_ARG_SRC, src.buffer, src.md, {}},
+                     {DNNL_ARG_DST, dst.buffer, dst.md, {}}}));
   }
 
   void InnerProduct(LayerWeights& l, const Region& src, const Region& dst, bool hard_sigmoid,
                     bool sum = false) {
-    dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, src.md,
-                                        memory::desc(l.dims, dt_, Tag::any), l.bias_desc(),
-                                        dst.md);
-    dnnl::post_ops ops;
-    if (sum) ops.append_sum(1.f);
-    if (l.relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-    if (hard_sigmoid) AppendHardSigmoid(ops);
-    dnnl::inner_product_forward::primitive_desc pd(d, Attr(ops), CpuEngine());
-    Add(dnnl::inner_product_forward(pd), pd.scratchpad_desc(), WithBias(l, {
-        {DNNL_ARG_SRC, src.buffer, src.md, {}},
-        {DNNL_ARG_WEIGHTS, kFixed, {}, l.Packed(pd.weights_desc())},
-        {DNNL_ARG_DST, dst.buffer, dst.md, {}}}));
+    Add(
+        [&]() -> Made {
+          dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, src.md,
+                                              memory::desc(l.dims, dt_, Tag::any),
+                                              l.bias_desc(), dst.md);
+          dnnl::post_ops ops;
+          if (sum) ops.append_sum(1.f);
+          if (l.relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+          if (hard_sigmoid) AppendHardSigmoid(ops);
+          dnnl::inner_product_forward::primitive_desc pd(d, Attr(ops), CpuEngine());
+          return {dnnl::inner_product_forward(pd), pd.scratchpad_desc(),
+                  {{DNNL_ARG_WEIGHTS, kFixed, {}, l.Packed(pd.weights_desc())}}};
+        },
+        WithBias(l, {{DNNL_ARG_SRC, src.buffer, src.md, {}},
+                     {DNNL_ARG_DST, dst.buffer, dst.md, {}}}));
   }
 
   // dst {n, c, 1, 1} = mean of src over its height and width.
   void GlobalAveragePool(const Region& src, const Region& dst) {
-    const memory::dims s = src.md.dims();
-    dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference,
-                                  dnnl::algorithm::pooling_avg_exclude_padding, src.md, dst.md,
-                                  {1, 1}, {s[2], s[3]}, {0, 0}, {0, 0});
-    dnnl::pooling_forward::primitive_desc pd(d, Attr({}), CpuEngine());
-    Add(dnnl::pooling_forward(pd), pd.scratchpad_desc(),
+    Add(
+        [&]() -> Made {
+          const memory::dims s = src.md.dims();
+          dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference,
+                                        dnnl::algorithm::pooling_avg_exclude_padding, src.md,
+                                        dst.md, {1, 1}, {s[2], s[3]}, {0, 0}, {0, 0});
+          dnnl::pooling_forward::primitive_desc pd(d, Attr({}), CpuEngine());
+          return {dnnl::pooling_forward(pd), pd.scratchpad_desc(), {}};
+        },
         {{DNNL_ARG_SRC, src.buffer, src.md, {}}, {DNNL_ARG_DST, dst.buffer, dst.md, {}}});
   }
 
   // map *= gate, gate {n, c, 1, 1} broadcast over height and width.
   void ScaleChannels(const Region& map, const Region& gate) {
-    dnnl::binary::desc d(dnnl::algorithm::binary_mul, map.md, gate.md, map.md);
-    dnnl::binary::primitive_desc pd(d, Attr({}), CpuEngine());
-    Add(dnnl::binary(pd), pd.scratchpad_desc(),
-        {{DNNL_ARG_SRC_0, map.buffer, map.md, {}},
-         {DNNL_ARG_SRC_1, gate.buffer, gate.md, {}},
-         {DNNL_ARG_DST, map.buffer, map.md, {}}});
+    Binary(dnnl::algorithm::binary_mul, map, gate, map);
   }
 
   // dst = src0 + src1 (dst may be src0).
   void Sum(const Region& src0, const Region& src1, const Region& dst) {
-    dnnl::binary::desc d(dnnl::algorithm::binary_add, src0.md, src1.md, dst.md);
-    dnnl::binary::primitive_desc pd(d, Attr({}), CpuEngine());
-    Add(dnnl::binary(pd), pd.scratchpad_desc(),
-        {{DNNL_ARG_SRC_0, src0.buffer, src0.md, {}},
-         {DNNL_ARG_SRC_1, src1.buffer, src1.md, {}},
-         {DNNL_ARG_DST, dst.buffer, dst.md, {}}});
+    Binary(dnnl::algorithm::binary_add, src0, src1, dst);
   }
 
-  // dst = the channels of a followed by those of b.
-  void Concat(const Region& a, const Region& b, const Region& dst) {
-    dnnl::concat::primitive_desc pd(dst.md, 1, {a.md, b.md}, CpuEngine(), Attr({}));
-    Add(dnnl::concat(pd), pd.scratchpad_desc(),
-        {{DNNL_ARG_MULTIPLE_SRC, a.buffer, a.md, {}},
-         {DNNL_ARG_MULTIPLE_SRC + 1, b.buffer, b.md, {}},
-         {DNNL_ARG_DST, dst.buffer, dst.md, {}}});
-  }
-
-  // dst = src in another layout.
+  // dst = src in another layout or data type.
   void Reorder(const Region& src, const Region& dst) {
-    dnnl::reorder::primitive_desc pd(CpuEngine(), src.md, CpuEngine(), dst.md, Attr({}));
-    Add(dnnl::reorder(pd), pd.scratchpad_desc(),
+    Add(
+        [&]() -> Made {
+          dnnl::reorder::primitive_desc pd(CpuEngine(), src.md, CpuEngine(), dst.md, Attr({}));
+          return {dnnl::reorder(pd), pd.scratchpad_desc(), {}};
+        },
         {{DNNL_ARG_FROM, src.buffer, src.md, {}}, {DNNL_ARG_TO, dst.buffer, dst.md, {}}});
   }
 
@@ -371,6 +383,7 @@ class PlanBuilder {
     plan_->input_md = input_md;
     plan_->output_md = output_md;
     plan_->workspace_bytes = LayOut(plan_->buffers);
+    if (threads_ > 1 && tune_) Tune();
     return std::move(plan_);
   }
 
@@ -396,7 +409,31 @@ class PlanBuilder {
     return static_cast<int>(plan_->buffers.size()) - 1;
   }
 
-  void Add(dnnl::primitive p, const memory::desc& scratch, std::vector<Plan::Arg> args) {
+  void Binary(dnnl::algorithm alg, const Region& src0, const Region& src1, const Region& dst) {
+    Add(
+        [&]() -> Made {
+          dnnl::binary::desc d(alg, src0.md, src1.md, dst.md);
+          dnnl::binary::primitive_desc pd(d, Attr({}), CpuEngine());
+          return {dnnl::binary(pd), pd.scratchpad_desc(), {}};
+        },
+        {{DNNL_ARG_SRC_0, src0.buffer, src0.md, {}},
+         {DNNL_ARG_SRC_1, src1.buffer, src1.md, {}},
+         {DNNL_ARG_DST, dst.buffer, dst.md, {}}});
+  }
+
+  // A primitive as made for one thread count, with the arguments that
+  // depend on it (packed weights).
+  struct Made {
+    dnnl::primitive primitive;
+    memory::desc scratch;
+    std::vector<Plan::Arg> args;
+  };
+
+  // Adds a step. oneDNN fixes a primitive's thread count when it is created
+  // (from the creating thread's OpenMP setting), so with more than one thread
+  // the step is made twice, for all threads and for one; Finish keeps the
+  // faster.
+  void Add(const std::function<Made()>& make, const std::vector<Plan::Arg>& args) {
     const int step = static_cast<int>(plan_->steps.size());
     for (const auto& a : args) {
       if (a.buffer < 0) continue;
@@ -404,11 +441,30 @@ class PlanBuilder {
       if (b.first < 0) b.first = step;
       b.last = step;
     }
-    if (scratch.get_size() > 0) {
-      args.push_back({DNNL_ARG_SCRATCHPAD, scratch_, scratch, {}});
-      max_scratch_ = std::max(max_scratch_, scratch.get_size());
+    std::vector<Plan::Step> variants;
+    auto add_variant = [&](int threads) {
+      Made m = make();
+      Plan::Step v{std::move(m.primitive), args, threads};
+      v.args.insert(v.args.end(), m.args.begin(), m.args.end());
+      if (m.scratch.get_size() > 0) {
+        v.args.push_back({DNNL_ARG_SCRATCHPAD, scratch_, m.scratch, {}});
+        max_scratch_ = std::max(max_scratch_, m.scratch.get_size());
+      }
+      variants.push_back(std::move(v));
+    };
+    add_variant(threads_);
+    if (threads_ > 1 && tune_) {
+      omp_set_num_threads(1);
+      try {
+        add_variant(1);
+      } catch (...) {
+        omp_set_num_threads(threads_);
+        throw;
+      }
+      omp_set_num_threads(threads_);
     }
-    plan_->steps.push_back({std::move(p), std::move(args)});
+    plan_->steps.push_back(variants.front());
+    variants_.push_back(std::move(variants));
   }
 
   // Gives each used buffer an offset so that buffers alive at the same step
@@ -450,7 +506,54 @@ class PlanBuilder {
     return total;
   }
 
+  // Runs every variant of every step a few times on a zeroed workspace and
+  // keeps the fastest. At batch 1 most of GhostNet's primitives are too small
+  // for two threads to pay for their barrier (ghostnet_050 on 2 EPYC cores:
+  // 2.7 ms of primitive time with 2 threads, 2.4 with 1, 2.1 choosing per
+  // step); the large early maps and the classifier still gain from all.
+  void Tune() {
+    std::unique_ptr<void, void (*)(void*)> data(
+        std::aligned_alloc(kAlign, AlignUp(std::max<size_t>(plan_->workspace_bytes, 1))),
+        std::free);
+    if (data == nullptr) throw std::bad_alloc();
+    std::memset(data.get(), 0, plan_->workspace_bytes);
+    memory input(plan_->input_md, CpuEngine());
+    memory output(plan_->output_md, CpuEngine());
+    std::memset(input.get_data_handle(), 0, plan_->input_md.get_size());
+    char* base = static_cast<char*>(data.get());
+    dnnl::stream stream(CpuEngine());
+    // Each variant's median of 5 runs; one thread must win by 15% to be
+    // chosen (isolated runs favour it: the step's data stays in one core's
+    // cache).
+    auto median_seconds = [&](const Plan::Step& v) {
+      omp_set_num_threads(v.threads);
+      const auto args = StepArgs(*plan_, v, base, input, output);
+      v.primitive.execute(stream, args);  // first run: page faults, caches
+      stream.wait();
+      std::array<double, 5> t{};
+      for (double& seconds : t) {
+        const auto t0 = std::chrono::steady_clock::now();
+        v.primitive.execute(stream, args);
+        stream.wait();
+        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
+      std::nth_element(t.begin(), t.begin() + 2, t.end());
+      return t[2];
+    };
+    for (size_t i = 0; i < plan_->steps.size(); ++i) {
+      const auto& variants = variants_[i];
+      if (variants.size() < 2) continue;
+      const double all = median_seconds(variants[0]);
+      const double one = median_seconds(variants[1]);
+      if (one < 0.85 * all) plan_->steps[i] = variants[1];
+    }
+    omp_set_num_threads(threads_);
+  }
+
   Dt dt_;
+  bool tune_;
+  int threads_;  // the creating thread's OpenMP team size
+  std::vector<std::vector<Plan::Step>> variants_;  // per step: all threads, one thread
   std::shared_ptr<Plan> plan_;
   std::vector<memory::desc> mds_;
   int scratch_ = 0;
@@ -460,10 +563,12 @@ class PlanBuilder {
 }  // namespace
 
 PlannedGhostNet::PlannedGhostNet(const InferenceGhostNet::Layers& layers,
-                                 const GhostNetOptions& options, Precision precision)
+                                 const GhostNetOptions& options, Precision precision,
+                                 bool tune_threads)
     : layers_(layers),
       options_(options),
       precision_(precision),
+      tune_threads_(tune_threads),
       weights_(std::make_unique<PackedWeights>()) {
   PackedWeights& w = *weights_;
   auto half = [](int64_t channels) { return (channels + 1) / 2; };
@@ -518,7 +623,7 @@ PlannedGhostNet::PlannedGhostNet(const InferenceGhostNet::Layers& layers,
   // The plan a lone request at the nominal size uses (the service's input is
   // channels-last), built now: the first request does not pay for it, and the
   // weights are packed before WeightBytes is first read.
-  GetPlan(Key{1, options.input_size, options.input_size, true});
+  GetPlan(Key{1, options.input_size, options.input_size, true, omp_get_max_threads()});
 }
 
 PlannedGhostNet::~PlannedGhostNet() = default;
@@ -559,10 +664,11 @@ std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::GetPlan(const Key&
     plans_.erase(oldest);
   }
 
-  const auto [n, h, w, nhwc] = key;
+  const auto [n, h, w, nhwc, threads] = key;
+  (void)threads;  // the builder reads the calling thread's OpenMP setting itself
   const int64_t c = options_.in_channels;
   PackedWeights& pw = *weights_;
-  PlanBuilder b(precision_ == Precision::kBf16 ? Dt::bf16 : Dt::f32);
+  PlanBuilder b(precision_ == Precision::kBf16 ? Dt::bf16 : Dt::f32, tune_threads_ && n <= 2);
   const memory::desc input_md({n, c, h, w}, Dt::f32, nhwc ? Tag::nhwc : Tag::nchw);
   const memory::desc output_md({n, options_.num_classes}, Dt::f32, Tag::ab);
 
@@ -674,7 +780,10 @@ torch::Tensor PlannedGhostNet::Forward(const torch::Tensor& input) const {
   // Channels-last first: a one-channel map is both, and needs no reorder.
   bool nhwc = x.is_contiguous(at::MemoryFormat::ChannelsLast);
   if (!nhwc && !x.is_contiguous()) x = x.contiguous();
-  const Key key{x.size(0), x.size(2), x.size(3), nhwc};
+  // oneDNN fixes a primitive's thread count when it is made, so a plan
+  // serves callers with the OpenMP team size it was made for.
+  const int threads = omp_get_max_threads();
+  const Key key{x.size(0), x.size(2), x.size(3), nhwc, threads};
   std::shared_ptr<const Plan> plan = GetPlan(key);
 
   std::unique_ptr<Workspace> ws = TakeWorkspace();
@@ -689,8 +798,21 @@ torch::Tensor PlannedGhostNet::Forward(const torch::Tensor& input) const {
   ws->input.set_data_handle(x.data_ptr());
   ws->output.set_data_handle(logits.data_ptr());
   dnnl::stream stream(CpuEngine());
+  int current = threads;
+  struct RestoreThreads {
+    const int& current;
+    int threads;
+    ~RestoreThreads() {
+      if (current != threads) omp_set_num_threads(threads);
+    }
+  } restore{current, threads};
   for (size_t i = 0; i < plan->steps.size(); ++i) {
-    plan->steps[i].primitive.execute(stream, ws->args[i]);
+    const Plan::Step& step = plan->steps[i];
+    if (step.threads != current) {
+      omp_set_num_threads(step.threads);
+      current = step.threads;
+    }
+    step.primitive.execute(stream, ws->args[i]);
   }
   stream.wait();
   return logits;

@@ -47,10 +47,12 @@ class PlannedGhostNet {
   // `layers` must outlive this object (the InferenceGhostNet that owns both).
   // In bf16 the weights and every activation are bfloat16 (the input is
   // converted by the first step); accumulation, biases and the logits are
-  // float32. The caller checks the CPU supports `precision`. Throws
-  // dnnl::error or c10::Error on failure.
+  // float32. The caller checks the CPU supports `precision`. tune_threads:
+  // for batches of 1 and 2, measure each step with one thread and with all
+  // when its plan is built and keep the faster (see InferenceOptions).
+  // Throws dnnl::error or c10::Error on failure.
   PlannedGhostNet(const InferenceGhostNet::Layers& layers, const GhostNetOptions& options,
-                  Precision precision);
+                  Precision precision, bool tune_threads);
   ~PlannedGhostNet();
 
   // x: [N, in_channels, H, W] float32, contiguous or channels-last contiguous
@@ -69,7 +71,8 @@ class PlannedGhostNet {
   struct PackedWeights;
 
  private:
-  using Key = std::tuple<int64_t, int64_t, int64_t, bool>;  // N, H, W, nhwc input
+  // N, H, W, NHWC input, the caller's OpenMP team size.
+  using Key = std::tuple<int64_t, int64_t, int64_t, bool, int>;
 
   std::shared_ptr<const Plan> GetPlan(const Key& key) const;
   std::unique_ptr<Workspace> TakeWorkspace() const;
@@ -78,6 +81,7 @@ class PlannedGhostNet {
   const InferenceGhostNet::Layers& layers_;
   GhostNetOptions options_;
   Precision precision_;
+  bool tune_threads_;
   std::unique_ptr<PackedWeights> weights_;
 
   mutable std::mutex mu_;

@@ -76,6 +76,9 @@ void DeclareFlags(CLI::App& app, BenchFlags& f) {
          },
          "fp32 (default) | bf16 | auto");
   app.add_flag_callback(
+      "--no-tune-threads", [&f] { f.inference.tune_threads = false; },
+      "planned engine: run every step on all threads (no per-step choice at batch 1-2)");
+  app.add_flag_callback(
       "--nchw", [&f] { f.inference.channels_last = false; },
       "aten engine: keep activations NCHW instead of channels-last");
   app.add_flag_callback(
@@ -139,6 +142,7 @@ int main(int argc, char** argv) {
   out["engine"] = inference.planned ? "planned" : "aten";
   out["precision"] = std::string(ghostserve::model::PrecisionName(inference.precision));
   out["cpu_isa"] = ghostserve::model::CpuIsaName();
+  out["tune_threads"] = inference.planned && inference.tune_threads;
   if (!inference.planned) {
     out["channels_last"] = inference.channels_last;
     out["force_onednn"] = inference.force_onednn;

@@ -131,8 +131,11 @@ TEST(InferenceGhostNetTest, PlannedEngineAcrossManyShapesAndLayouts) {
   check(torch::randn({1, 3, 32, 32}));
 }
 
-// Several threads at once, each with its own batch size: each call takes its
-// own workspace, so no two calls share activations.
+// Several threads at once, each with its own batch size and OpenMP team size
+// (1 or 2, as the server's executors have): each call takes its own
+// workspace, so no two calls share activations, and a plan made for one team
+// size is never run by a thread with another (oneDNN fixes a primitive's
+// thread count when it is made).
 TEST(InferenceGhostNetTest, PlannedEngineConcurrentCallsWithDifferentBatchSizes) {
   GhostNetOptions o;
   o.width = 0.5;
@@ -149,6 +152,7 @@ TEST(InferenceGhostNetTest, PlannedEngineConcurrentCallsWithDifferentBatchSizes)
   std::atomic<int> mismatches{0};
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
+      ConfigureInferenceThread(1 + t % 2);
       for (int round = 0; round < 20; ++round) {
         const int k = (t + round) % 4;
         if (!torch::allclose(*compiled->Forward(inputs[k]), want[k], 1e-5, 1e-6)) ++mismatches;
