@@ -66,9 +66,10 @@ class InferenceCore {
   // requests have been answered.
   absl::Status RemoveServable(const std::string& name, int64_t version = 0);
 
-  // Runs every batch size up to the maximum (powers of two) through every
-  // servable on every executor, twice (first-call allocations, kernel
-  // selection), then marks the core ready.
+  // Runs every batch size up to the maximum through every servable on every
+  // executor (first-call allocations, kernel selection, the planned engine's
+  // plan per batch size), then the powers of two again to seed the batch
+  // cost model, then marks the core ready.
   absl::Status Warmup();
   const InferenceExecutor& executor() const { return *executor_; }
   bool ready() const { return ready_.load(); }

@@ -201,9 +201,9 @@ class InferenceCoreTest : public ::testing::Test {
   std::unique_ptr<InferenceCore> core_;  // last: destroyed first
 };
 
-TEST_F(InferenceCoreTest, WarmupRunsEveryPowerOfTwoBatchTwice) {
+TEST_F(InferenceCoreTest, WarmupRunsEveryBatchSizeThenThePowersOfTwo) {
   Start(/*max_batch=*/4);
-  EXPECT_THAT(model_.batch_sizes(), ElementsAre(1, 2, 4, 1, 2, 4));
+  EXPECT_THAT(model_.batch_sizes(), ElementsAre(1, 2, 3, 4, 1, 2, 4));
   EXPECT_TRUE(core_->ready());
 }
 
