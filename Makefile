@@ -5,8 +5,9 @@
 #   make test   install, build, and run the whole test suite
 #   make bench  ghostserve's GhostNet against ONNX Runtime, TorchScript and
 #               eager PyTorch (BENCH_ARGS=--quick for a smoke run), against
-#               eager PyTorch, and the service against the raw model (each
-#               prints one JSON line)
+#               eager PyTorch, the service against the raw model, and each
+#               precision the CPU offers through the service (each prints
+#               one JSON line)
 #
 # Hardening (each in its own build directory; the sanitizer ones also install
 # clang and the sanitizer runtimes: scripts/install-deps.sh --sanitizers):
@@ -48,6 +49,7 @@ bench: build
 	$(PYTHON) scripts/bench_ort.py --build $(BUILD_DIR) $(BENCH_ARGS)
 	$(PYTHON) scripts/bench_model.py --build $(BUILD_DIR)
 	$(PYTHON) scripts/bench_service.py --build $(BUILD_DIR)
+	$(PYTHON) scripts/bench_precision.py --build $(BUILD_DIR)
 
 sanitizer-deps:
 	scripts/install-deps.sh --sanitizers

@@ -142,8 +142,9 @@ absl::Status InferenceCore::Warm(const Servable& servable) {
       return clock_->NowMicros() - start;
     };
     int64_t best = -1;
+    const bool every = options_.warm_every_batch_size;
     if (!alone) {
-      for (int n = 1; n <= rows && local.ok(); ++n) forward(n);
+      for (int n = 1; n <= rows && local.ok(); n = every ? n + 1 : 2 * n) forward(n);
       // Again at the powers of two, now warm, to seed the batch cost model.
       for (int n = 1; n <= rows && local.ok(); n *= 2) {
         const int64_t us = forward(n);
@@ -156,7 +157,7 @@ absl::Status InferenceCore::Warm(const Servable& servable) {
         if (best < 0 || us < best) best = us;
       }
       // The wide executor runs batches too when requests coincide.
-      for (int n = 2; n <= rows && local.ok(); ++n) forward(n);
+      for (int n = 2; n <= rows && local.ok(); n = every ? n + 1 : 2 * n) forward(n);
     }
     std::lock_guard<std::mutex> lock(mu);
     if (alone && local.ok()) (threads > 1 ? lone.all_threads_us : lone.single_thread_us) = best;

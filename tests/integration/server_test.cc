@@ -323,6 +323,9 @@ class ServerTest : public ::testing::Test {
     co.batching.max_queue_size = o.max_queue_size;
     co.preprocess_threads = o.preprocess_threads;
     co.preprocess_queue = o.preprocess_queue;
+    // Hundreds of servers start here; plans for other batch sizes are built
+    // on demand (which this also exercises).
+    co.warm_every_batch_size = false;
     registry_ = std::make_shared<prometheus::Registry>();
     metrics_ = std::make_unique<metrics::ServerMetrics>(registry_.get(),
                                                         std::vector<std::string>{kBig, kTiny});

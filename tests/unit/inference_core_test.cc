@@ -207,6 +207,12 @@ TEST_F(InferenceCoreTest, WarmupRunsEveryBatchSizeThenThePowersOfTwo) {
   EXPECT_TRUE(core_->ready());
 }
 
+TEST_F(InferenceCoreTest, WarmupCanSkipBatchSizesBetweenPowersOfTwo) {
+  options_.warm_every_batch_size = false;
+  Start(/*max_batch=*/4);
+  EXPECT_THAT(model_.batch_sizes(), ElementsAre(1, 2, 4, 1, 2, 4));
+}
+
 // The adaptive thread plan: warm-up times a lone batch single-threaded and
 // with all threads; a lone request then gets all threads only if that was at
 // least 10% faster.
