@@ -1,12 +1,13 @@
 // A GhostNet compiled for CPU inference.
 //
 // Built once from a trained GhostNet: every BatchNorm is folded into the
-// convolution before it (so BN costs nothing at run time), weights are laid
-// out channels-last, and Forward calls the ATen kernels that measured fastest
-// on this CPU directly, with no module dispatch or autograd bookkeeping.
+// convolution before it (so BN costs nothing at run time). By default Forward
+// runs the planned engine (planned_ghostnet.h): oneDNN primitives built once
+// per input shape, in fp32 or bf16. The previous engine, ATen kernels called
+// per call on channels-last weights, stays available (planned = false).
 //
-// Thread-safe: Forward only reads the compiled weights, so several threads may
-// call it at once (each call also uses LibTorch's intra-op thread pool).
+// Thread-safe: several threads may call Forward at once; each call uses the
+// calling thread's OpenMP team (LibTorch's intra-op pool).
 #ifndef GHOSTSERVE_MODEL_INFERENCE_H_
 #define GHOSTSERVE_MODEL_INFERENCE_H_
 

@@ -221,18 +221,41 @@ std::unordered_map<int, memory> StepArgs(const PlannedGhostNet::Plan& plan,
 
 }  // namespace
 
+// One caller's activations and scratchpad, with the memory objects of the
+// plans it has run bound to them (batch sizes vary from call to call in the
+// service; binding a plan makes ~200 memory objects, so each binding is kept).
 struct PlannedGhostNet::Workspace {
   struct FreeDeleter {
     void operator()(void* p) const { std::free(p); }
   };
+  struct Binding {
+    std::shared_ptr<const Plan> plan;
+    std::vector<std::unordered_map<int, memory>> args;
+    memory input, output;
+  };
+  static constexpr size_t kMaxBindings = 16;
+
   std::unique_ptr<void, FreeDeleter> data;
   size_t capacity = 0;
-  std::shared_ptr<const Plan> bound;
-  std::vector<std::unordered_map<int, memory>> args;
-  memory input, output;
+  std::vector<Binding> bindings;  // most recently used last
 
-  void Bind(const std::shared_ptr<const Plan>& plan) {
+  bool Has(const Plan* plan) const {
+    for (const auto& b : bindings) {
+      if (b.plan.get() == plan) return true;
+    }
+    return false;
+  }
+
+  // The binding of `plan`, made if needed (growing the buffer drops them all).
+  Binding& Bind(const std::shared_ptr<const Plan>& plan) {
+    for (size_t i = 0; i < bindings.size(); ++i) {
+      if (bindings[i].plan == plan) {
+        std::rotate(bindings.begin() + i, bindings.begin() + i + 1, bindings.end());
+        return bindings.back();
+      }
+    }
     if (capacity < plan->workspace_bytes) {
+      bindings.clear();
       data.reset();
       capacity = 0;
       void* p = std::aligned_alloc(kAlign, AlignUp(std::max<size_t>(plan->workspace_bytes, 1)));
@@ -240,15 +263,18 @@ struct PlannedGhostNet::Workspace {
       data.reset(p);
       capacity = plan->workspace_bytes;
     }
+    if (bindings.size() >= kMaxBindings) bindings.erase(bindings.begin());
+    Binding b;
+    b.plan = plan;
     char* base = static_cast<char*>(data.get());
-    input = memory(plan->input_md, CpuEngine(), nullptr);
-    output = memory(plan->output_md, CpuEngine(), nullptr);
-    args.clear();
-    args.reserve(plan->steps.size());
+    b.input = memory(plan->input_md, CpuEngine(), nullptr);
+    b.output = memory(plan->output_md, CpuEngine(), nullptr);
+    b.args.reserve(plan->steps.size());
     for (const auto& step : plan->steps) {
-      args.push_back(StepArgs(*plan, step, base, input, output));
+      b.args.push_back(StepArgs(*plan, step, base, b.input, b.output));
     }
-    bound = plan;
+    bindings.push_back(std::move(b));
+    return bindings.back();
   }
 };
 
@@ -762,11 +788,16 @@ std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::GetPlan(const Key&
   return plan;
 }
 
-std::unique_ptr<PlannedGhostNet::Workspace> PlannedGhostNet::TakeWorkspace() const {
+std::unique_ptr<PlannedGhostNet::Workspace> PlannedGhostNet::TakeWorkspace(
+    const Plan* plan) const {
   std::lock_guard<std::mutex> lock(mu_);
   if (idle_.empty()) return std::make_unique<Workspace>();
-  auto ws = std::move(idle_.back());
-  idle_.pop_back();
+  // One that has run this plan before, else the most recently returned.
+  auto it = std::find_if(idle_.rbegin(), idle_.rend(),
+                         [plan](const std::unique_ptr<Workspace>& w) { return w->Has(plan); });
+  auto pick = it == idle_.rend() ? idle_.end() - 1 : std::next(it).base();
+  auto ws = std::move(*pick);
+  idle_.erase(pick);
   return ws;
 }
 
@@ -786,17 +817,17 @@ torch::Tensor PlannedGhostNet::Forward(const torch::Tensor& input) const {
   const Key key{x.size(0), x.size(2), x.size(3), nhwc, threads};
   std::shared_ptr<const Plan> plan = GetPlan(key);
 
-  std::unique_ptr<Workspace> ws = TakeWorkspace();
+  std::unique_ptr<Workspace> ws = TakeWorkspace(plan.get());
   struct Return {
     const PlannedGhostNet* self;
     std::unique_ptr<Workspace>& ws;
     ~Return() { self->ReturnWorkspace(std::move(ws)); }
   } give_back{this, ws};
-  if (ws->bound != plan) ws->Bind(plan);
+  Workspace::Binding& bound = ws->Bind(plan);
 
   torch::Tensor logits = torch::empty({x.size(0), options_.num_classes}, torch::kFloat);
-  ws->input.set_data_handle(x.data_ptr());
-  ws->output.set_data_handle(logits.data_ptr());
+  bound.input.set_data_handle(x.data_ptr());
+  bound.output.set_data_handle(logits.data_ptr());
   dnnl::stream stream(CpuEngine());
   int current = threads;
   struct RestoreThreads {
@@ -812,7 +843,7 @@ torch::Tensor PlannedGhostNet::Forward(const torch::Tensor& input) const {
       omp_set_num_threads(step.threads);
       current = step.threads;
     }
-    step.primitive.execute(stream, ws->args[i]);
+    step.primitive.execute(stream, bound.args[i]);
   }
   stream.wait();
   return logits;

@@ -75,7 +75,8 @@ class PlannedGhostNet {
   using Key = std::tuple<int64_t, int64_t, int64_t, bool, int>;
 
   std::shared_ptr<const Plan> GetPlan(const Key& key) const;
-  std::unique_ptr<Workspace> TakeWorkspace() const;
+  // An idle workspace, preferring one that has run `plan`; a new one if none.
+  std::unique_ptr<Workspace> TakeWorkspace(const Plan* plan) const;
   void ReturnWorkspace(std::unique_ptr<Workspace> ws) const;
 
   const InferenceGhostNet::Layers& layers_;
