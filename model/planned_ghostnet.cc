@@ -655,7 +655,7 @@ PlannedGhostNet::PlannedGhostNet(const InferenceGhostNet::Layers& layers,
 PlannedGhostNet::~PlannedGhostNet() = default;
 
 int64_t PlannedGhostNet::PackedWeightBytes() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(build_mu_);
   int64_t bytes = 0;
   for (const auto& l : weights_->all) {
     for (const auto& [md, mem] : l->packed) bytes += static_cast<int64_t>(md.get_size());
@@ -671,13 +671,28 @@ int64_t PlannedGhostNet::WorkspaceBytes() const {
 }
 
 std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::GetPlan(const Key& key) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  ++plan_clock_;
-  auto it = plans_.find(key);
-  if (it != plans_.end()) {
-    it->second.second = plan_clock_;
-    return it->second.first;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = plans_.find(key);
+    if (it != plans_.end()) {
+      it->second.second = ++plan_clock_;
+      return it->second.first;
+    }
   }
+  // Built outside mu_, so calls whose plans exist are not held up by a build
+  // (50-450 ms); builds are serialised by build_mu_, which also guards the
+  // packed-weights cache.
+  std::shared_ptr<const Plan> plan;
+  {
+    std::lock_guard<std::mutex> build(build_mu_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = plans_.find(key);
+      if (it != plans_.end()) return it->second.first;  // built meanwhile
+    }
+    plan = BuildPlan(key);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
   // Input sizes other than the served ones are rare (the service resizes to
   // input_size; only the batch varies), but the model accepts any: bound the
   // cache, dropping the least recently used plan.
@@ -689,7 +704,11 @@ std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::GetPlan(const Key&
     }
     plans_.erase(oldest);
   }
+  plans_.emplace(key, std::make_pair(plan, ++plan_clock_));
+  return plan;
+}
 
+std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::BuildPlan(const Key& key) const {
   const auto [n, h, w, nhwc, threads] = key;
   (void)threads;  // the builder reads the calling thread's OpenMP setting itself
   const int64_t c = options_.in_channels;
@@ -783,9 +802,7 @@ std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::GetPlan(const Key&
   b.InnerProduct(*pw.classifier, b.Full(head), {kOutput, output_md},
                  false);
 
-  std::shared_ptr<const Plan> plan = b.Finish(input_md, output_md);
-  plans_.emplace(key, std::make_pair(plan, plan_clock_));
-  return plan;
+  return b.Finish(input_md, output_md);
 }
 
 std::unique_ptr<PlannedGhostNet::Workspace> PlannedGhostNet::TakeWorkspace(

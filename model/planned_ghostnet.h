@@ -74,7 +74,10 @@ class PlannedGhostNet {
   // N, H, W, NHWC input, the caller's OpenMP team size.
   using Key = std::tuple<int64_t, int64_t, int64_t, bool, int>;
 
+  // The plan for `key`, built if missing (outside mu_, under build_mu_).
   std::shared_ptr<const Plan> GetPlan(const Key& key) const;
+  // Builds (and, at batch 1-2, tunes) one plan; build_mu_ held.
+  std::shared_ptr<const Plan> BuildPlan(const Key& key) const;
   // An idle workspace, preferring one that has run `plan`; a new one if none.
   std::unique_ptr<Workspace> TakeWorkspace(const Plan* plan) const;
   void ReturnWorkspace(std::unique_ptr<Workspace> ws) const;
@@ -85,6 +88,9 @@ class PlannedGhostNet {
   bool tune_threads_;
   std::unique_ptr<PackedWeights> weights_;
 
+  // Held while a plan is built; guards weights_' packed-layout caches.
+  mutable std::mutex build_mu_;
+  // Guards plans_, plan_clock_ and idle_ (held briefly).
   mutable std::mutex mu_;
   // Plans by key, with the clock of their last use.
   mutable std::map<Key, std::pair<std::shared_ptr<const Plan>, uint64_t>> plans_;
