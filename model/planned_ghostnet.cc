@@ -591,8 +591,7 @@ class PlanBuilder {
 PlannedGhostNet::PlannedGhostNet(const InferenceGhostNet::Layers& layers,
                                  const GhostNetOptions& options, Precision precision,
                                  bool tune_threads)
-    : layers_(layers),
-      options_(options),
+    : options_(options),
       precision_(precision),
       tune_threads_(tune_threads),
       weights_(std::make_unique<PackedWeights>()) {

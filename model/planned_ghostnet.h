@@ -44,7 +44,8 @@ namespace ghostserve::model {
 
 class PlannedGhostNet {
  public:
-  // `layers` must outlive this object (the InferenceGhostNet that owns both).
+  // `layers` is only read during the call: the weights are copied (sliced,
+  // then packed) into this object.
   // In bf16 the weights and every activation are bfloat16 (the input is
   // converted by the first step); accumulation, biases and the logits are
   // float32. The caller checks the CPU supports `precision`. tune_threads:
@@ -82,7 +83,6 @@ class PlannedGhostNet {
   std::unique_ptr<Workspace> TakeWorkspace(const Plan* plan) const;
   void ReturnWorkspace(std::unique_ptr<Workspace> ws) const;
 
-  const InferenceGhostNet::Layers& layers_;
   GhostNetOptions options_;
   Precision precision_;
   bool tune_threads_;

@@ -57,6 +57,17 @@ CLI::Validator HostPort(bool allow_empty) {
       "");
 }
 
+// Splits a repeatable flag's "NAME=VALUE" at the first '=' (values may hold
+// '='); neither part may be empty. `value_name` names the value in the error.
+std::pair<std::string, std::string> SplitNameValue(const std::string& v,
+                                                   const char* value_name) {
+  const size_t eq = v.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == v.size()) {
+    throw CLI::ValidationError(absl::StrCat("expects NAME=", value_name, ", got '", v, "'"));
+  }
+  return {v.substr(0, eq), v.substr(eq + 1)};
+}
+
 // --help in the layout ghostserve has always printed: each flag, its help,
 // its default and its environment variable.
 class UsageFormatter : public CLI::Formatter {
@@ -167,25 +178,18 @@ std::unique_ptr<CLI::App> MakeApp(ServerConfig& c, std::string& config_file) {
                   "bf16 on a CPU without it stops start-up. Default fp32; repeatable")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->each([&c](const std::string& v) {
-        const size_t eq = v.find('=');
-        if (eq == std::string::npos || eq == 0 || eq + 1 == v.size()) {
-          throw CLI::ValidationError(absl::StrCat("expects NAME=PRECISION, got '", v, "'"));
-        }
-        const std::string value = v.substr(eq + 1);
+        auto [name, value] = SplitNameValue(v, "PRECISION");
         if (auto p = model::ParsePrecision(value); !p.ok()) {
           throw CLI::ValidationError(std::string(p.status().message()));
         }
-        c.precision[v.substr(0, eq)] = value;
+        c.precision[name] = value;
       });
   app->add_option("--weights",
                   "NAME=PATH: weights for a model (.pth zip or .safetensors); repeatable")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->each([&c](const std::string& v) {
-        const size_t eq = v.find('=');
-        if (eq == std::string::npos || eq == 0 || eq + 1 == v.size()) {
-          throw CLI::ValidationError(absl::StrCat("expects NAME=PATH, got '", v, "'"));
-        }
-        c.weights[v.substr(0, eq)] = v.substr(eq + 1);
+        auto [name, path] = SplitNameValue(v, "PATH");
+        c.weights[name] = path;
       });
   const auto int_flag = [&app](const char* name, auto& field, int64_t lo, int64_t hi,
                                const char* help) {
