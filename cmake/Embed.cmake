@@ -7,12 +7,15 @@ enable_language(ASM)
 
 # ghostserve_embed_models(<out_var> TEMPLATE <builtin_models.cc.in> MODELS <name>...)
 #
-# For each name, embeds models/<name>.json (as a string literal) and
-# models/<name>.safetensors (as .incbin bytes, 64-byte aligned). Generates
+# For each name, embeds models/<name>.json (as a string literal),
+# models/<name>.safetensors (as .incbin bytes, 64-byte aligned) and, when the
+# config has a "calibration" key, the file it names (relative to models/, as
+# the server resolves it; .incbin bytes). Generates
 # builtin_models.cc from TEMPLATE (which uses @BUILTIN_DECLS@ and
 # @BUILTIN_ENTRIES@) and builtin_weights.S in the current binary dir, and sets
 # <out_var> to the two generated sources. A model whose files are missing is
-# skipped with a warning.
+# skipped with a warning; a missing calibration file is left out with a
+# warning (the model then loads in fp32 or bf16 only).
 function(ghostserve_embed_models out_var)
   cmake_parse_arguments(ARG "" "TEMPLATE" "MODELS" ${ARGN})
   set(BUILTIN_ASM "")
@@ -36,10 +39,36 @@ function(ghostserve_embed_models out_var)
     string(APPEND BUILTIN_DECLS
       "extern \"C\" const char ghostserve_builtin_${m}[];\n"
       "extern \"C\" const char ghostserve_builtin_${m}_end[];\n")
+    set(calibration_view "std::string_view()")
+    string(JSON calibration ERROR_VARIABLE no_calibration GET "${text}" calibration)
+    if(no_calibration)
+      set(calibration "")
+    endif()
+    if(NOT calibration STREQUAL "")
+      if(NOT IS_ABSOLUTE ${calibration})
+        set(calibration ${PROJECT_SOURCE_DIR}/models/${calibration})
+      endif()
+      if(EXISTS ${calibration})
+        set(c ghostserve_builtin_${m}_calibration)
+        list(APPEND BUILTIN_DEPS ${calibration})
+        string(APPEND BUILTIN_ASM
+          "  .section .rodata\n  .balign 8\n  .global ${c}\n"
+          "${c}:\n  .incbin \"${calibration}\"\n"
+          "  .global ${c}_end\n${c}_end:\n")
+        string(APPEND BUILTIN_DECLS
+          "extern \"C\" const char ${c}[];\n"
+          "extern \"C\" const char ${c}_end[];\n")
+        set(calibration_view "std::string_view(${c}, ${c}_end - ${c})")
+      else()
+        message(WARNING "models/${m}.json names calibration ${calibration}, which is missing; "
+          "${m} is built in without it")
+      endif()
+    endif()
     string(APPEND BUILTIN_ENTRIES
       "    {\"${m}\", R\"ghostserve_json(${text})ghostserve_json\",\n"
       "     std::string_view(ghostserve_builtin_${m},\n"
-      "                      ghostserve_builtin_${m}_end - ghostserve_builtin_${m})},\n")
+      "                      ghostserve_builtin_${m}_end - ghostserve_builtin_${m}),\n"
+      "     ${calibration_view}},\n")
   endforeach()
   string(APPEND BUILTIN_ASM "  .section .note.GNU-stack,\"\",@progbits\n")
   set(asm ${CMAKE_CURRENT_BINARY_DIR}/builtin_weights.S)

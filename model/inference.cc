@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdio>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -78,6 +79,11 @@ absl::StatusOr<std::unique_ptr<InferenceGhostNet>> InferenceGhostNet::Create(
         "precision ", std::string(PrecisionName(options.precision)), " needs the planned engine"));
   }
   if (auto s = CheckPrecisionSupported(options.precision); !s.ok()) return s;
+  if (options.precision == Precision::kInt8 && options.calibration == nullptr) {
+    return absl::InvalidArgumentError(
+        "precision int8 needs a calibration (\"calibration\" in the model config; make one with "
+        "ghostserve-train calibrate)");
+  }
   try {
     torch::NoGradGuard no_grad;
     const bool cl = options.channels_last;
@@ -113,10 +119,19 @@ absl::StatusOr<std::unique_ptr<InferenceGhostNet>> InferenceGhostNet::Create(
     m->layers_.head = Fold(*net.conv_head, nullptr, true, cl);
     m->layers_.classifier = Linear{net.classifier->weight.detach().to(torch::kFloat).contiguous(),
                             net.classifier->bias.detach().to(torch::kFloat).contiguous()};
+    if (options.precision == Precision::kInt8) {
+      const std::string fingerprint = m->WeightsFingerprint();
+      if (options.calibration->fingerprint != fingerprint) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the int8 calibration was measured on other weights (fingerprint ",
+            options.calibration->fingerprint, ", these weights ", fingerprint,
+            "); run ghostserve-train calibrate for these weights"));
+      }
+    }
     if (options.planned) {
-      m->planned_ =
-          std::make_unique<PlannedGhostNet>(m->layers_, m->net_options_, options.precision,
-                                            options.tune_threads);
+      m->planned_ = std::make_unique<PlannedGhostNet>(m->layers_, m->net_options_,
+                                                      options.precision, options.tune_threads,
+                                                      options.calibration.get());
     }
     return m;
   } catch (const std::exception& e) {
@@ -162,6 +177,79 @@ int64_t InferenceGhostNet::WeightBytes() const {
   lin(layers_.classifier);
   if (planned_ != nullptr) bytes += planned_->PackedWeightBytes();
   return bytes;
+}
+
+std::string InferenceGhostNet::WeightsFingerprint() const {
+  // FNV-1a over the architecture and every folded tensor's bytes.
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) {
+      h ^= p[i];
+      h *= 1099511628211ull;
+    }
+  };
+  const std::string arch = absl::StrCat(net_options_.width, "/", net_options_.num_classes, "/",
+                                        net_options_.in_channels, "/", net_options_.input_size);
+  mix(arch.data(), arch.size());
+  auto add = [&](const torch::Tensor& t) {
+    if (!t.defined()) return;
+    const torch::Tensor c = t.to(torch::kFloat).contiguous();
+    mix(c.data_ptr(), static_cast<size_t>(c.numel()) * sizeof(float));
+  };
+  auto conv = [&](const Conv& c) {
+    add(c.weight.contiguous());
+    add(c.bias);
+  };
+  conv(layers_.stem);
+  for (const auto& b : layers_.blocks) {
+    conv(b.ghost1.primary);
+    conv(b.ghost1.cheap);
+    if (b.has_dw) conv(b.dw);
+    if (b.has_se) {
+      add(b.se_reduce.weight);
+      add(b.se_reduce.bias);
+      add(b.se_expand.weight);
+      add(b.se_expand.bias);
+    }
+    conv(b.ghost2.primary);
+    conv(b.ghost2.cheap);
+    if (b.has_shortcut) {
+      conv(b.shortcut_dw);
+      conv(b.shortcut_pw);
+    }
+  }
+  conv(layers_.final_conv);
+  conv(layers_.head);
+  add(layers_.classifier.weight);
+  add(layers_.classifier.bias);
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+absl::StatusOr<Calibration> InferenceGhostNet::Calibrate(
+    const std::vector<torch::Tensor>& batches) const {
+  if (planned_ == nullptr || options_.precision != Precision::kFp32) {
+    return absl::FailedPreconditionError("calibration runs on a planned fp32 model");
+  }
+  const int64_t c = net_options_.in_channels;
+  for (const auto& x : batches) {
+    if (x.dim() != 4 || x.size(1) != c || x.size(2) < 32 || x.size(3) < 32 || x.size(0) < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "calibration batches must be [N, ", c, ", H, W] with H, W >= 32, got ",
+          c10::str(x.sizes())));
+    }
+  }
+  if (batches.empty()) return absl::InvalidArgumentError("calibration needs at least one image");
+  try {
+    c10::InferenceMode guard;
+    Calibration cal = planned_->Calibrate(batches);
+    cal.fingerprint = WeightsFingerprint();
+    return cal;
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("calibration failed: ", e.what()));
+  }
 }
 
 int64_t InferenceGhostNet::WorkspaceBytes() const {

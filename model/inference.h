@@ -14,10 +14,12 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "model/calibration.h"
 #include "model/ghostnet.h"
 #include "model/precision.h"
 
@@ -32,6 +34,9 @@ struct InferenceOptions {
   // The number format (planned engine only for anything but fp32). Create
   // refuses a precision this CPU does not run natively.
   Precision precision = Precision::kFp32;
+  // int8 only (required): the activation ranges, measured with Calibrate on
+  // these same weights (Create checks the fingerprint).
+  std::shared_ptr<const Calibration> calibration;
   // Planned engine, batches of 1 and 2, more than one thread: run each step
   // on one thread or all, whichever measured faster when its plan was built
   // (ghostnet_050, batch 1, 2 EPYC cores: 378 -> 538 img/s, medians of 5).
@@ -68,6 +73,16 @@ class InferenceGhostNet {
   int64_t WorkspaceBytes() const;
 
   const InferenceOptions& options() const { return options_; }
+
+  // A hash of the folded weights and architecture (hex), which a Calibration
+  // records so that it is never applied to other weights.
+  std::string WeightsFingerprint() const;
+
+  // Runs `batches` ([N, C, H, W] float32 each, already preprocessed) through
+  // the fp32 planned engine and records every step's output range: the
+  // calibration an int8 model of these weights needs. FailedPrecondition
+  // unless this model is planned fp32; InvalidArgument for a misshapen batch.
+  absl::StatusOr<Calibration> Calibrate(const std::vector<torch::Tensor>& batches) const;
 
   struct Conv {
     torch::Tensor weight;  // BN folded in

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "model/calibration.h"
 #include "model/state_dict.h"
 
 namespace ghostserve::model {
@@ -56,7 +57,24 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const LoadModelOptions& o
     net->eval();
     loaded->parameters = net->CountParameters();
     loaded->macs = net->CountMacs();
-    auto compiled = InferenceGhostNet::Create(*net, options.inference);
+    InferenceOptions inference = options.inference;
+    if (inference.precision == Precision::kInt8 && inference.calibration == nullptr) {
+      if (options.calibration_path.empty() && options.calibration_bytes.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "model ", options.name,
+            ": precision int8 needs a calibration (\"calibration\" in the model config; make one "
+            "with ghostserve-train calibrate)"));
+      }
+      auto cal = options.calibration_path.empty()
+                     ? ParseCalibration(options.calibration_bytes, options.name + " (built in)")
+                     : ReadCalibrationFile(options.calibration_path);
+      if (!cal.ok()) {
+        return absl::Status(cal.status().code(),
+                            absl::StrCat("model ", options.name, ": ", cal.status().message()));
+      }
+      inference.calibration = std::make_shared<const Calibration>(std::move(*cal));
+    }
+    auto compiled = InferenceGhostNet::Create(*net, inference);
     if (!compiled.ok()) return compiled.status();
     loaded->inference = std::move(*compiled);
   } catch (const std::exception& e) {

@@ -45,6 +45,11 @@ struct LoadModelOptions {
   std::string_view weights_bytes;
   std::string weights_name;
   uint64_t seed = 0;
+  // int8 only, when inference.calibration is not set: a calibration file
+  // (calibration.h), or its bytes compiled into the binary (used when the
+  // path is empty; must outlive LoadModel). Ignored for other precisions.
+  std::string calibration_path;
+  std::string_view calibration_bytes;
   InferenceOptions inference;
 };
 

@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <string>
 #include <unordered_map>
 #include <utility>
 
@@ -47,8 +49,13 @@ void AppendHardSigmoid(dnnl::post_ops& ops) {
 // One layer's weights, or a slice of them: the plain source tensor and every
 // blocked layout a primitive asked for, reordered once.
 struct LayerWeights {
+  std::string name;      // the step that runs it (calibration key)
   torch::Tensor weight;  // contiguous: OIHW, or [O, I] for inner products
   torch::Tensor bias;    // [O]; undefined when this slice adds no bias
+  // int8: the weights rounded to int8 with one scale per output channel
+  // (made on first use).
+  torch::Tensor qweight;
+  std::vector<float> wscale;
   memory::dims dims;     // oneDNN weight dims (goihw for depthwise)
   Tag plain_tag = Tag::oihw;
   int64_t stride = 1, padding = 0, groups = 1;
@@ -56,11 +63,25 @@ struct LayerWeights {
   memory bias_mem;  // empty without bias
   std::vector<std::pair<memory::desc, memory>> packed;
 
+  // Symmetric per-output-channel int8: w ~ wscale[o] * q, |q| <= 127.
+  void Quantize() {
+    if (qweight.defined()) return;
+    const torch::Tensor flat = weight.reshape({weight.size(0), -1});
+    const torch::Tensor amax = flat.abs().amax(1);
+    const torch::Tensor scale = torch::where(amax > 0, amax / 127.f, torch::ones_like(amax));
+    qweight = (flat / scale.unsqueeze(1)).round().clamp(-127, 127).to(torch::kChar)
+                  .reshape(weight.sizes()).contiguous();
+    wscale.assign(scale.data_ptr<float>(), scale.data_ptr<float>() + scale.numel());
+  }
+
   memory Packed(const memory::desc& want) {
     for (const auto& [md, mem] : packed) {
       if (md == want) return mem;
     }
-    memory plain(memory::desc(dims, Dt::f32, plain_tag), CpuEngine(), weight.data_ptr());
+    const bool s8 = want.data_type() == Dt::s8;
+    if (s8) Quantize();
+    memory plain(memory::desc(dims, s8 ? Dt::s8 : Dt::f32, plain_tag), CpuEngine(),
+                 s8 ? qweight.data_ptr() : weight.data_ptr());
     memory out(want, CpuEngine());
     dnnl::stream s(CpuEngine());
     dnnl::reorder(plain, out).execute(s, plain, out);
@@ -87,11 +108,12 @@ struct Slice {
 struct PlannedGhostNet::PackedWeights {
   std::vector<std::unique_ptr<LayerWeights>> all;
 
-  LayerWeights* AddConv(const Conv& c, const Slice& s) {
+  LayerWeights* AddConv(const std::string& name, const Conv& c, const Slice& s) {
     const bool depthwise = c.groups > 1;
     TORCH_CHECK(!depthwise || (c.groups == c.weight.size(0) && c.weight.size(1) == 1),
                 "planned GhostNet: only dense and depthwise convolutions");
     auto l = Make(c.weight, c.bias, s, depthwise);
+    l->name = name;
     l->stride = c.stride;
     l->padding = c.padding;
     const int64_t o = l->weight.size(0), i = l->weight.size(1), kh = l->weight.size(2),
@@ -107,9 +129,10 @@ struct PlannedGhostNet::PackedWeights {
     return Keep(std::move(l));
   }
 
-  LayerWeights* AddLinear(const torch::Tensor& weight, const torch::Tensor& bias,
-                          const Slice& s) {
+  LayerWeights* AddLinear(const std::string& name, const torch::Tensor& weight,
+                          const torch::Tensor& bias, const Slice& s) {
     auto l = Make(weight.flatten(1), bias, s, false);
+    l->name = name;
     l->dims = {l->weight.size(0), l->weight.size(1)};
     l->plain_tag = Tag::ab;
     return Keep(std::move(l));
@@ -164,10 +187,10 @@ struct PlannedGhostNet::PackedWeights {
 
   // A dense layer over a two-half input: part 0 reads the first half and adds
   // the bias, part 1 reads the second half and sums onto part 0 (then ReLU).
-  void SplitInput(const Conv& c, int64_t split, int64_t out_begin, int64_t out_count,
-                  LayerWeights* parts[2]) {
-    parts[0] = AddConv(c, {out_begin, out_count, 0, split, true, false});
-    parts[1] = AddConv(c, {out_begin, out_count, split, -1, false, c.relu});
+  void SplitInput(const std::string& name, const Conv& c, int64_t split, int64_t out_begin,
+                  int64_t out_count, LayerWeights* parts[2]) {
+    parts[0] = AddConv(name + ".in0", c, {out_begin, out_count, 0, split, true, false});
+    parts[1] = AddConv(name + ".in1", c, {out_begin, out_count, split, -1, false, c.relu});
   }
 };
 
@@ -182,6 +205,7 @@ struct PlannedGhostNet::Plan {
     dnnl::primitive primitive;
     std::vector<Arg> args;
     int threads = 1;  // the OpenMP team it was created for and runs with
+    std::string name;  // calibration key
   };
   struct Buffer {
     size_t bytes = 0;
@@ -291,22 +315,34 @@ class PlanBuilder {
   };
 
   // dt: the data type of every map and of the weights (f32 or bf16); biases,
-  // and the logits, stay f32.
+  // and the logits, stay f32. calibration (int8 only; dt is then ignored):
+  // every map is u8 or s8 with the scale its writer's calibrated range gives,
+  // and the squeeze-excite gates are f32.
   // tune: choose one or all threads per step by measurement (worth it only
   // for the smallest batches; otherwise every step runs on all threads).
-  PlanBuilder(Dt dt, bool tune) : dt_(dt), tune_(tune), threads_(omp_get_max_threads()) {
+  PlanBuilder(Dt dt, const Calibration* calibration, bool tune)
+      : dt_(calibration != nullptr ? Dt::u8 : dt),
+        gate_dt_(calibration != nullptr ? Dt::f32 : dt),
+        calibration_(calibration),
+        tune_(tune),
+        threads_(omp_get_max_threads()) {
     plan_ = std::make_shared<Plan>();
     scratch_ = static_cast<int>(plan_->buffers.size());
     plan_->buffers.emplace_back();
   }
 
+  bool int8() const { return calibration_ != nullptr; }
+
   // A new NHWC map of dims {n, c, h, w}.
   int Map(int64_t n, int64_t c, int64_t h, int64_t w) {
     return NewBuffer(memory::desc({n, c, h, w}, dt_, Tag::nhwc));
   }
-  // A new [n, c] matrix.
-  int Matrix(int64_t n, int64_t c) { return NewBuffer(memory::desc({n, c}, dt_, Tag::ab)); }
+  // A new [n, c] matrix; gate: a squeeze-excite gate (f32 in int8).
+  int Matrix(int64_t n, int64_t c, bool gate = false) {
+    return NewBuffer(memory::desc({n, c}, gate ? gate_dt_ : dt_, Tag::ab));
+  }
 
+  // The buffer as its last writer left it (data type included).
   Region Full(int buffer) const { return {buffer, mds_[buffer]}; }
   // Channels [begin, begin + count) of an NHWC map: a strided view.
   Region Channels(int buffer, int64_t begin, int64_t count) const {
@@ -318,7 +354,7 @@ class PlanBuilder {
   // A [n, c] matrix seen as an NHWC map {n, c, 1, 1} (the same bytes).
   Region AsMap(int buffer) const {
     const memory::dims d = mds_[buffer].dims();
-    return {buffer, memory::desc({d[0], d[1], 1, 1}, dt_, Tag::nhwc)};
+    return {buffer, memory::desc({d[0], d[1], 1, 1}, mds_[buffer].data_type(), Tag::nhwc)};
   }
 
   void Conv(LayerWeights& l, const Region& src, const Region& dst, bool sum = false) {
@@ -328,74 +364,91 @@ class PlanBuilder {
     const int64_t ow = (s[3] + 2 * l.padding - k) / l.stride + 1;
     TORCH_CHECK(dst.md.dims() == memory::dims({s[0], l.out_channels(), oh, ow}),
                 "planned convolution: output dims mismatch");
+    const Out out = Output(l.name, dst);
     Add(
+        l.name,
         [&]() -> Made {
           dnnl::convolution_forward::desc d(
               dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src.md,
-              memory::desc(l.dims, dt_, Tag::any), l.bias_desc(), dst.md, {l.stride, l.stride},
-              {l.padding, l.padding}, {l.padding, l.padding});
+              memory::desc(l.dims, WeightDt(), Tag::any), l.bias_desc(), out.md,
+              {l.stride, l.stride}, {l.padding, l.padding}, {l.padding, l.padding});
           dnnl::post_ops ops;
-          if (sum) ops.append_sum(1.f);
+          if (sum) AppendSum(ops, dst, out);
           if (l.relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-          dnnl::convolution_forward::primitive_desc pd(d, Attr(ops), CpuEngine());
+          dnnl::convolution_forward::primitive_desc pd(d, WeightedAttr(ops, l, src, out),
+                                                       CpuEngine());
           return {dnnl::convolution_forward(pd), pd.scratchpad_desc(),
                   {{DNNL_ARG_WEIGHTS, kFixed, {}, l.Packed(pd.weights_desc())}}};
         },
-        WithBias(l, {{DNNL_ARG_SRC, src.buffer, src.md, {}},
-                     {DNNL_ARG_DST, dst.buffer, dst.md, {}}}));
+        WithBias(l, src, {{DNNL_ARG_SRC, src.buffer, src.md, {}},
+                          {DNNL_ARG_DST, dst.buffer, out.md, {}}}));
+    Wrote(dst, out);
   }
 
   void InnerProduct(LayerWeights& l, const Region& src, const Region& dst, bool hard_sigmoid,
                     bool sum = false) {
+    const Out out = Output(l.name, dst, /*keep_type=*/sum, /*real=*/hard_sigmoid);
     Add(
+        l.name,
         [&]() -> Made {
           dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, src.md,
-                                              memory::desc(l.dims, dt_, Tag::any),
-                                              l.bias_desc(), dst.md);
+                                              memory::desc(l.dims, WeightDt(), Tag::any),
+                                              l.bias_desc(), out.md);
           dnnl::post_ops ops;
-          if (sum) ops.append_sum(1.f);
+          if (sum) AppendSum(ops, dst, out);
           if (l.relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
           if (hard_sigmoid) AppendHardSigmoid(ops);
-          dnnl::inner_product_forward::primitive_desc pd(d, Attr(ops), CpuEngine());
+          dnnl::inner_product_forward::primitive_desc pd(d, WeightedAttr(ops, l, src, out),
+                                                         CpuEngine());
           return {dnnl::inner_product_forward(pd), pd.scratchpad_desc(),
                   {{DNNL_ARG_WEIGHTS, kFixed, {}, l.Packed(pd.weights_desc())}}};
         },
-        WithBias(l, {{DNNL_ARG_SRC, src.buffer, src.md, {}},
-                     {DNNL_ARG_DST, dst.buffer, dst.md, {}}}));
+        WithBias(l, src, {{DNNL_ARG_SRC, src.buffer, src.md, {}},
+                          {DNNL_ARG_DST, dst.buffer, out.md, {}}}));
+    Wrote(dst, out);
   }
 
-  // dst {n, c, 1, 1} = mean of src over its height and width.
-  void GlobalAveragePool(const Region& src, const Region& dst) {
+  // dst {n, c, 1, 1} = mean of src over its height and width (in int8 in
+  // src's data type and scale).
+  void GlobalAveragePool(const std::string& name, const Region& src, const Region& dst) {
+    const Out out{Retyped(dst.md, src.md.data_type()), Scale(src)};
     Add(
+        name,
         [&]() -> Made {
           const memory::dims s = src.md.dims();
           dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference,
                                         dnnl::algorithm::pooling_avg_exclude_padding, src.md,
-                                        dst.md, {1, 1}, {s[2], s[3]}, {0, 0}, {0, 0});
+                                        out.md, {1, 1}, {s[2], s[3]}, {0, 0}, {0, 0});
           dnnl::pooling_forward::primitive_desc pd(d, Attr({}), CpuEngine());
           return {dnnl::pooling_forward(pd), pd.scratchpad_desc(), {}};
         },
-        {{DNNL_ARG_SRC, src.buffer, src.md, {}}, {DNNL_ARG_DST, dst.buffer, dst.md, {}}});
+        {{DNNL_ARG_SRC, src.buffer, src.md, {}}, {DNNL_ARG_DST, dst.buffer, out.md, {}}});
+    Wrote(dst, out);
   }
 
   // map *= gate, gate {n, c, 1, 1} broadcast over height and width.
-  void ScaleChannels(const Region& map, const Region& gate) {
-    Binary(dnnl::algorithm::binary_mul, map, gate, map);
+  void ScaleChannels(const std::string& name, const Region& map, const Region& gate) {
+    Binary(name, dnnl::algorithm::binary_mul, map, gate, map);
   }
 
   // dst = src0 + src1 (dst may be src0).
-  void Sum(const Region& src0, const Region& src1, const Region& dst) {
-    Binary(dnnl::algorithm::binary_add, src0, src1, dst);
+  void Sum(const std::string& name, const Region& src0, const Region& src1, const Region& dst) {
+    Binary(name, dnnl::algorithm::binary_add, src0, src1, dst);
   }
 
-  // dst = src in another layout or data type.
-  void Reorder(const Region& src, const Region& dst) {
+  // dst = src in another layout or data type (in int8: quantized).
+  void Reorder(const std::string& name, const Region& src, const Region& dst) {
+    const Out out = Output(name, dst);
     Add(
+        name,
         [&]() -> Made {
-          dnnl::reorder::primitive_desc pd(CpuEngine(), src.md, CpuEngine(), dst.md, Attr({}));
+          dnnl::primitive_attr attr = Attr({});
+          if (int8()) attr.set_output_scales(0, {Scale(src) / out.scale});
+          dnnl::reorder::primitive_desc pd(CpuEngine(), src.md, CpuEngine(), out.md, attr);
           return {dnnl::reorder(pd), pd.scratchpad_desc(), {}};
         },
-        {{DNNL_ARG_FROM, src.buffer, src.md, {}}, {DNNL_ARG_TO, dst.buffer, dst.md, {}}});
+        {{DNNL_ARG_FROM, src.buffer, src.md, {}}, {DNNL_ARG_TO, dst.buffer, out.md, {}}});
+    Wrote(dst, out);
   }
 
   // Lays out the buffers and returns the finished plan.
@@ -414,8 +467,94 @@ class PlanBuilder {
   }
 
  private:
-  static std::vector<Plan::Arg> WithBias(const LayerWeights& l, std::vector<Plan::Arg> args) {
-    if (l.bias.defined()) args.push_back({DNNL_ARG_BIAS, kFixed, {}, l.bias_mem});
+  // A step's output: its memory desc (data type chosen) and, in int8, the
+  // real value of one unit.
+  struct Out {
+    memory::desc md;
+    float scale = 1.f;
+  };
+
+  static memory::desc Retyped(const memory::desc& md, Dt dt) {
+    if (md.data_type() == dt) return md;
+    return memory::desc(md.dims(), dt, md.dims().size() == 4 ? Tag::nhwc : Tag::ab);
+  }
+
+  Dt WeightDt() const { return int8() ? Dt::s8 : dt_; }
+
+  // The scale of what `r` holds now (1 outside int8, and for f32 data).
+  float Scale(const Region& r) const {
+    if (!int8() || r.buffer < 0 || r.md.data_type() == Dt::f32) return 1.f;
+    return scales_[r.buffer];
+  }
+
+  // What step `name` writes to `dst`: outside int8, dst as it is; in int8,
+  // u8 for a calibrated range that never goes below zero, s8 otherwise, with
+  // the scale that maps the range onto it; f32 (real values) for the logits
+  // and when `real`.
+  // keep_type: a sum onto dst keeps dst's held type (oneDNN's int8 inner
+  // product cannot sum onto another type).
+  Out Output(const std::string& name, const Region& dst, bool keep_type = false,
+             bool real = false) const {
+    if (!int8()) return {dst.md, 1.f};
+    if (real || dst.buffer == kOutput) return {Retyped(dst.md, Dt::f32), 1.f};
+    auto it = calibration_->ranges.find(name);
+    TORCH_CHECK(it != calibration_->ranges.end(), "the int8 calibration has no range for step '",
+                name, "' (made for another version of the engine? run ghostserve-train calibrate)");
+    const auto [lo, hi] = it->second;
+    const bool unsigned_ = keep_type ? dst.md.data_type() == Dt::u8 : lo >= 0.f;
+    const float amax = std::max(std::fabs(lo), std::fabs(hi));
+    const float scale = amax > 0.f ? amax / (unsigned_ ? 255.f : 127.f) : 1.f;
+    return {Retyped(dst.md, unsigned_ ? Dt::u8 : Dt::s8), scale};
+  }
+
+  // Records what a step left in dst's buffer.
+  void Wrote(const Region& dst, const Out& out) {
+    if (dst.buffer < 0) return;
+    mds_[dst.buffer] = Retyped(mds_[dst.buffer], out.md.data_type());
+    scales_[dst.buffer] = out.scale;
+  }
+
+  // The sum post-op onto what dst holds (in int8 its own type and scale).
+  void AppendSum(dnnl::post_ops& ops, const Region& dst, const Out& out) const {
+    if (!int8()) {
+      ops.append_sum(1.f);
+      return;
+    }
+    const Dt held = dst.md.data_type();
+    ops.append_sum(Scale(dst) / out.scale, 0, held == out.md.data_type() ? Dt::undef : held);
+  }
+
+  // A convolution's or inner product's attributes: post-ops and, in int8,
+  // per-output-channel scales taking the int32 sum to dst's units.
+  dnnl::primitive_attr WeightedAttr(const dnnl::post_ops& ops, LayerWeights& l,
+                                    const Region& src, const Out& out) {
+    dnnl::primitive_attr attr = Attr(ops);
+    if (int8()) {
+      l.Quantize();
+      std::vector<float> scales(l.wscale.size());
+      const float s = Scale(src) / out.scale;
+      for (size_t i = 0; i < scales.size(); ++i) scales[i] = s * l.wscale[i];
+      attr.set_output_scales(1 << 1, scales);
+    }
+    return attr;
+  }
+
+  // The bias argument: in int8 oneDNN adds it to the int32 sum before the
+  // output scale, so it is divided by the input's and the weights' scales.
+  std::vector<Plan::Arg> WithBias(LayerWeights& l, const Region& src,
+                                  std::vector<Plan::Arg> args) {
+    if (!l.bias.defined()) return args;
+    if (!int8()) {
+      args.push_back({DNNL_ARG_BIAS, kFixed, {}, l.bias_mem});
+      return args;
+    }
+    l.Quantize();
+    memory bias(l.bias_mem.get_desc(), CpuEngine());
+    const float* b = l.bias.data_ptr<float>();
+    auto* q = static_cast<float*>(bias.get_data_handle());
+    const float s = Scale(src);
+    for (size_t i = 0; i < l.wscale.size(); ++i) q[i] = b[i] / (s * l.wscale[i]);
+    args.push_back({DNNL_ARG_BIAS, kFixed, {}, bias});
     return args;
   }
 
@@ -428,23 +567,38 @@ class PlanBuilder {
 
   int NewBuffer(const memory::desc& md) {
     mds_.resize(plan_->buffers.size());
+    scales_.resize(plan_->buffers.size(), 1.f);
     mds_.push_back(md);
+    scales_.push_back(1.f);
     Plan::Buffer b;
     b.bytes = AlignUp(md.get_size());
     plan_->buffers.push_back(b);
     return static_cast<int>(plan_->buffers.size()) - 1;
   }
 
-  void Binary(dnnl::algorithm alg, const Region& src0, const Region& src1, const Region& dst) {
+  // In int8 the inputs are rescaled to dst's units (the gate of a multiply
+  // is a real f32 factor).
+  void Binary(const std::string& name, dnnl::algorithm alg, const Region& src0,
+              const Region& src1, const Region& dst) {
+    const Out out = Output(name, dst);
     Add(
+        name,
         [&]() -> Made {
-          dnnl::binary::desc d(alg, src0.md, src1.md, dst.md);
-          dnnl::binary::primitive_desc pd(d, Attr({}), CpuEngine());
+          dnnl::binary::desc d(alg, src0.md, src1.md, out.md);
+          dnnl::primitive_attr attr = Attr({});
+          if (int8()) {
+            attr.set_scales(DNNL_ARG_SRC_0, 0, {Scale(src0) / out.scale});
+            if (alg == dnnl::algorithm::binary_add) {
+              attr.set_scales(DNNL_ARG_SRC_1, 0, {Scale(src1) / out.scale});
+            }
+          }
+          dnnl::binary::primitive_desc pd(d, attr, CpuEngine());
           return {dnnl::binary(pd), pd.scratchpad_desc(), {}};
         },
         {{DNNL_ARG_SRC_0, src0.buffer, src0.md, {}},
          {DNNL_ARG_SRC_1, src1.buffer, src1.md, {}},
-         {DNNL_ARG_DST, dst.buffer, dst.md, {}}});
+         {DNNL_ARG_DST, dst.buffer, out.md, {}}});
+    Wrote(dst, out);
   }
 
   // A primitive as made for one thread count, with the arguments that
@@ -459,7 +613,8 @@ class PlanBuilder {
   // (from the creating thread's OpenMP setting), so with more than one thread
   // the step is made twice, for all threads and for one; Finish keeps the
   // faster.
-  void Add(const std::function<Made()>& make, const std::vector<Plan::Arg>& args) {
+  void Add(const std::string& name, const std::function<Made()>& make,
+           const std::vector<Plan::Arg>& args) {
     const int step = static_cast<int>(plan_->steps.size());
     for (const auto& a : args) {
       if (a.buffer < 0) continue;
@@ -469,8 +624,13 @@ class PlanBuilder {
     }
     std::vector<Plan::Step> variants;
     auto add_variant = [&](int threads) {
-      Made m = make();
-      Plan::Step v{std::move(m.primitive), args, threads};
+      Made m;
+      try {
+        m = make();
+      } catch (const dnnl::error& e) {
+        TORCH_CHECK(false, "planned GhostNet: step ", name, ": ", e.what());
+      }
+      Plan::Step v{std::move(m.primitive), args, threads, name};
       v.args.insert(v.args.end(), m.args.begin(), m.args.end());
       if (m.scratch.get_size() > 0) {
         v.args.push_back({DNNL_ARG_SCRATCHPAD, scratch_, m.scratch, {}});
@@ -576,12 +736,15 @@ class PlanBuilder {
     omp_set_num_threads(threads_);
   }
 
-  Dt dt_;
+  Dt dt_;       // of maps and matrices (u8 in int8, changed per step)
+  Dt gate_dt_;  // of squeeze-excite gates
+  const Calibration* calibration_;
   bool tune_;
   int threads_;  // the creating thread's OpenMP team size
   std::vector<std::vector<Plan::Step>> variants_;  // per step: all threads, one thread
   std::shared_ptr<Plan> plan_;
-  std::vector<memory::desc> mds_;
+  std::vector<memory::desc> mds_;  // per buffer, as its last writer left it
+  std::vector<float> scales_;      // per buffer, int8: its last writer's scale
   int scratch_ = 0;
   size_t max_scratch_ = 0;
 };
@@ -590,19 +753,24 @@ class PlanBuilder {
 
 PlannedGhostNet::PlannedGhostNet(const InferenceGhostNet::Layers& layers,
                                  const GhostNetOptions& options, Precision precision,
-                                 bool tune_threads)
+                                 bool tune_threads, const Calibration* calibration)
     : options_(options),
       precision_(precision),
       tune_threads_(tune_threads),
+      calibration_(calibration != nullptr ? std::make_unique<Calibration>(*calibration) : nullptr),
       weights_(std::make_unique<PackedWeights>()) {
+  TORCH_CHECK(precision != Precision::kInt8 || calibration_ != nullptr,
+              "planned GhostNet: int8 needs a calibration");
   PackedWeights& w = *weights_;
   auto half = [](int64_t channels) { return (channels + 1) / 2; };
   const int64_t stem_c = layers.stem.weight.size(0);
   w.stem_split = half(stem_c);
-  w.stem[0] = w.AddConv(layers.stem, {0, w.stem_split, 0, -1, true, true});
-  w.stem[1] = w.AddConv(layers.stem, {w.stem_split, -1, 0, -1, true, true});
+  w.stem[0] = w.AddConv("stem.0", layers.stem, {0, w.stem_split, 0, -1, true, true});
+  w.stem[1] = w.AddConv("stem.1", layers.stem, {w.stem_split, -1, 0, -1, true, true});
   int64_t split = w.stem_split, channels = stem_c;
-  for (const auto& b : layers.blocks) {
+  for (size_t i = 0; i < layers.blocks.size(); ++i) {
+    const auto& b = layers.blocks[i];
+    const std::string p = "blocks." + std::to_string(i) + ".";
     PackedWeights::Block pb;
     pb.in_split = split;
     pb.in = channels;
@@ -611,29 +779,30 @@ PlannedGhostNet::PlannedGhostNet(const InferenceGhostNet::Layers& layers,
     pb.out = b.ghost2.out_channels;
     pb.h2 = b.ghost2.primary.weight.size(0);
     const int64_t r1 = pb.mid - pb.h1, r2 = pb.out - pb.h2;
-    w.SplitInput(b.ghost1.primary, split, 0, -1, pb.g1_primary);
-    pb.g1_cheap = w.AddConv(b.ghost1.cheap, {0, r1, 0, -1, true, b.ghost1.cheap.relu});
+    w.SplitInput(p + "ghost1.primary", b.ghost1.primary, split, 0, -1, pb.g1_primary);
+    pb.g1_cheap =
+        w.AddConv(p + "ghost1.cheap", b.ghost1.cheap, {0, r1, 0, -1, true, b.ghost1.cheap.relu});
     if (b.has_dw) {
-      pb.dw[0] = w.AddConv(b.dw, {0, pb.h1, 0, -1, true, false});
-      pb.dw[1] = w.AddConv(b.dw, {pb.h1, r1, 0, -1, true, false});
+      pb.dw[0] = w.AddConv(p + "dw.0", b.dw, {0, pb.h1, 0, -1, true, false});
+      pb.dw[1] = w.AddConv(p + "dw.1", b.dw, {pb.h1, r1, 0, -1, true, false});
     }
     if (b.has_se) {
-      pb.se_reduce[0] = w.AddLinear(b.se_reduce.weight, b.se_reduce.bias,
+      pb.se_reduce[0] = w.AddLinear(p + "se.reduce.in0", b.se_reduce.weight, b.se_reduce.bias,
                                     {0, -1, 0, pb.h1, true, false});
-      pb.se_reduce[1] = w.AddLinear(b.se_reduce.weight, b.se_reduce.bias,
+      pb.se_reduce[1] = w.AddLinear(p + "se.reduce.in1", b.se_reduce.weight, b.se_reduce.bias,
                                     {0, -1, pb.h1, -1, false, true});
-      pb.se_expand[0] = w.AddLinear(b.se_expand.weight, b.se_expand.bias,
+      pb.se_expand[0] = w.AddLinear(p + "se.expand.0", b.se_expand.weight, b.se_expand.bias,
                                     {0, pb.h1, 0, -1, true, false});
-      pb.se_expand[1] = w.AddLinear(b.se_expand.weight, b.se_expand.bias,
+      pb.se_expand[1] = w.AddLinear(p + "se.expand.1", b.se_expand.weight, b.se_expand.bias,
                                     {pb.h1, r1, 0, -1, true, false});
     }
-    w.SplitInput(b.ghost2.primary, pb.h1, 0, -1, pb.g2_primary);
-    pb.g2_cheap = w.AddConv(b.ghost2.cheap, {0, r2, 0, -1, true, false});
+    w.SplitInput(p + "ghost2.primary", b.ghost2.primary, pb.h1, 0, -1, pb.g2_primary);
+    pb.g2_cheap = w.AddConv(p + "ghost2.cheap", b.ghost2.cheap, {0, r2, 0, -1, true, false});
     if (b.has_shortcut) {
-      pb.shortcut_dw[0] = w.AddConv(b.shortcut_dw, {0, split, 0, -1, true, false});
-      pb.shortcut_dw[1] = w.AddConv(b.shortcut_dw, {split, -1, 0, -1, true, false});
-      w.SplitInput(b.shortcut_pw, split, 0, pb.h2, pb.shortcut_pw[0]);
-      w.SplitInput(b.shortcut_pw, split, pb.h2, r2, pb.shortcut_pw[1]);
+      pb.shortcut_dw[0] = w.AddConv(p + "shortcut.dw.0", b.shortcut_dw, {0, split, 0, -1, true, false});
+      pb.shortcut_dw[1] = w.AddConv(p + "shortcut.dw.1", b.shortcut_dw, {split, -1, 0, -1, true, false});
+      w.SplitInput(p + "shortcut.pw.0", b.shortcut_pw, split, 0, pb.h2, pb.shortcut_pw[0]);
+      w.SplitInput(p + "shortcut.pw.1", b.shortcut_pw, split, pb.h2, r2, pb.shortcut_pw[1]);
     } else {
       TORCH_CHECK(split == pb.h2 && channels == pb.out,
                   "planned GhostNet: identity shortcut with mismatched halves");
@@ -642,9 +811,10 @@ PlannedGhostNet::PlannedGhostNet(const InferenceGhostNet::Layers& layers,
     split = pb.h2;
     channels = pb.out;
   }
-  w.SplitInput(layers.final_conv, split, 0, -1, w.final_conv);
-  w.head = w.AddLinear(layers.head.weight, layers.head.bias, {0, -1, 0, -1, true, layers.head.relu});
-  w.classifier = w.AddLinear(layers.classifier.weight, layers.classifier.bias, {});
+  w.SplitInput("final_conv", layers.final_conv, split, 0, -1, w.final_conv);
+  w.head = w.AddLinear("head", layers.head.weight, layers.head.bias,
+                       {0, -1, 0, -1, true, layers.head.relu});
+  w.classifier = w.AddLinear("classifier", layers.classifier.weight, layers.classifier.bias, {});
   // The plan a lone request at the nominal size uses (the service's input is
   // channels-last), built now: the first request does not pay for it, and the
   // weights are packed before WeightBytes is first read.
@@ -652,6 +822,48 @@ PlannedGhostNet::PlannedGhostNet(const InferenceGhostNet::Layers& layers,
 }
 
 PlannedGhostNet::~PlannedGhostNet() = default;
+
+Calibration PlannedGhostNet::Calibrate(const std::vector<torch::Tensor>& batches) const {
+  TORCH_CHECK(precision_ == Precision::kFp32, "planned GhostNet: calibration runs in fp32");
+  Calibration cal;
+  std::map<Key, std::shared_ptr<const Plan>> plans;
+  Workspace ws;
+  dnnl::stream stream(CpuEngine());
+  for (const torch::Tensor& batch : batches) {
+    torch::Tensor x = batch.to(torch::kFloat);
+    const bool nhwc = x.is_contiguous(at::MemoryFormat::ChannelsLast);
+    if (!nhwc && !x.is_contiguous()) x = x.contiguous();
+    const Key key{x.size(0), x.size(2), x.size(3), nhwc, omp_get_max_threads()};
+    auto& plan = plans[key];
+    if (plan == nullptr) {
+      std::lock_guard<std::mutex> build(build_mu_);
+      plan = BuildPlan(key, /*calibrating=*/true);
+    }
+    Workspace::Binding& bound = ws.Bind(plan);
+    torch::Tensor logits = torch::empty({x.size(0), options_.num_classes}, torch::kFloat);
+    bound.input.set_data_handle(x.data_ptr());
+    bound.output.set_data_handle(logits.data_ptr());
+    for (size_t i = 0; i < plan->steps.size(); ++i) {
+      const Plan::Step& step = plan->steps[i];
+      step.primitive.execute(stream, bound.args[i]);
+      stream.wait();
+      for (const auto& a : step.args) {
+        if ((a.id != DNNL_ARG_DST && a.id != DNNL_ARG_TO) || a.buffer < 0) continue;
+        TORCH_CHECK(a.md.data_type() == Dt::f32, "calibration reads f32 maps");
+        const auto* v = static_cast<const float*>(bound.args[i].at(a.id).get_data_handle());
+        const size_t count = a.md.get_size() / sizeof(float);
+        const auto [lo, hi] = std::minmax_element(v, v + count);
+        auto [it, fresh] = cal.ranges.emplace(step.name, std::make_pair(*lo, *hi));
+        if (!fresh) {
+          it->second.first = std::min(it->second.first, *lo);
+          it->second.second = std::max(it->second.second, *hi);
+        }
+      }
+    }
+    cal.images += x.size(0);
+  }
+  return cal;
+}
 
 int64_t PlannedGhostNet::PackedWeightBytes() const {
   std::lock_guard<std::mutex> lock(build_mu_);
@@ -707,21 +919,25 @@ std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::GetPlan(const Key&
   return plan;
 }
 
-std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::BuildPlan(const Key& key) const {
+std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::BuildPlan(const Key& key,
+                                                                        bool calibrating) const {
   const auto [n, h, w, nhwc, threads] = key;
   (void)threads;  // the builder reads the calling thread's OpenMP setting itself
   const int64_t c = options_.in_channels;
   PackedWeights& pw = *weights_;
-  PlanBuilder b(precision_ == Precision::kBf16 ? Dt::bf16 : Dt::f32, tune_threads_ && n <= 2);
+  PlanBuilder b(precision_ == Precision::kBf16 ? Dt::bf16 : Dt::f32,
+                calibrating ? nullptr : calibration_.get(),
+                tune_threads_ && n <= 2 && !calibrating);
   const memory::desc input_md({n, c, h, w}, Dt::f32, nhwc ? Tag::nhwc : Tag::nchw);
   const memory::desc output_md({n, options_.num_classes}, Dt::f32, Tag::ab);
 
   // oneDNN's fast convolution kernels take NHWC (or blocked) maps only, so
-  // an NCHW input is reordered first; in bf16 the reorder also converts.
+  // an NCHW input is reordered first; in bf16 and int8 the reorder also
+  // converts (calibration measures its range).
   PlanBuilder::Region in{kInput, input_md};
-  if (!nhwc || precision_ != Precision::kFp32) {
+  if (!nhwc || precision_ != Precision::kFp32 || calibrating) {
     const int nhwc_in = b.Map(n, c, h, w);
-    b.Reorder(in, b.Full(nhwc_in));
+    b.Reorder("input", in, b.Full(nhwc_in));
     in = b.Full(nhwc_in);
   }
   auto out_side = [](int64_t side, const LayerWeights& l) {
@@ -739,7 +955,9 @@ std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::BuildPlan(const Ke
     b.Conv(*parts[0], b.Full(src[0]), b.Full(dst));
     b.Conv(*parts[1], b.Full(src[1]), b.Full(dst), /*sum=*/true);
   };
-  for (const auto& blk : pw.blocks) {
+  for (size_t bi = 0; bi < pw.blocks.size(); ++bi) {
+    const auto& blk = pw.blocks[bi];
+    const std::string p = "blocks." + std::to_string(bi) + ".";
     const int64_t r1 = blk.mid - blk.h1, r2 = blk.out - blk.h2;
     // Ghost module 1: primary half, then the cheap half computed from it.
     std::array<int, 2> y = {b.Map(n, blk.h1, hh, ww), b.Map(n, r1, hh, ww)};
@@ -756,15 +974,15 @@ std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::BuildPlan(const Ke
     }
     if (blk.se_reduce[0] != nullptr) {
       std::array<int, 2> pooled = {b.Matrix(n, blk.h1), b.Matrix(n, r1)};
-      b.GlobalAveragePool(b.Full(y[0]), b.AsMap(pooled[0]));
-      b.GlobalAveragePool(b.Full(y[1]), b.AsMap(pooled[1]));
+      b.GlobalAveragePool(p + "se.pool.0", b.Full(y[0]), b.AsMap(pooled[0]));
+      b.GlobalAveragePool(p + "se.pool.1", b.Full(y[1]), b.AsMap(pooled[1]));
       const int reduced = b.Matrix(n, blk.se_reduce[0]->out_channels());
       b.InnerProduct(*blk.se_reduce[0], b.Full(pooled[0]), b.Full(reduced), false);
       b.InnerProduct(*blk.se_reduce[1], b.Full(pooled[1]), b.Full(reduced), false, /*sum=*/true);
       for (int i = 0; i < 2; ++i) {
-        const int gate = b.Matrix(n, i == 0 ? blk.h1 : r1);
+        const int gate = b.Matrix(n, i == 0 ? blk.h1 : r1, /*gate=*/true);
         b.InnerProduct(*blk.se_expand[i], b.Full(reduced), b.Full(gate), /*hard_sigmoid=*/true);
-        b.ScaleChannels(b.Full(y[i]), b.AsMap(gate));
+        b.ScaleChannels(p + "se.scale." + std::to_string(i), b.Full(y[i]), b.AsMap(gate));
       }
     }
     // The residual, in the output's halves: the block input itself (its last
@@ -787,7 +1005,7 @@ std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::BuildPlan(const Ke
     split_conv(blk.g2_primary, y, t);
     b.Conv(*blk.g2_cheap, blk.h2 == r2 ? b.Full(t) : b.Channels(t, 0, r2), b.Full(out[1]),
            /*sum=*/true);
-    b.Sum(b.Full(out[0]), b.Full(t), b.Full(out[0]));
+    b.Sum(p + "residual", b.Full(out[0]), b.Full(t), b.Full(out[0]));
     x = out;
     hh = h2s;
     ww = w2s;
@@ -795,7 +1013,7 @@ std::shared_ptr<const PlannedGhostNet::Plan> PlannedGhostNet::BuildPlan(const Ke
   const int f = b.Map(n, pw.final_conv[0]->out_channels(), hh, ww);
   split_conv(pw.final_conv, x, f);
   const int pooled = b.Matrix(n, pw.final_conv[0]->out_channels());
-  b.GlobalAveragePool(b.Full(f), b.AsMap(pooled));
+  b.GlobalAveragePool("pool", b.Full(f), b.AsMap(pooled));
   const int head = b.Matrix(n, pw.head->out_channels());
   b.InnerProduct(*pw.head, b.Full(pooled), b.Full(head), false);
   b.InnerProduct(*pw.classifier, b.Full(head), {kOutput, output_md},

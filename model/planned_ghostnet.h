@@ -37,6 +37,7 @@
 #include <utility>
 #include <vector>
 
+#include "model/calibration.h"
 #include "model/inference.h"
 #include "model/precision.h"
 
@@ -52,14 +53,20 @@ class PlannedGhostNet {
   // for batches of 1 and 2, measure each step with one thread and with all
   // when its plan is built and keep the faster (see InferenceOptions).
   // Throws dnnl::error or c10::Error on failure.
+  // In int8 `calibration` (required, only read during the call) gives the
+  // range of every step's output; see calibration.h.
   PlannedGhostNet(const InferenceGhostNet::Layers& layers, const GhostNetOptions& options,
-                  Precision precision, bool tune_threads);
+                  Precision precision, bool tune_threads, const Calibration* calibration);
   ~PlannedGhostNet();
 
   // x: [N, in_channels, H, W] float32, contiguous or channels-last contiguous
   // (anything else is made contiguous first). Returns [N, num_classes]
   // float32. Throws on failure.
   torch::Tensor Forward(const torch::Tensor& x) const;
+
+  // fp32 only: runs the batches step by step and records the smallest and
+  // largest value each step writes (the fingerprint is left to the caller).
+  Calibration Calibrate(const std::vector<torch::Tensor>& batches) const;
 
   // Bytes of the weights reordered for oneDNN (all layouts held).
   int64_t PackedWeightBytes() const;
@@ -77,8 +84,10 @@ class PlannedGhostNet {
 
   // The plan for `key`, built if missing (outside mu_, under build_mu_).
   std::shared_ptr<const Plan> GetPlan(const Key& key) const;
-  // Builds (and, at batch 1-2, tunes) one plan; build_mu_ held.
-  std::shared_ptr<const Plan> BuildPlan(const Key& key) const;
+  // Builds (and, at batch 1-2, tunes) one plan; build_mu_ held. calibrating:
+  // an fp32 plan for Calibrate (input always reordered, as int8 plans do; no
+  // tuning).
+  std::shared_ptr<const Plan> BuildPlan(const Key& key, bool calibrating = false) const;
   // An idle workspace, preferring one that has run `plan`; a new one if none.
   std::unique_ptr<Workspace> TakeWorkspace(const Plan* plan) const;
   void ReturnWorkspace(std::unique_ptr<Workspace> ws) const;
@@ -86,6 +95,7 @@ class PlannedGhostNet {
   GhostNetOptions options_;
   Precision precision_;
   bool tune_threads_;
+  std::unique_ptr<const Calibration> calibration_;  // int8 only
   std::unique_ptr<PackedWeights> weights_;
 
   // Held while a plan is built; guards weights_' packed-layout caches.

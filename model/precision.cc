@@ -12,6 +12,8 @@ std::string_view PrecisionName(Precision p) {
       return "fp32";
     case Precision::kBf16:
       return "bf16";
+    case Precision::kInt8:
+      return "int8";
   }
   return "fp32";
 }
@@ -55,13 +57,9 @@ absl::StatusOr<Precision> ParsePrecision(std::string_view name) {
   if (name == "fp32") return Precision::kFp32;
   if (name == "bf16") return Precision::kBf16;
   if (name == "auto") return HasNativeBf16() ? Precision::kBf16 : Precision::kFp32;
-  if (name == "int8") {
-    return absl::InvalidArgumentError(
-        "precision int8 is not available yet (static int8 quantization is planned); use fp32, "
-        "bf16 or auto");
-  }
+  if (name == "int8") return Precision::kInt8;
   return absl::InvalidArgumentError(
-      absl::StrCat("precision must be fp32, bf16 or auto, got '", std::string(name), "'"));
+      absl::StrCat("precision must be fp32, bf16, int8 or auto, got '", std::string(name), "'"));
 }
 
 absl::Status CheckPrecisionSupported(Precision p) {
@@ -69,6 +67,16 @@ absl::Status CheckPrecisionSupported(Precision p) {
     return absl::FailedPreconditionError(absl::StrCat(
         "precision bf16 needs a CPU with AVX512-BF16 or AMX-BF16 instructions; oneDNN found ",
         CpuIsaName(), " here (ONEDNN_MAX_CPU_ISA may cap it). Use fp32 or auto"));
+  }
+  // oneDNN's int8 kernels need AVX2 (vpmaddubsw) at least; AVX512-VNNI and
+  // AMX run them faster still.
+  if (p == Precision::kInt8) {
+    const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+    if (isa == dnnl::cpu_isa::sse41 || isa == dnnl::cpu_isa::avx) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "precision int8 needs a CPU with AVX2 instructions or newer; oneDNN found ", CpuIsaName(),
+          " here (ONEDNN_MAX_CPU_ISA may cap it). Use fp32"));
+    }
   }
   return absl::OkStatus();
 }

@@ -8,10 +8,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "model/calibration.h"
 #include "model/loaded_model.h"
 #include "model/threading.h"
 #include "nlohmann/json.hpp"
@@ -25,6 +28,7 @@ using ghostserve::model::LoadModelOptions;
 struct BenchFlags {
   std::string model = "ghostnet_100";
   std::string weights;
+  std::string calibration;  // int8: the calibration file
   std::vector<int> batch_sizes = {1, 8, 32};
   double seconds = 3.0;
   int warmup = 3;
@@ -74,7 +78,10 @@ void DeclareFlags(CLI::App& app, BenchFlags& f) {
            if (!p.ok()) throw CLI::ValidationError(std::string(p.status().message()));
            f.inference.precision = *p;
          },
-         "fp32 (default) | bf16 | auto");
+         "fp32 (default) | bf16 | int8 (needs --calibration) | auto");
+  app.add_option("--calibration", f.calibration,
+                 "int8: calibration file measured on these weights (ghostserve-train "
+                 "calibrate), or 'synthetic' to calibrate here on random images (for speed only)");
   app.add_flag_callback(
       "--no-tune-threads", [&f] { f.inference.tune_threads = false; },
       "planned engine: run every step on all threads (no per-step choice at batch 1-2)");
@@ -91,6 +98,28 @@ double Percentile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   const size_t i = std::min(v.size() - 1, static_cast<size_t>(q * (v.size() - 1) + 0.5));
   return v[i];
+}
+
+absl::StatusOr<ghostserve::model::Calibration> SyntheticCalibration(const std::string& model,
+                                                                    const std::string& weights,
+                                                                    int input_size) {
+  auto net = ghostserve::model::BuiltinModelOptions(model);
+  if (!net.ok()) return net.status();
+  if (input_size > 0) net->input_size = input_size;
+  LoadModelOptions load;
+  load.name = model;
+  load.net = *net;
+  load.weights_path = weights;
+  auto fp32 = LoadModel(load);
+  if (!fp32.ok()) return fp32.status();
+  torch::manual_seed(0);
+  std::vector<torch::Tensor> batches;
+  for (int i = 0; i < 4; ++i) {
+    batches.push_back(torch::randn({8, net->in_channels, net->input_size, net->input_size}));
+  }
+  auto cal = (*fp32)->inference->Calibrate(batches);
+  if (cal.ok()) cal->data = "synthetic: 32 random-normal images";
+  return cal;
 }
 
 }  // namespace
@@ -111,6 +140,26 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string& model = flags.model;
+  if (flags.inference.precision == ghostserve::model::Precision::kInt8) {
+    if (flags.calibration.empty()) {
+      std::cerr << "ghostserve-model-bench: --precision int8 needs --calibration FILE (make one "
+                   "with ghostserve-train calibrate, on the weights benchmarked)\n";
+      return 2;
+    }
+    // "synthetic": calibrated here on random-normal images, as benchmarked.
+    // The ranges change which maps are u8 or s8 and their scales, not the
+    // work done, so this measures int8 speed without a calibration file.
+    auto calibration =
+        flags.calibration == "synthetic"
+            ? SyntheticCalibration(flags.model, flags.weights, flags.input_size)
+            : ghostserve::model::ReadCalibrationFile(flags.calibration);
+    if (!calibration.ok()) {
+      std::cerr << "ghostserve-model-bench: " << calibration.status().message() << "\n";
+      return 2;
+    }
+    flags.inference.calibration =
+        std::make_shared<const ghostserve::model::Calibration>(std::move(*calibration));
+  }
   const auto& inference = flags.inference;
 
   const int used_threads = ghostserve::model::ConfigureThreads(flags.threads);
@@ -141,6 +190,7 @@ int main(int argc, char** argv) {
   out["input_size"] = side;
   out["engine"] = inference.planned ? "planned" : "aten";
   out["precision"] = std::string(ghostserve::model::PrecisionName(inference.precision));
+  if (inference.calibration != nullptr) out["calibration"] = flags.calibration;
   out["cpu_isa"] = ghostserve::model::CpuIsaName();
   out["tune_threads"] = inference.planned && inference.tune_threads;
   if (!inference.planned) {

@@ -172,10 +172,12 @@ std::unique_ptr<CLI::App> MakeApp(ServerConfig& c, std::string& config_file) {
         c.load_models.push_back(v);
       });
   app->add_option("--precision",
-                  "NAME=fp32|bf16|auto: the number format a model computes in (NAME '*' = "
+                  "NAME=fp32|bf16|int8|auto: the number format a model computes in (NAME '*' = "
                   "every model not named; repository models take theirs from config.json). "
-                  "auto = bf16 where the CPU has native bf16 (AVX512-BF16 or AMX), else fp32; "
-                  "bf16 on a CPU without it stops start-up. Default fp32; repeatable")
+                  "auto = bf16 where the CPU has native bf16 (AVX512-BF16 or AMX), else fp32 "
+                  "(never int8); bf16 on a CPU without it stops start-up. int8 needs the "
+                  "calibration its model config names (ghostserve-train calibrate); a model "
+                  "without one stops start-up. Default fp32; repeatable")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->each([&c](const std::string& v) {
         auto [name, value] = SplitNameValue(v, "PRECISION");

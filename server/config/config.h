@@ -36,7 +36,7 @@ struct ServerConfig {
   // model name -> weights file (.pth zip or .safetensors).
   std::map<std::string, std::string> weights;
   // model name (or "*" for every model not named) -> "fp32" | "bf16" |
-  // "auto" (--precision); overrides a model config's "precision".
+  // "int8" | "auto" (--precision); overrides a model config's "precision".
   std::map<std::string, std::string> precision;
   int max_batch_size = 8;
   int64_t max_batch_delay_us = 2000;

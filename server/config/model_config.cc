@@ -91,6 +91,8 @@ model::LoadModelOptions LoadOptions(const ModelConfig& c) {
   o.weights_path = c.weights_path;
   o.weights_bytes = c.weights_bytes;
   o.weights_name = c.weights_name;
+  o.calibration_path = c.calibration_path;
+  o.calibration_bytes = c.calibration_bytes;
   // Checked by ParseModelConfig; "auto" resolves for this CPU here.
   if (auto p = model::ParsePrecision(c.precision); p.ok()) o.inference.precision = *p;
   return o;
@@ -169,12 +171,12 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view text, const std::s
       if (!n.ok()) return n.status();
       c.net.input_size = *n;
       have_size = true;
-    } else if (key == "weights") {
+    } else if (key == "weights" || key == "calibration") {
       if (!v.is_string() || v.get<std::string>().empty()) {
         return Error(source, key, "must be a file name");
       }
       std::filesystem::path p(v.get<std::string>());
-      c.weights_path =
+      (key == "weights" ? c.weights_path : c.calibration_path) =
           p.is_absolute() ? p.string() : (std::filesystem::path(base_dir) / p).string();
     } else if (key == "labels" && v == "imagenet") {
       c.imagenet_labels = true;
@@ -187,7 +189,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view text, const std::s
     } else if (key == "preprocess") {
       if (auto s = ParsePreprocess(v, source, &c.preprocess); !s.ok()) return s;
     } else if (key == "precision") {
-      if (!v.is_string()) return Error(source, key, "must be \"fp32\", \"bf16\" or \"auto\"");
+      if (!v.is_string()) {
+        return Error(source, key, "must be \"fp32\", \"bf16\", \"int8\" or \"auto\"");
+      }
       if (auto p = model::ParsePrecision(v.get<std::string>()); !p.ok()) {
         return Error(source, key, std::string(p.status().message()));
       }
@@ -267,7 +271,8 @@ absl::StatusOr<std::vector<ModelConfig>> ReadModelConfigs(const std::string& pat
   return out;
 }
 
-std::string ModelConfigToJson(const ModelConfig& c, const std::string& weights_file) {
+std::string ModelConfigToJson(const ModelConfig& c, const std::string& weights_file,
+                              const std::string& calibration_file) {
   nlohmann::ordered_json j;
   j["name"] = c.name;
   if (c.precision != "fp32") j["precision"] = c.precision;
@@ -278,6 +283,7 @@ std::string ModelConfigToJson(const ModelConfig& c, const std::string& weights_f
   j["input_channels"] = c.net.in_channels;
   j["input_size"] = c.net.input_size;
   if (!weights_file.empty()) j["weights"] = weights_file;
+  if (!calibration_file.empty()) j["calibration"] = calibration_file;
   j["labels"] = c.labels;
   nlohmann::ordered_json p;
   p["resize_shorter"] = c.preprocess.resize_shorter;

@@ -2,7 +2,9 @@
 // DIR/<model>/config.json is a model config (model_config.h) whose "name",
 // if given, must be the directory's; DIR/<model>/<version>/ holds the
 // weights: the file the config's "weights" names (relative to the version
-// directory), or else its one *.safetensors or *.pth file.
+// directory), or else its one *.safetensors or *.pth file. An int8 model's
+// calibration is the file the config's "calibration" names, also relative
+// to the version directory (a calibration belongs to one version's weights).
 #ifndef GHOSTSERVE_SERVER_CONFIG_REPOSITORY_LOADER_H_
 #define GHOSTSERVE_SERVER_CONFIG_REPOSITORY_LOADER_H_
 
@@ -15,8 +17,8 @@
 
 namespace ghostserve::config {
 
-// Reads and parses `model_dir`/config.json of `model`, with "weights"
-// resolved against `base_dir`.
+// Reads and parses `model_dir`/config.json of `model`, with "weights" and
+// "calibration" resolved against `base_dir`.
 absl::StatusOr<ModelConfig> ReadRepositoryConfig(const std::string& model,
                                                  const std::string& model_dir,
                                                  const std::string& base_dir);

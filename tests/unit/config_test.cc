@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "model/loaded_model.h"
+#include "server/config/repository_loader.h"
 
 namespace ghostserve::config {
 namespace {
@@ -600,6 +602,52 @@ TEST(ConfigTest, PrecisionFlagSetsNamedModelsAndTheRest) {
   const absl::Status s = Finalize(&unserved, 2);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("not served"));
+}
+
+TEST(ConfigTest, Int8PassesTheCalibrationToLoadModel) {
+  // A model config's "calibration" (resolved beside the config) reaches LoadModel.
+  const TempFile a(R"({"name": "shoes", "num_classes": 2, "input_channels": 1,
+                       "preprocess": {"resize_shorter": 0, "crop_size": 32},
+                       "calibration": "shoes.calibration"})");
+  ServerConfig c =
+      ParseOk({"--models", "ghostnet_050", "--model-config", a.path(), "--precision", "*=int8"});
+  ASSERT_TRUE(Finalize(&c, 2).ok());
+  const std::vector<core::ModelSpec> specs = ModelSpecs(c);
+  ASSERT_EQ(specs.size(), 2u);
+  EXPECT_EQ(specs[1].load.inference.precision, model::Precision::kInt8);
+  const std::string dir = a.path().substr(0, a.path().rfind('/'));
+  EXPECT_EQ(specs[1].load.calibration_path, dir + "/shoes.calibration");
+
+  // An ImageNet model has none: int8 is accepted as a flag, and the load
+  // (start-up) fails saying what is missing.
+  EXPECT_EQ(specs[0].load.inference.precision, model::Precision::kInt8);
+  EXPECT_TRUE(specs[0].load.calibration_path.empty());
+  EXPECT_TRUE(specs[0].load.calibration_bytes.empty());
+  auto loaded = model::LoadModel(specs[0].load);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(loaded.status().message(), HasSubstr("ghostnet_050"));
+  EXPECT_THAT(loaded.status().message(), HasSubstr("needs a calibration"));
+}
+
+// In a model repository a calibration belongs to one version's weights:
+// "calibration" resolves in the version directory, as "weights" does.
+TEST(ConfigTest, RepositoryCalibrationIsPerVersion) {
+  namespace fs = std::filesystem;
+  const fs::path root =
+      fs::temp_directory_path() / ("config_test_repository_" + std::to_string(getpid()));
+  fs::create_directories(root / "shoes" / "3");
+  std::ofstream(root / "shoes" / "config.json")
+      << R"({"num_classes": 2, "precision": "int8", "weights": "model.safetensors",
+            "calibration": "model.calibration"})";
+  auto config =
+      ReadRepositoryConfig("shoes", (root / "shoes").string(), (root / "shoes" / "3").string());
+  ASSERT_TRUE(config.ok()) << config.status();
+  const model::LoadModelOptions load = LoadOptions(*config);
+  EXPECT_EQ(load.inference.precision, model::Precision::kInt8);
+  EXPECT_EQ(load.weights_path, (root / "shoes" / "3" / "model.safetensors").string());
+  EXPECT_EQ(load.calibration_path, (root / "shoes" / "3" / "model.calibration").string());
+  fs::remove_all(root);
 }
 
 TEST(ConfigTest, ModelConfigFilesAddModels) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "model/calibration.h"
 #include "model/loaded_model.h"
 
 namespace ghostserve::config {
@@ -14,6 +15,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kConfig[] = R"({
   "name": "my_ghostnet",
@@ -92,7 +94,9 @@ TEST(ModelConfigTest, RejectsBadConfigsNamingTheKey) {
       {R"({"name": "m", "num_classes": 2, "width": 0})", "width"},
       {R"({"name": "m", "num_classes": 2, "weights": ""})", "\"weights\""},
       {R"({"name": "m", "num_classes": 2, "precision": "fp16"})", "\"precision\""},
-      {R"({"name": "m", "num_classes": 2, "precision": "int8"})", "not available"},
+      {R"({"name": "m", "num_classes": 2, "precision": "int4"})", "\"precision\""},
+      {R"({"name": "m", "num_classes": 2, "calibration": ""})", "\"calibration\""},
+      {R"({"name": "m", "num_classes": 2, "calibration": 8})", "\"calibration\""},
       {R"({"name": "m", "num_classes": 2, "precision": 16})", "\"precision\""},
   };
   for (const Case& c : cases) {
@@ -115,10 +119,45 @@ TEST(ModelConfigTest, PrecisionIsCheckedKeptAndResolvedAtLoad) {
       ParseModelConfig(R"({"name": "m", "num_classes": 5, "precision": "auto"})", "", "t");
   ASSERT_TRUE(automatic.ok());
   EXPECT_EQ(LoadOptions(*automatic).inference.precision, *model::ParsePrecision("auto"));
+  auto int8 = ParseModelConfig(R"({"name": "m", "num_classes": 5, "precision": "int8"})", "", "t");
+  ASSERT_TRUE(int8.ok()) << int8.status();
+  EXPECT_EQ(int8->precision, "int8");
+  EXPECT_EQ(LoadOptions(*int8).inference.precision, model::Precision::kInt8);
   // Written back as given, so a config moved to another CPU re-resolves.
   auto back = ParseModelConfig(ModelConfigToJson(*automatic, ""), "", "round-trip");
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->precision, "auto");
+}
+
+TEST(ModelConfigTest, CalibrationIsResolvedLikeTheWeights) {
+  constexpr char kJson[] = R"({"name": "m", "num_classes": 5, "weights": "w.safetensors",
+                               "calibration": "m.calibration"})";
+  auto c = ParseModelConfig(kJson, "/cfg", "t");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->calibration_path, "/cfg/m.calibration");  // relative to the config's directory
+  EXPECT_TRUE(c->calibration_bytes.empty());
+  const model::LoadModelOptions load = LoadOptions(*c);
+  EXPECT_EQ(load.calibration_path, "/cfg/m.calibration");
+  EXPECT_TRUE(load.calibration_bytes.empty());
+
+  auto absolute = ParseModelConfig(
+      R"({"name": "m", "num_classes": 5, "calibration": "/data/m.calibration"})", "/cfg", "t");
+  ASSERT_TRUE(absolute.ok()) << absolute.status();
+  EXPECT_EQ(absolute->calibration_path, "/data/m.calibration");
+  auto none = ParseModelConfig(R"({"name": "m", "num_classes": 5})", "/cfg", "t");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->calibration_path.empty());
+  EXPECT_TRUE(LoadOptions(*none).calibration_path.empty());
+
+  // Written back by name, relative to where the config goes, beside the weights.
+  const std::string text = ModelConfigToJson(*c, "w.safetensors", "m.calibration");
+  EXPECT_THAT(text, HasSubstr(R"("calibration": "m.calibration")"));
+  auto back = ParseModelConfig(text, "/elsewhere", "round-trip");
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << text;
+  EXPECT_EQ(back->calibration_path, "/elsewhere/m.calibration");
+  EXPECT_EQ(back->weights_path, "/elsewhere/w.safetensors");
+  // Without a name the key is left out.
+  EXPECT_THAT(ModelConfigToJson(*c, "w.safetensors"), Not(HasSubstr("calibration")));
 }
 
 TEST(ModelConfigTest, JsonRoundTrip) {
@@ -146,13 +185,18 @@ TEST(ModelConfigTest, ReadsAFileOrEveryJsonOfADirectory) {
       fs::temp_directory_path() / ("model_config_test_" + std::to_string(getpid()));
   fs::create_directories(dir);
   std::ofstream(dir / "b.json") << R"({"name": "b", "num_classes": 2})";
-  std::ofstream(dir / "a.json") << R"({"name": "a", "num_classes": 3, "weights": "a.pth"})";
+  std::ofstream(dir / "a.json")
+      << R"({"name": "a", "num_classes": 3, "weights": "a.pth", "calibration": "a.calibration"})";
+  // A calibration is JSON too, but not a model config: its extension keeps
+  // it out of a directory scan.
+  std::ofstream(dir / "a.calibration") << R"({"format": "ghostserve-int8-calibration"})";
   std::ofstream(dir / "notes.txt") << "not a config";
   auto all = ReadModelConfigs(dir.string());
   ASSERT_TRUE(all.ok()) << all.status();
   ASSERT_EQ(all->size(), 2u);
   EXPECT_EQ((*all)[0].name, "a");
   EXPECT_EQ((*all)[0].weights_path, (dir / "a.pth").string());
+  EXPECT_EQ((*all)[0].calibration_path, (dir / "a.calibration").string());
   EXPECT_EQ((*all)[1].name, "b");
   auto one = ReadModelConfigs((dir / "b.json").string());
   ASSERT_TRUE(one.ok());
@@ -181,6 +225,20 @@ TEST(ModelConfigTest, TheFashionModelIsBuiltIn) {
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_TRUE((*loaded)->trained);
   EXPECT_EQ((*loaded)->weights_source, "builtin:ghostnet_050_fashion.safetensors");
+
+  // Its calibration, when models/ghostnet_050_fashion.json names one, is
+  // compiled in too (never a path, which would resolve against the working
+  // directory), and fits the compiled-in weights.
+  EXPECT_TRUE(m.calibration_path.empty());
+  const model::LoadModelOptions load = LoadOptions(m);
+  EXPECT_EQ(load.calibration_bytes.data(), m.calibration_bytes.data());
+  EXPECT_EQ(load.calibration_bytes.size(), m.calibration_bytes.size());
+  if (!m.calibration_bytes.empty()) {
+    auto calibration = model::ParseCalibration(m.calibration_bytes, "builtin");
+    ASSERT_TRUE(calibration.ok()) << calibration.status();
+    EXPECT_FALSE(calibration->ranges.empty());
+    EXPECT_EQ(calibration->fingerprint, (*loaded)->inference->WeightsFingerprint());
+  }
 }
 
 }  // namespace

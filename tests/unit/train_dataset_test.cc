@@ -3,9 +3,11 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
+#include <set>
 
 #include "tools/train/dataset.h"
 
@@ -147,6 +149,82 @@ TEST_F(DatasetTest, LoadsAnImageFolderWithSortedClasses) {
   std::ofstream(dir_ / "root" / "ant" / "broken.png") << "\x89PNG\r\n\x1a\n garbage";
   EXPECT_THAT(LoadImageFolder((dir_ / "root").string(), config).status().message(),
               HasSubstr("broken.png"));
+}
+
+TEST(SampleIndicesTest, DistinctSeededAndBounded) {
+  const std::vector<int64_t> a = SampleIndices(1000, 50, 7);
+  ASSERT_EQ(a.size(), 50u);
+  EXPECT_EQ(std::set<int64_t>(a.begin(), a.end()).size(), 50u);  // no repeats
+  for (int64_t i : a) {
+    EXPECT_GE(i, 0);
+    EXPECT_LT(i, 1000);
+  }
+  EXPECT_EQ(SampleIndices(1000, 50, 7), a);  // the seed fixes the subset
+  EXPECT_NE(SampleIndices(1000, 50, 8), a);
+  std::vector<int64_t> first(a.begin(), a.end());
+  std::sort(first.begin(), first.end());
+  EXPECT_NE(first.back(), 49);  // a random subset, not the first images
+  // More than there are: every index once.
+  std::vector<int64_t> all = SampleIndices(5, 9, 0);
+  std::sort(all.begin(), all.end());
+  EXPECT_THAT(all, ElementsAre(0, 1, 2, 3, 4));
+  EXPECT_TRUE(SampleIndices(0, 3, 0).empty());
+}
+
+// The calibration images are training images, chosen by the seed and
+// preprocessed exactly as the same image is for evaluation.
+TEST_F(DatasetTest, SamplesTrainingImagesFromIdx) {
+  const std::vector<uint8_t> data = Pixels(20 * 28 * 28, 3);
+  Write("train-images-idx3-ubyte", Idx({20, 28, 28}, data));
+  Write("train-labels-idx1-ubyte", Idx({20}, std::vector<uint8_t>(20, 1)));
+  preprocess::PreprocessConfig config;
+  config.channels = 1;
+  config.resize_shorter = 0;
+  config.crop_size = 32;
+  config.mean = {0.286f};
+  config.std = {0.353f};
+  auto sample = SampleTrainingImages(dir_.string(), config, 6, 11);
+  ASSERT_TRUE(sample.ok()) << sample.status();
+  EXPECT_THAT(sample->images.sizes().vec(), ElementsAre(6, 1, 32, 32));
+  EXPECT_EQ(sample->description, "idx:" + dir_.string() + " train, 6 images, seed 11");
+  auto raw = ReadIdx((dir_ / "train-images-idx3-ubyte").string());
+  ASSERT_TRUE(raw.ok());
+  auto every = PreprocessRaw(*raw, config);
+  ASSERT_TRUE(every.ok());
+  const std::vector<int64_t> idx = SampleIndices(20, 6, 11);
+  for (size_t i = 0; i < idx.size(); ++i) {
+    EXPECT_TRUE(torch::equal(sample->images[i], (*every)[idx[i]])) << i;
+  }
+  auto capped = SampleTrainingImages(dir_.string(), config, 100, 11);
+  ASSERT_TRUE(capped.ok());
+  EXPECT_EQ(capped->images.size(0), 20);
+  EXPECT_EQ(SampleTrainingImages((dir_ / "nothing").string(), config, 6, 11).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(DatasetTest, SamplesTrainingImagesFromAnImageFolderTrainDirectory) {
+  preprocess::PreprocessConfig config;
+  config.channels = 3;
+  config.resize_shorter = 0;
+  config.crop_size = 32;
+  for (const std::string cls : {"a", "b"}) {
+    fs::create_directories(dir_ / "root" / "train" / cls);
+    for (int i = 0; i < 3; ++i) {
+      cv::Mat img(24, 24, CV_8UC3, cv::Scalar(cls == "a" ? 10 : 200, 40 * i, 90));
+      ASSERT_TRUE(cv::imwrite(
+          (dir_ / "root" / "train" / cls / (std::to_string(i) + ".png")).string(), img));
+    }
+  }
+  auto sample = SampleTrainingImages((dir_ / "root").string(), config, 4, 0);
+  ASSERT_TRUE(sample.ok()) << sample.status();
+  EXPECT_THAT(sample->images.sizes().vec(), ElementsAre(4, 3, 32, 32));
+  EXPECT_THAT(sample->description, HasSubstr("imagefolder:"));
+  auto every = LoadImageFolder((dir_ / "root" / "train").string(), config);
+  ASSERT_TRUE(every.ok());
+  const std::vector<int64_t> idx = SampleIndices(6, 4, 0);
+  for (size_t i = 0; i < idx.size(); ++i) {
+    EXPECT_TRUE(torch::equal(sample->images[i], every->images[idx[i]])) << i;
+  }
 }
 
 }  // namespace

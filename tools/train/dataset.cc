@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -131,10 +133,14 @@ std::pair<float, float> PixelStats(const torch::Tensor& raw) {
   return {x.mean().item<float>(), x.std().item<float>()};
 }
 
-absl::StatusOr<Dataset> LoadImageFolder(const std::string& root,
-                                        const preprocess::PreprocessConfig& config,
-                                        std::vector<std::string> classes) {
+namespace {
+
+// The images of an ImageFolder tree, as (path, class index), classes in
+// `*classes` order (sorted names when it arrives empty); nothing is read.
+absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> ListImageFolder(
+    const std::string& root, std::vector<std::string>* classes_out) {
   namespace fs = std::filesystem;
+  std::vector<std::string>& classes = *classes_out;
   std::error_code ec;
   if (!fs::is_directory(root, ec)) {
     return absl::NotFoundError(absl::StrCat(root, " is not a directory"));
@@ -166,6 +172,14 @@ absl::StatusOr<Dataset> LoadImageFolder(const std::string& root,
     for (auto& n : names) files.emplace_back(std::move(n), static_cast<int64_t>(k));
   }
   if (files.empty()) return absl::InvalidArgumentError(absl::StrCat(root, " holds no images"));
+  return files;
+}
+
+// Decodes and preprocesses `files` into [N, C, S, S] images and [N] labels;
+// an unreadable image is an error naming the file.
+absl::StatusOr<std::pair<torch::Tensor, torch::Tensor>> DecodeImageFiles(
+    const std::vector<std::pair<std::string, int64_t>>& files,
+    const preprocess::PreprocessConfig& config) {
   const int64_t n = static_cast<int64_t>(files.size()), s = config.crop_size, c = config.channels;
   torch::Tensor images = torch::empty({n, s, s, c});
   torch::Tensor labels = torch::empty({n}, torch::kInt64);
@@ -187,7 +201,76 @@ absl::StatusOr<Dataset> LoadImageFolder(const std::string& root,
       return absl::InvalidArgumentError(absl::StrCat(files[i].first, ": ", errors[i].message()));
     }
   }
-  return Dataset{images.permute({0, 3, 1, 2}).contiguous(), labels, classes};
+  return std::make_pair(images.permute({0, 3, 1, 2}).contiguous(), labels);
+}
+
+}  // namespace
+
+absl::StatusOr<Dataset> LoadImageFolder(const std::string& root,
+                                        const preprocess::PreprocessConfig& config,
+                                        std::vector<std::string> classes) {
+  auto files = ListImageFolder(root, &classes);
+  if (!files.ok()) return files.status();
+  auto decoded = DecodeImageFiles(*files, config);
+  if (!decoded.ok()) return decoded.status();
+  return Dataset{decoded->first, decoded->second, classes};
+}
+
+std::vector<int64_t> SampleIndices(int64_t total, int64_t n, uint64_t seed) {
+  std::vector<int64_t> idx(static_cast<size_t>(std::max<int64_t>(total, 0)));
+  for (int64_t i = 0; i < total; ++i) idx[i] = i;
+  n = std::clamp<int64_t>(n, 0, total);
+  // A partial Fisher-Yates shuffle. The modulo's bias (under 2^-40 for any
+  // real dataset) does not matter here; its portability does.
+  std::mt19937_64 rng(seed);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t j = i + static_cast<int64_t>(rng() % static_cast<uint64_t>(total - i));
+    std::swap(idx[i], idx[j]);
+  }
+  idx.resize(static_cast<size_t>(n));
+  return idx;
+}
+
+absl::StatusOr<ImageSample> SampleTrainingImages(const std::string& dir,
+                                                 const preprocess::PreprocessConfig& config,
+                                                 int64_t n, uint64_t seed) {
+  namespace fs = std::filesystem;
+  if (n < 1) return absl::InvalidArgumentError("the number of images must be at least 1");
+  ImageSample out;
+  std::string source;
+  if (auto pair = FindIdxPair(dir, "train"); pair.ok()) {
+    auto raw = ReadIdxPair(pair->first, pair->second);
+    if (!raw.ok()) return raw.status();
+    const std::vector<int64_t> idx = SampleIndices(raw->labels.numel(), n, seed);
+    const torch::Tensor chosen = raw->images.index_select(
+        0, torch::tensor(idx, torch::TensorOptions().dtype(torch::kInt64)));
+    auto images = PreprocessRaw(chosen, config);
+    if (!images.ok()) return images.status();
+    out.images = *images;
+    source = absl::StrCat("idx:", dir, " train");
+  } else {
+    const std::string root = (fs::path(dir) / "train").string();
+    std::error_code ec;
+    if (!fs::is_directory(root, ec)) {
+      return absl::NotFoundError(absl::StrCat(
+          dir,
+          " holds neither IDX training files (train-images-idx3-ubyte[.gz], "
+          "train-labels-idx1-ubyte[.gz]) nor an ImageFolder tree with a train/ directory"));
+    }
+    std::vector<std::string> classes;
+    auto files = ListImageFolder(root, &classes);
+    if (!files.ok()) return files.status();
+    std::vector<std::pair<std::string, int64_t>> chosen;
+    for (int64_t i : SampleIndices(static_cast<int64_t>(files->size()), n, seed)) {
+      chosen.push_back((*files)[static_cast<size_t>(i)]);
+    }
+    auto decoded = DecodeImageFiles(chosen, config);
+    if (!decoded.ok()) return decoded.status();
+    out.images = decoded->first;
+    source = absl::StrCat("imagefolder:", root);
+  }
+  out.description = absl::StrCat(source, ", ", out.images.size(0), " images, seed ", seed);
+  return out;
 }
 
 }  // namespace ghostserve::train

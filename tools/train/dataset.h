@@ -55,6 +55,25 @@ absl::StatusOr<Dataset> LoadImageFolder(const std::string& root,
                                         const preprocess::PreprocessConfig& config,
                                         std::vector<std::string> classes = {});
 
+// `n` distinct indices of [0, total), drawn at random from `seed` (all of
+// them, in random order, when n >= total). The same arguments give the same
+// indices with any standard library: std::mt19937_64's sequence is fixed by
+// the standard and no library distribution is used.
+std::vector<int64_t> SampleIndices(int64_t total, int64_t n, uint64_t seed);
+
+// A seeded random subset of a dataset's training images (for an int8
+// calibration): of the train-* IDX files in `dir`, or else of the ImageFolder
+// tree `dir`/train. Only the chosen images are decoded, and they are
+// preprocessed with `config` as evaluation and serving do.
+struct ImageSample {
+  torch::Tensor images;  // [n, C, S, S] float32, normalised
+  // Where they came from, e.g. "idx:/data/fashion-mnist train, 512 images, seed 0".
+  std::string description;
+};
+absl::StatusOr<ImageSample> SampleTrainingImages(const std::string& dir,
+                                                 const preprocess::PreprocessConfig& config,
+                                                 int64_t n, uint64_t seed);
+
 }  // namespace ghostserve::train
 
 #endif  // GHOSTSERVE_TOOLS_TRAIN_DATASET_H_

@@ -3,11 +3,15 @@
 // writes weights (.safetensors) plus the model config the server reads with
 // --model-config. `evaluate` measures a model config's top-1 accuracy in
 // process, through the same compiled inference path the server runs;
+// `calibrate` measures the activation ranges an int8 model needs
+// (model/calibration.h) on a random subset of the training images;
 // `export` writes IDX images as PNG files for `ghostserve-client eval`.
 //
 //   ghostserve-train train --data /usr/share/datasets/fashion-mnist
 //       --name ghostnet_050_fashion --width 0.5 --input-size 32 --out-dir models
 //   ghostserve-train evaluate --model-config models/ghostnet_050_fashion.json
+//       --data /usr/share/datasets/fashion-mnist
+//   ghostserve-train calibrate --model-config models/ghostnet_050_fashion.json
 //       --data /usr/share/datasets/fashion-mnist
 #include <unistd.h>
 
@@ -31,6 +35,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "model/calibration.h"
 #include "model/ghostnet.h"
 #include "model/loaded_model.h"
 #include "model/state_dict.h"
@@ -649,7 +654,10 @@ int Evaluate(const std::vector<std::string>& args) {
   f.Define("batch-size", "256", "images per forward pass");
   f.Define("limit", "0", "evaluate only the first N images (0 = all)");
   f.Define("threads", "0", "LibTorch threads; 0 = CPUs available");
-  f.Define("precision", "", "fp32 | bf16 | auto (default: the model config's)");
+  f.Define("precision", "", "fp32 | bf16 | int8 | auto (default: the model config's)");
+  f.Define("calibration", "",
+           "int8: calibration file (default: the one the model config's \"calibration\" "
+           "names)");
   if (std::find(args.begin(), args.end(), "--help") != args.end()) {
     std::cout << f.Help();
     return 0;
@@ -685,6 +693,10 @@ int Evaluate(const std::vector<std::string>& args) {
     }
     load.inference.precision = *precision;
   }
+  if (!f.Str("calibration").empty()) {
+    load.calibration_path = f.Str("calibration");
+    load.calibration_bytes = {};
+  }
   auto loaded = model::LoadModel(load);
   if (!loaded.ok()) {
     std::cerr << loaded.status().message() << "\n";
@@ -714,6 +726,120 @@ int Evaluate(const std::vector<std::string>& args) {
       {"correct", correct},
       {"top1", static_cast<double>(correct) / std::max<int64_t>(count, 1)},
       {"seconds", std::round(Seconds(start) * 100) / 100}};
+  std::cout << result.dump() << std::endl;
+  return 0;
+}
+
+// Measures a model's int8 calibration: a seeded random subset of the
+// training images, preprocessed as served, run through the planned fp32
+// engine, every step's output range recorded (model/calibration.h).
+int Calibrate(const std::vector<std::string>& args) {
+  Flags f("calibrate");
+  f.Define("model-config", "", "model config file whose weights to calibrate");
+  f.Define("data", "",
+           "IDX directory (train-* files are used) or ImageFolder root (train/ is used)");
+  f.Define("images", "512", "how many training images, chosen at random");
+  f.Define("batch-size", "64", "images per forward pass");
+  f.Define("seed", "0", "seed of the random choice of images");
+  f.Define("threads", "0", "LibTorch threads; 0 = CPUs available");
+  f.Define("out", "", "calibration file to write (default: <config dir>/<name>.calibration)");
+  if (std::find(args.begin(), args.end(), "--help") != args.end()) {
+    std::cout << f.Help();
+    return 0;
+  }
+  if (auto s = f.Parse(args); !s.ok()) {
+    std::cerr << s.message() << " (see ghostserve-train calibrate --help)\n";
+    return 2;
+  }
+  if (f.Str("model-config").empty() || f.Str("data").empty()) {
+    std::cerr << "--model-config and --data are required (see ghostserve-train calibrate --help)\n";
+    return 2;
+  }
+  if (f.Int("images") < 1 || f.Int("batch-size") < 1 || f.Int("seed") < 0) {
+    std::cerr << "--images and --batch-size must be at least 1, --seed at least 0\n";
+    return 2;
+  }
+  model::ConfigureThreads(static_cast<int>(f.Int("threads")));
+  model::ConfigureInferenceThread(static_cast<int>(f.Int("threads")));
+  namespace fs = std::filesystem;
+  const std::string config_path = f.Str("model-config");
+  auto configs = config::ReadModelConfigs(config_path);
+  if (!configs.ok() || configs->size() != 1) {
+    std::cerr << (configs.ok() ? "expected one model config" : configs.status().message()) << "\n";
+    return 1;
+  }
+  const config::ModelConfig& mc = configs->front();
+  const fs::path config_dir =
+      fs::is_directory(config_path) ? fs::path(config_path) : fs::path(config_path).parent_path();
+  const std::string out_path =
+      f.Str("out").empty() ? (config_dir / (mc.name + ".calibration")).string() : f.Str("out");
+
+  const uint64_t seed = static_cast<uint64_t>(f.Int("seed"));
+  const auto start = Clock::now();
+  auto sample = SampleTrainingImages(f.Str("data"), mc.preprocess, f.Int("images"), seed);
+  if (!sample.ok()) {
+    std::cerr << sample.status().message() << "\n";
+    return 1;
+  }
+  // The ranges are those of the fp32 engine, whatever the config serves in.
+  model::LoadModelOptions load = config::LoadOptions(mc);
+  load.inference.precision = model::Precision::kFp32;
+  load.inference.planned = true;
+  load.calibration_path.clear();
+  load.calibration_bytes = {};
+  auto loaded = model::LoadModel(load);
+  if (!loaded.ok()) {
+    std::cerr << loaded.status().message() << "\n";
+    return 1;
+  }
+  std::vector<torch::Tensor> batches;
+  const int64_t count = sample->images.size(0), batch = f.Int("batch-size");
+  for (int64_t i = 0; i < count; i += batch) {
+    // Channels-last, as the server's batch slabs.
+    batches.push_back(sample->images.narrow(0, i, std::min(batch, count - i))
+                          .contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+  const auto calibrate_start = Clock::now();
+  auto calibration = (*loaded)->inference->Calibrate(batches);
+  if (!calibration.ok()) {
+    std::cerr << calibration.status().message() << "\n";
+    return 1;
+  }
+  const double calibrate_s = Seconds(calibrate_start);
+  calibration->images = count;
+  calibration->data = sample->description;
+  // Written aside and renamed, so a server loading the model never reads
+  // half a file.
+  const std::string tmp = out_path + ".tmp";
+  std::ofstream out(tmp);
+  out << model::CalibrationToJson(*calibration);
+  out.close();
+  std::error_code ec;
+  if (!out) {
+    std::cerr << "cannot write " << tmp << "\n";
+    fs::remove(tmp, ec);
+    return 1;
+  }
+  fs::rename(tmp, out_path, ec);
+  if (ec) {
+    std::cerr << "cannot rename " << tmp << " to " << out_path << ": " << ec.message() << "\n";
+    fs::remove(tmp, ec);
+    return 1;
+  }
+  // The config serves this file only if it names it.
+  if (mc.calibration_path.empty() ||
+      fs::weakly_canonical(mc.calibration_path, ec) != fs::weakly_canonical(out_path, ec)) {
+    const fs::path relative = fs::path(out_path).lexically_proximate(config_dir);
+    std::fprintf(stderr, "note: %s does not name this file; add \"calibration\": \"%s\" to it\n",
+                 config_path.c_str(), relative.string().c_str());
+  }
+  nlohmann::ordered_json result = {{"model", mc.name},
+                                   {"out", out_path},
+                                   {"images", count},
+                                   {"steps", calibration->ranges.size()},
+                                   {"data", calibration->data},
+                                   {"calibrate_seconds", std::round(calibrate_s * 100) / 100},
+                                   {"seconds", std::round(Seconds(start) * 100) / 100}};
   std::cout << result.dump() << std::endl;
   return 0;
 }
@@ -777,8 +903,8 @@ int Export(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   using namespace ghostserve::train;
   const std::string usage =
-      "usage: ghostserve-train train|evaluate|export [flags]   (--help after a command lists "
-      "flags)\n";
+      "usage: ghostserve-train train|evaluate|calibrate|export [flags]   (--help after a "
+      "command lists flags)\n";
   if (argc < 2) {
     std::cerr << usage;
     return 2;
@@ -787,6 +913,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 2, argv + argc);
   if (cmd == "train") return Train(args, CommandLine(argc, argv));
   if (cmd == "evaluate") return Evaluate(args);
+  if (cmd == "calibrate") return Calibrate(args);
   if (cmd == "export") return Export(args);
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
     std::cout << usage;
