@@ -78,13 +78,23 @@ struct LayerWeights {
     for (const auto& [md, mem] : packed) {
       if (md == want) return mem;
     }
-    const bool s8 = want.data_type() == Dt::s8;
-    if (s8) Quantize();
-    memory plain(memory::desc(dims, s8 ? Dt::s8 : Dt::f32, plain_tag), CpuEngine(),
-                 s8 ? qweight.data_ptr() : weight.data_ptr());
+    memory plain(memory::desc(dims, Dt::f32, plain_tag), CpuEngine(), weight.data_ptr());
     memory out(want, CpuEngine());
+    dnnl::primitive_attr attr;
+    if (want.data_type() == Dt::s8) {
+      // Quantized by the reorder itself, from the f32 weights: on CPUs
+      // without VNNI oneDNN's int8 kernels want 7-bit weights (its packed
+      // layout halves them, against int16 overflow), and one rounding from
+      // f32 loses less than halving an 8-bit rounding.
+      Quantize();
+      std::vector<float> inverse(wscale.size());
+      for (size_t i = 0; i < inverse.size(); ++i) inverse[i] = 1.f / wscale[i];
+      attr.set_output_scales(1 << 0, inverse);
+    }
     dnnl::stream s(CpuEngine());
-    dnnl::reorder(plain, out).execute(s, plain, out);
+    dnnl::reorder(dnnl::reorder::primitive_desc(CpuEngine(), plain.get_desc(), CpuEngine(), want,
+                                                attr))
+        .execute(s, plain, out);
     s.wait();
     packed.emplace_back(want, out);
     return out;

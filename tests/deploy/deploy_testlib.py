@@ -207,6 +207,21 @@ def cpu_has_native_bf16():
     return cap == "AVX512_CORE_BF16" and "avx512_bf16" in flags
 
 
+def cpu_has_int8():
+    """True when oneDNN will run int8 natively here: AVX2 or newer in the CPU
+    flags and ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) not capping it below
+    AVX2."""
+    with open("/proc/cpuinfo") as f:
+        flags = set()
+        for line in f:
+            if line.startswith("flags"):
+                flags.update(line.split(":", 1)[1].split())
+    if "avx2" not in flags:
+        return False
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL")
+    return cap.upper() not in ("SSE41", "AVX")
+
+
 def sample_sum(text, name, **labels):
     return sum(v for n, l, v in parse_metrics(text)
                if n == name and all(l.get(k) == want for k, want in labels.items()))

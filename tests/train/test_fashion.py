@@ -101,13 +101,15 @@ class FashionTest(unittest.TestCase):
         self.assertEqual((base["images"], base["precision"]), (10000, "fp32"))
         self.assertGreaterEqual(base["top1"], 0.90)
         print(f"fp32: top-1 {base['top1']:.4f} on {base['images']} images")
-        native = lib.cpu_has_native_bf16()
-        for precision in ("bf16",):
+        native = {"bf16": lib.cpu_has_native_bf16(), "int8": lib.cpu_has_int8()}
+        missing = {"bf16": "needs a CPU with AVX512-BF16 or AMX-BF16",
+                   "int8": "needs a CPU with AVX2"}
+        for precision in ("bf16", "int8"):
             with self.subTest(precision=precision):
                 r = evaluate(precision)
-                if not native:
+                if not native[precision]:
                     self.assertNotEqual(r.returncode, 0)
-                    self.assertIn("needs a CPU with AVX512-BF16 or AMX-BF16", r.stderr)
+                    self.assertIn(missing[precision], r.stderr)
                     print(f"{precision}: not run, this CPU (as oneDNN sees it) lacks it: "
                           f"{r.stderr.strip()}")
                     continue
@@ -117,6 +119,53 @@ class FashionTest(unittest.TestCase):
                 print(f"{precision}: top-1 {got['top1']:.4f} "
                       f"({100 * (got['top1'] - base['top1']):+.2f} points)")
                 self.assertLessEqual(abs(got["top1"] - base["top1"]), 0.003, (base, got))
+
+    def test_calibrate_writes_what_int8_loads(self):
+        """ghostserve-train calibrate on a few training images writes a file
+        that int8 evaluation loads; the same command gives the same file; the
+        file is refused for other weights (a fine-tuned copy)."""
+        builtin = os.path.join(lib.ARGS.source_dir, "models", "ghostnet_050_fashion.json")
+        out = os.path.join(self.tmp, "a.calibration")
+        cmd = [TRAIN_BIN, "calibrate", "--model-config", builtin, "--data", FASHION,
+               "--images", "64", "--batch-size", "32", "--seed", "3", "--threads", "2"]
+        got = run_json(cmd + ["--out", out])
+        self.assertEqual((got["images"], got["out"]), (64, out))
+        with open(out) as f:
+            cal = json.load(f)
+        self.assertEqual(cal["format"], "ghostserve-int8-calibration")
+        self.assertEqual(cal["images"], 64)
+        self.assertEqual(len(cal["ranges"]), got["steps"])
+        self.assertTrue(all(lo <= hi for lo, hi in cal["ranges"].values()))
+        # The shipped calibration was made for the same weights.
+        with open(os.path.join(lib.ARGS.source_dir, "models",
+                               "ghostnet_050_fashion.calibration")) as f:
+            self.assertEqual(json.load(f)["fingerprint"], cal["fingerprint"])
+        again = os.path.join(self.tmp, "b.calibration")
+        run_json(cmd + ["--out", again])
+        with open(out) as a, open(again) as b:
+            self.assertEqual(a.read(), b.read())
+        if not lib.cpu_has_int8():
+            print("int8 evaluation not run: no AVX2 as oneDNN sees this CPU")
+            return
+        r = run_json([TRAIN_BIN, "evaluate", "--model-config", builtin, "--data", FASHION,
+                      "--precision", "int8", "--calibration", out, "--limit", "500"])
+        self.assertEqual((r["precision"], r["images"]), ("int8", 500))
+        self.assertGreaterEqual(r["top1"], 0.88)
+        # Other weights: a one-step fine-tune of the same model.
+        tuned = os.path.join(self.tmp, "tuned")
+        run_json([TRAIN_BIN, "train", "--data", FASHION, "--name", "tuned", "--width", "0.5",
+                  "--input-size", "64", "--epochs", "1", "--limit-train", "64",
+                  "--limit-val", "64", "--batch-size", "64", "--out-dir", tuned,
+                  "--init", os.path.join(lib.ARGS.source_dir, "models",
+                                         "ghostnet_050_fashion.safetensors"),
+                  "--threads", "2"])
+        bad = subprocess.run([TRAIN_BIN, "evaluate", "--model-config",
+                              os.path.join(tuned, "tuned.json"), "--data", FASHION,
+                              "--precision", "int8", "--calibration", out, "--limit", "10"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             timeout=600)
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("measured on other weights", bad.stderr)
 
     def test_train_finetune_and_serve_custom_models(self):
         folder = os.path.join(self.tmp, "folder")
