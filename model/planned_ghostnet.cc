@@ -52,9 +52,8 @@ struct LayerWeights {
   std::string name;      // the step that runs it (calibration key)
   torch::Tensor weight;  // contiguous: OIHW, or [O, I] for inner products
   torch::Tensor bias;    // [O]; undefined when this slice adds no bias
-  // int8: the weights rounded to int8 with one scale per output channel
-  // (made on first use).
-  torch::Tensor qweight;
+  // int8: one scale per output channel, max |w| / 127 (made on first use);
+  // the packing reorder rounds w / scale to int8.
   std::vector<float> wscale;
   memory::dims dims;     // oneDNN weight dims (goihw for depthwise)
   Tag plain_tag = Tag::oihw;
@@ -65,12 +64,10 @@ struct LayerWeights {
 
   // Symmetric per-output-channel int8: w ~ wscale[o] * q, |q| <= 127.
   void Quantize() {
-    if (qweight.defined()) return;
-    const torch::Tensor flat = weight.reshape({weight.size(0), -1});
-    const torch::Tensor amax = flat.abs().amax(1);
-    const torch::Tensor scale = torch::where(amax > 0, amax / 127.f, torch::ones_like(amax));
-    qweight = (flat / scale.unsqueeze(1)).round().clamp(-127, 127).to(torch::kChar)
-                  .reshape(weight.sizes()).contiguous();
+    if (!wscale.empty()) return;
+    const torch::Tensor amax = weight.reshape({weight.size(0), -1}).abs().amax(1);
+    const torch::Tensor scale =
+        torch::where(amax > 0, amax / 127.f, torch::ones_like(amax)).contiguous();
     wscale.assign(scale.data_ptr<float>(), scale.data_ptr<float>() + scale.numel());
   }
 

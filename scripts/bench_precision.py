@@ -5,18 +5,25 @@
     scripts/bench_precision.py [--build build] [--model ghostnet_100]
                                [--duration 10] [--concurrency 16] [--rounds 2]
 
-Per round and precision (fp32, then bf16 where the CPU has AVX512-BF16 or
-AMX-BF16 as oneDNN sees it; a server asked for bf16 without them refuses to
-start, which the script reports): starts `ghostserve --models MODEL
---precision MODEL=P` on loopback with its defaults, runs `ghostserve-client
-bench` over the JPEG photographs in tests/testdata with 1 client, then with
---concurrency clients, and stops the server. Figures are medians over rounds.
-Prints a table on stderr and one JSON line on stdout.
+Per round and precision (fp32; bf16 where the CPU has AVX512-BF16 or AMX-BF16
+as oneDNN sees it; int8 where it has AVX2; a server asked for a precision the
+CPU lacks refuses to start, which the script reports): starts `ghostserve
+--model-config CONFIG --precision MODEL=P` on loopback with its defaults,
+runs `ghostserve-client bench` over the JPEG photographs in tests/testdata
+with 1 client, then with --concurrency clients, and stops the server.
+Figures are medians over rounds. Prints a table on stderr and one JSON line
+on stdout.
+
+CONFIG is a model config for MODEL's untrained weights (the ones `--models
+MODEL` serves) naming an int8 calibration, which the script makes first with
+`ghostserve-train calibrate` on the same photographs (an ImageFolder of them):
+int8 speed depends on the calibration's ranges only through the scales.
 """
 import argparse
 import glob
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,7 +48,25 @@ def cpu():
     return {"model_name": model, "flags": sorted(f for f in wanted if f in flags)}
 
 
-def serve_and_measure(bin_dir, model, precision, images, duration, concurrency):
+def make_config(bin_dir, model, images, tmp):
+    """A model config for `model`'s untrained weights with an int8
+    calibration measured on `images`; returns its path."""
+    width = {"ghostnet_050": 0.5, "ghostnet_100": 1.0, "ghostnet_130": 1.3}[model]
+    folder = os.path.join(tmp, "data", "train", "photos")
+    os.makedirs(folder)
+    for i in images:
+        shutil.copy(i, folder)
+    config = os.path.join(tmp, f"{model}.json")
+    with open(config, "w") as f:
+        json.dump({"name": model, "architecture": "ghostnet", "width": width,
+                   "num_classes": 1000, "labels": "imagenet",
+                   "calibration": f"{model}.calibration"}, f)
+    run_json([os.path.join(bin_dir, "ghostserve-train"), "calibrate", "--model-config", config,
+              "--data", os.path.join(tmp, "data"), "--images", str(len(images))])
+    return config
+
+
+def serve_and_measure(bin_dir, model, config, precision, images, duration, concurrency):
     """Returns the client results, or None (with the log) if the server
     refused to start."""
     port, hport, mport = free_port(), free_port(), free_port()
@@ -49,7 +74,7 @@ def serve_and_measure(bin_dir, model, precision, images, duration, concurrency):
     server = subprocess.Popen(
         [os.path.join(bin_dir, "ghostserve"), "--listen", f"127.0.0.1:{port}",
          "--http-listen", f"127.0.0.1:{hport}", "--metrics-listen", f"127.0.0.1:{mport}",
-         "--models", model, "--precision", f"{model}={precision}"],
+         "--models", "none", "--model-config", config, "--precision", f"{model}={precision}"],
         stderr=log, stdout=log, text=True)
     client = os.path.join(bin_dir, "ghostserve-client")
     addr = f"127.0.0.1:{port}"
@@ -84,14 +109,16 @@ def main():
     args = ap.parse_args()
     bin_dir = os.path.join(args.build, "bin")
     images = sorted(glob.glob(os.path.join(ROOT, "tests", "testdata", "*.jpg")))
-    runs = {"fp32": [], "bf16": []}
+    runs = {"fp32": [], "bf16": [], "int8": []}
     refused = {}
+    tmp = tempfile.mkdtemp(prefix="bench_precision_")
+    config = make_config(bin_dir, args.model, images, tmp)
     for r in range(args.rounds):
         for precision in runs:
             if precision in refused:
                 continue
-            got, why = serve_and_measure(bin_dir, args.model, precision, images, args.duration,
-                                         args.concurrency)
+            got, why = serve_and_measure(bin_dir, args.model, config, precision, images,
+                                         args.duration, args.concurrency)
             if got is None:
                 refused[precision] = why.strip()
                 print(f"{precision}: server refused to start: {refused[precision]}",
@@ -126,12 +153,14 @@ def main():
         print(f"| {precision} | {row['one_client_p50_ms']} | {row['one_client_p99_ms']} | "
               f"{row['one_client_images_per_second']} | {row['saturation_images_per_second']} | "
               f"{row['saturation_p50_ms']} |", file=sys.stderr)
-    if "fp32" in out["precisions"] and "bf16" in out["precisions"]:
-        f, b = out["precisions"]["fp32"], out["precisions"]["bf16"]
-        out["bf16_vs_fp32"] = {
-            "saturation": round(b["saturation_images_per_second"]
-                                / f["saturation_images_per_second"], 2),
-            "one_client_latency": round(f["one_client_p50_ms"] / b["one_client_p50_ms"], 2)}
+    for p in ("bf16", "int8"):
+        if "fp32" in out["precisions"] and p in out["precisions"]:
+            f, b = out["precisions"]["fp32"], out["precisions"][p]
+            out[f"{p}_vs_fp32"] = {
+                "saturation": round(b["saturation_images_per_second"]
+                                    / f["saturation_images_per_second"], 2),
+                "one_client_latency": round(f["one_client_p50_ms"] / b["one_client_p50_ms"], 2)}
+    shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(out))
 
 

@@ -6,7 +6,11 @@
   ModelMetadata (gRPC parameters and REST), and a Classify call answers;
 * with oneDNN capped to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, as an AVX2-only CPU),
   bf16 stops start-up with an error naming the missing CPU feature, and
-  auto serves fp32. This part runs on every machine.
+  auto serves fp32. This part runs on every machine;
+* int8 serves the built-in fashion model with the calibration compiled in
+  beside its config, natively and capped to AVX2, reported as int8 everywhere;
+  a model without a calibration (the untrained ghostnet_050) stops start-up
+  saying so.
 """
 import json
 import os
@@ -33,12 +37,12 @@ class PrecisionTest(unittest.TestCase):
         cls.pb, cls.pb_grpc, cls.kpb, cls.kpb_grpc = client.load_stubs(client.DEFAULT_PROTO_DIR,
                                                                        cls.stub_dir)
 
-    def serve(self, precision, env=None):
+    def serve(self, precision, env=None, model=MODEL):
         saved = dict(os.environ)
         os.environ.update(env or {})
         try:
-            server = lib.GhostServe(extra_flags=["--models", MODEL, "--precision",
-                                                 f"{MODEL}={precision}"]).start()
+            server = lib.GhostServe(extra_flags=["--models", model, "--precision",
+                                                 f"{model}={precision}"]).start()
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -67,6 +71,42 @@ class PrecisionTest(unittest.TestCase):
                 "kserve_grpc": metadata.parameters["precision"].string_param,
                 "kserve_rest": rest["parameters"]["precision"],
                 "log": line[0].split("precision ")[1].split(",")[0]}
+
+    def classify(self, server):
+        with open(lib.src("tests", "testdata", "chelsea_gray.png"), "rb") as f:
+            image = f.read()
+        with grpc.insecure_channel(server.target) as channel:
+            return self.pb_grpc.ClassifierStub(channel).Classify(
+                self.pb.ClassifyRequest(model=MODEL, image=image, top_k=10), timeout=30)
+
+    def test_int8_with_the_builtin_calibration(self):
+        if not lib.cpu_has_int8():
+            print("int8 not served: this CPU has no AVX2 as oneDNN sees it")
+            return
+        fp32 = self.classify(self.serve("fp32").wait_serving())
+        for env in ({}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}):
+            with self.subTest(env=env):
+                server = self.serve("int8", env=env).wait_serving()
+                self.assertEqual(set(self.reported(server).values()), {"int8"},
+                                 self.reported(server))
+                r = self.classify(server)
+                self.assertEqual(len(r.predictions), 10)
+                self.assertAlmostEqual(sum(p.score for p in r.predictions), 1.0, places=3)
+                # Same ten classes, scores within 0.05 of fp32's.
+                want = {p.label: p.score for p in fp32.predictions}
+                got = {p.label: p.score for p in r.predictions}
+                self.assertEqual(set(got), set(want))
+                for label, score in got.items():
+                    self.assertLess(abs(score - want[label]), 0.05, (label, got, want))
+
+    def test_int8_without_a_calibration_stops_start_up(self):
+        refused = self.serve("int8", model="ghostnet_050")
+        deadline = time.time() + lib.START_TIMEOUT_S
+        while refused.proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        self.assertIsNotNone(refused.proc.returncode, "int8 without a calibration must stop")
+        self.assertNotEqual(refused.proc.returncode, 0)
+        self.assertIn("precision int8 needs a calibration", self.log(refused))
 
     def test_bf16_where_the_cpu_has_it(self):
         if not lib.cpu_has_native_bf16():
