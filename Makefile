@@ -6,8 +6,9 @@
 #   make bench  ghostserve's GhostNet against ONNX Runtime, TorchScript and
 #               eager PyTorch (BENCH_ARGS=--quick for a smoke run), against
 #               eager PyTorch, the service against the raw model, and each
-#               precision the CPU offers through the service (each prints
-#               one JSON line)
+#               precision the CPU offers in process (natively and as an
+#               AVX2-only CPU) and through the service (each prints one
+#               JSON line)
 #
 # Hardening (each in its own build directory; the sanitizer ones also install
 # clang and the sanitizer runtimes: scripts/install-deps.sh --sanitizers):
@@ -49,6 +50,8 @@ bench: build
 	$(PYTHON) scripts/bench_ort.py --build $(BUILD_DIR) $(BENCH_ARGS)
 	$(PYTHON) scripts/bench_model.py --build $(BUILD_DIR)
 	$(PYTHON) scripts/bench_service.py --build $(BUILD_DIR)
+	$(PYTHON) scripts/bench_model_precision.py --build $(BUILD_DIR)
+	$(PYTHON) scripts/bench_model_precision.py --build $(BUILD_DIR) --max-isa AVX2
 	$(PYTHON) scripts/bench_precision.py --build $(BUILD_DIR)
 
 sanitizer-deps:
