@@ -1442,7 +1442,7 @@ TEST_F(HealthTest, FollowsSetServing) {
 
 TEST_F(ServerTest, TraceparentIsReturnedWithoutAnAccessLog) {
   const std::string tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-  for (const std::string sent : {tp, std::string("00-not-a-trace-01")}) {
+  for (const std::string& sent : {tp, std::string("00-not-a-trace-01")}) {
     grpc::ClientContext ctx;
     SetTimeout(ctx, kCallTimeoutMs);
     ctx.AddMetadata("traceparent", sent);
