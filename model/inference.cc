@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdio>
+#include <functional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -139,18 +140,15 @@ absl::StatusOr<std::unique_ptr<InferenceGhostNet>> InferenceGhostNet::Create(
   }
 }
 
-int64_t InferenceGhostNet::WeightBytes() const {
-  int64_t bytes = 0;
-  auto add = [&](const torch::Tensor& t) {
-    if (t.defined()) bytes += t.numel() * t.element_size();
-  };
+void InferenceGhostNet::ForEachWeight(const std::function<void(const torch::Tensor&)>& f,
+                                      bool aten_slices) const {
   auto conv = [&](const Conv& c) {
-    add(c.weight);
-    add(c.bias);
+    f(c.weight);
+    f(c.bias);
   };
   auto lin = [&](const Linear& l) {
-    add(l.weight);
-    add(l.bias);
+    f(l.weight);
+    f(l.bias);
   };
   conv(layers_.stem);
   for (const auto& b : layers_.blocks) {
@@ -158,8 +156,10 @@ int64_t InferenceGhostNet::WeightBytes() const {
     conv(b.ghost1.cheap);
     if (b.has_dw) {
       conv(b.dw);
-      conv(b.dw_first);
-      conv(b.dw_second);
+      if (aten_slices) {
+        conv(b.dw_first);
+        conv(b.dw_second);
+      }
     }
     if (b.has_se) {
       lin(b.se_reduce);
@@ -175,12 +175,22 @@ int64_t InferenceGhostNet::WeightBytes() const {
   conv(layers_.final_conv);
   conv(layers_.head);
   lin(layers_.classifier);
+}
+
+int64_t InferenceGhostNet::WeightBytes() const {
+  int64_t bytes = 0;
+  ForEachWeight(
+      [&](const torch::Tensor& t) {
+        if (t.defined()) bytes += t.numel() * t.element_size();
+      },
+      /*aten_slices=*/true);
   if (planned_ != nullptr) bytes += planned_->PackedWeightBytes();
   return bytes;
 }
 
 std::string InferenceGhostNet::WeightsFingerprint() const {
-  // FNV-1a over the architecture and every folded tensor's bytes.
+  // FNV-1a over the architecture and every folded tensor's bytes (in NCHW
+  // order whatever the layout held, without the ATen engine's copies).
   uint64_t h = 1469598103934665603ull;
   auto mix = [&](const void* data, size_t n) {
     const auto* p = static_cast<const unsigned char*>(data);
@@ -192,37 +202,13 @@ std::string InferenceGhostNet::WeightsFingerprint() const {
   const std::string arch = absl::StrCat(net_options_.width, "/", net_options_.num_classes, "/",
                                         net_options_.in_channels, "/", net_options_.input_size);
   mix(arch.data(), arch.size());
-  auto add = [&](const torch::Tensor& t) {
-    if (!t.defined()) return;
-    const torch::Tensor c = t.to(torch::kFloat).contiguous();
-    mix(c.data_ptr(), static_cast<size_t>(c.numel()) * sizeof(float));
-  };
-  auto conv = [&](const Conv& c) {
-    add(c.weight.contiguous());
-    add(c.bias);
-  };
-  conv(layers_.stem);
-  for (const auto& b : layers_.blocks) {
-    conv(b.ghost1.primary);
-    conv(b.ghost1.cheap);
-    if (b.has_dw) conv(b.dw);
-    if (b.has_se) {
-      add(b.se_reduce.weight);
-      add(b.se_reduce.bias);
-      add(b.se_expand.weight);
-      add(b.se_expand.bias);
-    }
-    conv(b.ghost2.primary);
-    conv(b.ghost2.cheap);
-    if (b.has_shortcut) {
-      conv(b.shortcut_dw);
-      conv(b.shortcut_pw);
-    }
-  }
-  conv(layers_.final_conv);
-  conv(layers_.head);
-  add(layers_.classifier.weight);
-  add(layers_.classifier.bias);
+  ForEachWeight(
+      [&](const torch::Tensor& t) {
+        if (!t.defined()) return;
+        const torch::Tensor c = t.to(torch::kFloat).contiguous();
+        mix(c.data_ptr(), static_cast<size_t>(c.numel()) * sizeof(float));
+      },
+      /*aten_slices=*/false);
   char hex[17];
   std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
   return hex;

@@ -13,6 +13,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -124,6 +125,9 @@ class InferenceGhostNet {
  private:
   InferenceGhostNet(GhostNetOptions net_options, InferenceOptions options);
 
+  // Calls f on every folded weight and bias (undefined ones too), in layer
+  // order; aten_slices adds the ATen engine's copies of split layers.
+  void ForEachWeight(const std::function<void(const torch::Tensor&)>& f, bool aten_slices) const;
   torch::Tensor ForwardUnchecked(const torch::Tensor& x) const;
   torch::Tensor RunConv(const Conv& c, const torch::Tensor& x) const;
   // The Ghost module's two halves (primary, cheap); concatenated they are its

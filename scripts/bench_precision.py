@@ -28,11 +28,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from bench_service import free_port, run_json  # noqa: E402
+from bench_service import free_port, run_json, wait_serving  # noqa: E402
 
 
 def cpu():
@@ -79,16 +78,9 @@ def serve_and_measure(bin_dir, model, config, precision, images, duration, concu
     client = os.path.join(bin_dir, "ghostserve-client")
     addr = f"127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            if server.poll() is not None:
-                log.seek(0)
-                return None, log.read()[-600:]
-            if subprocess.run([client, "health", "--server", addr, "--timeout-ms", "500"],
-                              capture_output=True).returncode == 0:
-                break
-            time.sleep(0.2)
-        else:
-            raise SystemExit("server did not become healthy")
+        exited = wait_serving(client, addr, server, log)
+        if exited:
+            return None, exited[-600:]
         common = ["bench", "--server", addr, "--model", model, "--duration", str(duration),
                   "--warmup", "2", "--json"]
         one = run_json([client] + common + ["--concurrency", "1"] + images)

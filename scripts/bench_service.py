@@ -58,6 +58,21 @@ def run_json(cmd):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def wait_serving(client, addr, server, log):
+    """Polls gRPC health until `server` (a Popen logging to the file `log`)
+    serves at `addr`. Returns None, or the log's tail if the server exited;
+    exits the script if it never becomes healthy."""
+    for _ in range(600):
+        if server.poll() is not None:
+            log.seek(0)
+            return f"ghostserve exited {server.returncode}:\n{log.read()[-3000:]}"
+        if subprocess.run([client, "health", "--server", addr, "--timeout-ms", "500"],
+                          capture_output=True).returncode == 0:
+            return None
+        time.sleep(0.2)
+    raise SystemExit("server did not become healthy")
+
+
 def wait_http_ready(hport, seconds=60):
     url = f"http://127.0.0.1:{hport}/v2/health/ready"
     deadline = time.monotonic() + seconds
@@ -139,17 +154,9 @@ def main():
     try:
         client = os.path.join(bin_dir, "ghostserve-client")
         addr = f"127.0.0.1:{port}"
-        for _ in range(600):
-            if server.poll() is not None:
-                server_log.seek(0)
-                raise SystemExit(f"ghostserve exited {server.returncode}:\n"
-                                 f"{server_log.read()[-3000:]}")
-            if subprocess.run([client, "health", "--server", addr, "--timeout-ms", "500"],
-                              capture_output=True).returncode == 0:
-                break
-            time.sleep(0.2)
-        else:
-            raise SystemExit("server did not become healthy")
+        exited = wait_serving(client, addr, server, server_log)
+        if exited:
+            raise SystemExit(exited)
         wait_http_ready(hport)
         saturation = ["--model", args.model, "--concurrency", str(args.concurrency),
                       "--duration", str(args.duration), "--warmup", "2", "--json"] + images

@@ -96,6 +96,7 @@ class PrecisionTest(unittest.TestCase):
                 want = {p.label: p.score for p in fp32.predictions}
                 got = {p.label: p.score for p in r.predictions}
                 self.assertEqual(set(got), set(want))
+                self.assertNotEqual(got, want, "int8 answered exactly as fp32")
                 for label, score in got.items():
                     self.assertLess(abs(score - want[label]), 0.05, (label, got, want))
 

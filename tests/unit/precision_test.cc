@@ -71,14 +71,21 @@ void CalibrateBatchNorm(GhostNet& net, const torch::Tensor& x, uint64_t seed) {
   net->eval();
 }
 
+// The width's deterministic untrained weights with BatchNorm statistics
+// measured on `photos`.
+GhostNet PhotographNet(const std::string& name, const torch::Tensor& photos) {
+  GhostNet net(*BuiltinModelOptions(name));
+  InitializeDeterministic(net, 21);
+  CalibrateBatchNorm(net, photos, 22);
+  return net;
+}
+
 class PrecisionTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(PrecisionTest, Bf16AgreesWithFp32OnPhotographs) {
   ConfigureThreads(0);
-  GhostNet net(*BuiltinModelOptions(GetParam()));
-  InitializeDeterministic(net, 21);
   const torch::Tensor x = Photographs();
-  CalibrateBatchNorm(net, x, 22);
+  GhostNet net = PhotographNet(GetParam(), x);
   InferenceOptions bf16_options;
   bf16_options.precision = Precision::kBf16;
   auto bf16 = InferenceGhostNet::Create(*net, bf16_options);
@@ -156,10 +163,8 @@ std::vector<torch::Tensor> CalibrationBatches(const torch::Tensor& photos, int b
 // on 10,000 images).
 TEST_P(PrecisionTest, Int8AgreesWithFp32OnPhotographs) {
   ConfigureThreads(0);
-  GhostNet net(*BuiltinModelOptions(GetParam()));
-  InitializeDeterministic(net, 21);
   const torch::Tensor x = Photographs();
-  CalibrateBatchNorm(net, x, 22);
+  GhostNet net = PhotographNet(GetParam(), x);
   auto fp32 = InferenceGhostNet::Create(*net);
   ASSERT_TRUE(fp32.ok());
   auto cal = (*fp32)->Calibrate(CalibrationBatches(x, 4, 16, 23));
@@ -178,7 +183,11 @@ TEST_P(PrecisionTest, Int8AgreesWithFp32OnPhotographs) {
     return;
   }
   ASSERT_TRUE(int8.ok()) << int8.status();
+  // The int8 engine really ran: its packed weights are a quarter of fp32's,
+  // and its logits are not fp32's.
+  EXPECT_LT((*int8)->WeightBytes(), (*fp32)->WeightBytes());
   const torch::Tensor want = *(*fp32)->Forward(x);
+  EXPECT_FALSE(torch::equal(*(*int8)->Forward(x), want));
   for (const bool nhwc : {true, false}) {
     const torch::Tensor got = *(*int8)->Forward(nhwc ? x : x.contiguous());
     ASSERT_EQ(got.sizes(), want.sizes());

@@ -48,6 +48,17 @@ class DatasetTest : public ::testing::Test {
     }
     return path;
   }
+  // Grayscale, resized straight to crop x crop, Fashion-MNIST's statistics.
+  static preprocess::PreprocessConfig FashionConfig(int crop) {
+    preprocess::PreprocessConfig config;
+    config.channels = 1;
+    config.resize_shorter = 0;
+    config.crop_size = crop;
+    config.mean = {0.286f};
+    config.std = {0.353f};
+    return config;
+  }
+
   static std::vector<uint8_t> Pixels(size_t n, uint8_t seed) {
     std::vector<uint8_t> v(n);
     for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed + i * 37 + (i / 7) * 11);
@@ -93,12 +104,7 @@ TEST_F(DatasetTest, TrainingInputsEqualServedInputs) {
   const std::vector<uint8_t> data = Pixels(3 * 28 * 28, 9);
   auto raw = ReadIdx(Write("imgs", Idx({3, 28, 28}, data)));
   ASSERT_TRUE(raw.ok());
-  preprocess::PreprocessConfig config;
-  config.channels = 1;
-  config.resize_shorter = 0;
-  config.crop_size = 64;
-  config.mean = {0.286f};
-  config.std = {0.353f};
+  preprocess::PreprocessConfig config = FashionConfig(64);
   auto trained = PreprocessRaw(*raw, config);
   ASSERT_TRUE(trained.ok()) << trained.status();
   EXPECT_THAT(trained->sizes().vec(), ElementsAre(3, 1, 64, 64));
@@ -177,12 +183,7 @@ TEST_F(DatasetTest, SamplesTrainingImagesFromIdx) {
   const std::vector<uint8_t> data = Pixels(20 * 28 * 28, 3);
   Write("train-images-idx3-ubyte", Idx({20, 28, 28}, data));
   Write("train-labels-idx1-ubyte", Idx({20}, std::vector<uint8_t>(20, 1)));
-  preprocess::PreprocessConfig config;
-  config.channels = 1;
-  config.resize_shorter = 0;
-  config.crop_size = 32;
-  config.mean = {0.286f};
-  config.std = {0.353f};
+  const preprocess::PreprocessConfig config = FashionConfig(32);
   auto sample = SampleTrainingImages(dir_.string(), config, 6, 11);
   ASSERT_TRUE(sample.ok()) << sample.status();
   EXPECT_THAT(sample->images.sizes().vec(), ElementsAre(6, 1, 32, 32));
